@@ -1,0 +1,3 @@
+"""ginr: generalizable implicit neural representations (BiMamba encoder, SCENT-style decoders)."""
+
+__version__ = "0.1.0"

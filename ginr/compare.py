@@ -1,0 +1,249 @@
+"""Compare training runs: a table (markdown + CSV) and PSNR curves from TensorBoard logs.
+
+Usage: python -m ginr.compare RUN_DIRS_OR_MULTIRUN_DIR... [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    name: str
+    state: str = "unknown"
+    step: int | None = None
+    max_steps: int | None = None
+    best_psnr: float | None = None
+    final_psnr: float | None = None
+    psnr_x2: float | None = None
+    psnr_x4: float | None = None
+    params_m: float | None = None
+    ms_per_step: float | None = None
+    images_per_s: float | None = None
+    peak_mem_gb: float | None = None
+    wall_time_s: float | None = None
+    # test PSNR curve: (step, seconds since the run's first scalar event, PSNR)
+    curve: list[tuple[int, float, float]] = field(default_factory=list)
+
+
+def is_run(path: Path) -> bool:
+    """What the trainer leaves in a run dir, even one that crashed before logging anything."""
+    return (path / "status.json").is_file() or (path / "tb").is_dir()
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    # Hydra job dirs are 0, 1, ..., 10: sort them numerically, not as "0, 1, 10, 2".
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Run dirs given directly or found recursively under the given dirs, sorted by path.
+
+    Raises FileNotFoundError naming a path that is not an existing directory.
+    """
+    found: dict[Path, Path] = {}
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise FileNotFoundError(f"no such directory: {p}")
+        for dirpath, dirnames, _ in os.walk(p):
+            d = Path(dirpath)
+            if is_run(d):
+                found.setdefault(d.resolve(), d)
+                dirnames.clear()  # a run's own subfolders (tb/, checkpoints) are not runs
+            else:
+                dirnames.sort()
+    return sorted(found.values(), key=_natural_key)
+
+
+def _read_status(path: Path) -> dict:
+    f = path / "status.json"
+    if not f.is_file():
+        return {}
+    try:
+        status = json.loads(f.read_text())
+    except (OSError, ValueError) as e:  # e.g. caught mid-write by a running trainer
+        print(f"warning: unreadable {f}: {e}", file=sys.stderr)
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _read_scalars(tb: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """tag -> [(step, wall_time, value)] sorted by step."""
+    if not tb.is_dir():
+        return {}
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {
+        tag: sorted((e.step, e.wall_time, e.value) for e in acc.Scalars(tag)) for tag in acc.Tags()["scalars"]
+    }
+
+
+def load_run(path: Path, root: Path | None = None) -> RunSummary:
+    """Summarise one run dir; `root` is what the fallback name (no status.json) is relative to."""
+    path = Path(path)
+    status = _read_status(path)
+    scalars = _read_scalars(path / "tb")
+    name = status.get("name") or (
+        os.path.relpath(path.resolve(), Path(root).resolve()) if root else path.name
+    )
+    run = RunSummary(path=path, name=name, state=status.get("state") or "unknown")
+
+    all_events = [e for events in scalars.values() for e in events]
+    t0 = min((e[1] for e in all_events), default=None)
+    run.step = status.get("step")
+    if run.step is None and all_events:
+        run.step = max(e[0] for e in all_events)
+    run.max_steps = status.get("max_steps")
+    if status.get("params") is not None:
+        run.params_m = status["params"] / 1e6
+    run.wall_time_s = status.get("wall_time_s")
+    if run.wall_time_s is None and all_events:
+        run.wall_time_s = max(e[1] for e in all_events) - t0
+
+    vals = {tag: [e[2] for e in events] for tag, events in scalars.items() if events}
+    last = lambda tag: vals[tag][-1] if tag in vals else None
+    median = lambda tag: statistics.median(vals[tag]) if tag in vals else None
+    if "test/psnr" in vals:
+        run.best_psnr, run.final_psnr = max(vals["test/psnr"]), last("test/psnr")
+        run.curve = [(s, t - t0, v) for s, t, v in scalars["test/psnr"]]
+    run.psnr_x2, run.psnr_x4 = last("test/psnr_x2"), last("test/psnr_x4")
+    run.ms_per_step, run.images_per_s = median("perf/ms_per_step"), median("perf/images_per_s")
+    run.peak_mem_gb = max(vals.get("perf/peak_mem_gb", []), default=None)
+    return run
+
+
+def sort_runs(runs: Sequence[RunSummary]) -> list[RunSummary]:
+    """Best test PSNR first; runs without test PSNR last (stable, so otherwise in path order)."""
+    return sorted(runs, key=lambda r: (r.best_psnr is None, -(r.best_psnr or 0.0)))
+
+
+def _num(digits: int) -> Callable[[float | None], str]:
+    return lambda v: "" if v is None else f"{v:.{digits}f}"
+
+
+def _step(r: RunSummary) -> str:
+    if r.step is None and r.max_steps is None:
+        return ""
+    return f"{'-' if r.step is None else r.step} / {'-' if r.max_steps is None else r.max_steps}"
+
+
+# (markdown header, csv header, formatter); an empty string means "missing".
+COLUMNS: list[tuple[str, str, Callable[[RunSummary], str]]] = [
+    ("run", "run", lambda r: r.name),
+    ("state", "state", lambda r: r.state),
+    ("step / max_steps", "step", _step),  # to_csv splits this one into step, max_steps
+    ("best PSNR", "best_psnr", lambda r: _num(2)(r.best_psnr)),
+    ("final PSNR", "final_psnr", lambda r: _num(2)(r.final_psnr)),
+    ("PSNR x2", "psnr_x2", lambda r: _num(2)(r.psnr_x2)),
+    ("PSNR x4", "psnr_x4", lambda r: _num(2)(r.psnr_x4)),
+    ("params (M)", "params_m", lambda r: _num(2)(r.params_m)),
+    ("ms/step", "ms_per_step", lambda r: _num(1)(r.ms_per_step)),
+    ("images/s", "images_per_s", lambda r: _num(0)(r.images_per_s)),
+    ("peak mem (GB)", "peak_mem_gb", lambda r: _num(2)(r.peak_mem_gb)),
+    ("wall (s)", "wall_time_s", lambda r: _num(0)(r.wall_time_s)),
+]
+
+
+def to_markdown(rows: Sequence[RunSummary]) -> str:
+    """Markdown table with padded columns; the run name and state left-aligned, numbers right-aligned."""
+    table = [[h for h, _, _ in COLUMNS]]
+    table += [[fmt(r).replace("|", "\\|") or "-" for _, _, fmt in COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    n_left = 2
+
+    def line(vals: Sequence[str]) -> str:
+        cells = [
+            v.ljust(w) if i < n_left else v.rjust(w)
+            for i, (v, w) in enumerate(zip(vals, widths, strict=True))
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            " " + ("-" * w + " " if i < n_left else "-" * (w - 1) + ": ") for i, w in enumerate(widths)
+        )
+        + "|"
+    )
+    return "\n".join([line(table[0]), rule, *(line(row) for row in table[1:])]) + "\n"
+
+
+def to_csv(rows: Sequence[RunSummary], path: Path) -> None:
+    """The markdown columns, but "step / max_steps" split in two so every cell is a plain number."""
+    opt = lambda v: "" if v is None else str(v)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "state", "step", "max_steps", *(h for _, h, _ in COLUMNS[3:])])
+        for r in rows:
+            w.writerow(
+                [r.name, r.state, opt(r.step), opt(r.max_steps), *(fmt(r) for _, _, fmt in COLUMNS[3:])]
+            )
+
+
+def plot(runs: Sequence[RunSummary], path: Path, x: Literal["step", "time"] = "step") -> None:
+    """Test PSNR against `x` ("step" or "time": seconds since the run's first event), one line per run."""
+    fig = Figure(figsize=(8, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    col = 0 if x == "step" else 1
+    plotted = [r for r in runs if r.curve]
+    for r in plotted:
+        ax.plot([p[col] for p in r.curve], [p[2] for p in r.curve], marker=".", label=r.name)
+    ax.set_xlabel("step" if x == "step" else "wall-clock time (s)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.grid(alpha=0.3)
+    if plotted:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no test/psnr scalars", ha="center", va="center", transform=ax.transAxes)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ginr.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="run dirs and/or dirs containing runs (e.g. a multirun dir)")
+    parser.add_argument("--out", help="output dir (default: the single input dir, else ./compare)")
+    args = parser.parse_args(argv)
+
+    try:
+        run_dirs = find_runs(args.paths)
+    except FileNotFoundError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if not run_dirs:
+        print(f"{parser.prog}: error: no runs found under {', '.join(args.paths)}", file=sys.stderr)
+        raise SystemExit(2)
+
+    root = Path(os.path.commonpath([d.resolve().parent for d in run_dirs]))
+    runs = sort_runs([load_run(d, root) for d in run_dirs])
+    out = Path(args.out) if args.out else Path(args.paths[0]) if len(args.paths) == 1 else Path("compare")
+    out.mkdir(parents=True, exist_ok=True)
+
+    table = to_markdown(runs)
+    (out / "compare.md").write_text(table)
+    to_csv(runs, out / "compare.csv")
+    plot(runs, out / "psnr_vs_step.png", x="step")
+    plot(runs, out / "psnr_vs_time.png", x="time")
+    print(table, end="")
+    print(f"wrote {out}/compare.md, compare.csv, psnr_vs_step.png, psnr_vs_time.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

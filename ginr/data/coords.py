@@ -1,0 +1,30 @@
+"""Coordinate convention shared by data, model and rendering.
+
+A pixel (row i, column j) of an H x W image sits at its centre, ``(y, x)`` with
+``y = (2 i + 1) / H - 1`` and ``x = (2 j + 1) / W - 1``, so every coordinate lies in (-1, 1) and
+grids of different resolutions cover the same square. Values (targets) are in [0, 1].
+"""
+
+import torch
+from einops import rearrange
+
+
+def pixel_grid(
+    height: int, width: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Pixel-centre coordinates of an ``height x width`` image, row-major: (H * W, 2) as (y, x)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"grid size must be positive, got height={height}, width={width}")
+    ys = (torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1
+    xs = (torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def image_to_values(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H * W, C), in the order of :func:`pixel_grid`."""
+    return rearrange(images, "b c h w -> b (h w) c")
+
+
+def values_to_image(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H * W, C) -> (B, C, H, W); the inverse of :func:`image_to_values`."""
+    return rearrange(values, "b (h w) c -> b c h w", h=height, w=width)

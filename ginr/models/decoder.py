@@ -1,0 +1,188 @@
+"""SCENT-style decoders: coordinates (B, N, 2) + latent tokens (B, M, Dz) -> values (B, N, C).
+
+:class:`MultiBandDecoder` (the family the experiments compare)::
+
+    q = proj(fourier_q(coords));  m = q + CrossAttn(q, latents)             modulation vector
+    for each scale s, coarse to fine:
+        g = fourier_s(coords)
+        h = band_stack_s(g) * mod_stack_s(m) + skip_s(g) + h                 chain carries coarse -> fine
+        out = out + head_s(h)
+
+Each stack is Linear + GELU, then ``num_layers - 1`` blocks of one type (``ginr.models.blocks``).
+:class:`ScentDecoder` is the plain SCENT decoder: cross-attention, query skip, feedforwards, linear.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ginr.models.layers import Attention, FeedForward, FourierFeatures, PreNorm
+
+BlockFactory = Callable[..., nn.Module]
+
+
+def _query_independent(module: nn.Module) -> bool:
+    return not any(getattr(m, "mixes_queries", False) for m in module.modules())
+
+
+class Stack(nn.Module):
+    """Linear + GELU, then ``num_layers - 1`` blocks, optionally under activation checkpointing."""
+
+    def __init__(self, *, in_dim: int, dim: int, num_layers: int, block: BlockFactory, checkpoint: bool):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"decoder num_layers must be >= 1, got {num_layers}")
+        self.inp = nn.Sequential(nn.Linear(in_dim, dim), nn.GELU())
+        self.blocks = nn.ModuleList(block(dim=dim) for _ in range(num_layers - 1))
+        self.checkpoint = checkpoint
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for blk in self.blocks:
+            if self.checkpoint and torch.is_grad_enabled():
+                x = checkpoint(blk, x, context, use_reentrant=False)
+            else:
+                x = blk(x, context)
+        return x
+
+
+class Band(nn.Module):
+    """One scale of the multi-band decoder."""
+
+    def __init__(
+        self, *, bandwidth: float, num_fourier: int, learnable: bool, dim: int, out_channels: int, **stack
+    ):
+        super().__init__()
+        self.fourier = FourierFeatures(num_features=num_fourier, bandwidth=bandwidth, learnable=learnable)
+        self.band = Stack(in_dim=self.fourier.out_dim, dim=dim, **stack)
+        self.modulation = Stack(in_dim=dim, dim=dim, **stack)
+        self.skip = nn.Linear(self.fourier.out_dim, dim)
+        self.head = nn.Linear(dim, out_channels)
+
+    def forward(self, coords, modulation, hidden, latents):
+        g = self.fourier(coords)
+        hidden = self.band(g, latents) * self.modulation(modulation, latents) + self.skip(g) + hidden
+        return hidden, self.head(hidden)
+
+
+class LocalityBias(nn.Module):
+    """Additive attention bias ``-strength * (distance / spacing)^2`` between each query and a square
+    grid of latent positions covering the image (``spacing`` = grid step)."""
+
+    def __init__(self, *, num_latents: int, strength: float):
+        super().__init__()
+        side = round(num_latents**0.5)
+        if side * side != num_latents:
+            raise ValueError(f"locality bias needs a square number of latents, got num_latents={num_latents}")
+        centres = (torch.arange(side) * 2 + 1) / side - 1
+        grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), dim=-1).reshape(-1, 2)
+        self.register_buffer("positions", grid, persistent=False)
+        self.scale = strength * (side / 2) ** 2
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords (B, N, 2) -> bias (B, 1, N, M)."""
+        return -self.scale * torch.cdist(coords.float(), self.positions).square().unsqueeze(1)
+
+
+class MultiBandDecoder(nn.Module):
+    def __init__(
+        self,
+        *,
+        block: BlockFactory,
+        latent_dim: int,
+        out_channels: int = 3,
+        hidden_dim: int = 512,
+        num_layers: int = 3,
+        bandwidths: Sequence[float] = (32.0, 128.0),
+        query_bandwidth: float = 16.0,
+        num_fourier: int = 64,
+        learnable_bandwidth: bool = False,
+        heads: int = 8,
+        dim_head: int = 64,
+        attn_impl: str = "sdpa",
+        locality: float = 0.0,
+        num_latents: int = 256,
+        checkpoint: bool = False,
+    ):
+        super().__init__()
+        if not bandwidths:
+            raise ValueError("decoder bandwidths must name at least one scale, got an empty list")
+        self.query_fourier = FourierFeatures(
+            num_features=num_fourier, bandwidth=query_bandwidth, learnable=learnable_bandwidth
+        )
+        self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
+        xattn = Attention(hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
+        self.modulation = PreNorm(hidden_dim, xattn, context_dim=latent_dim)
+        self.locality = LocalityBias(num_latents=num_latents, strength=locality) if locality > 0 else None
+        stack = {"num_layers": num_layers, "block": block, "checkpoint": checkpoint}
+        self.bands = nn.ModuleList(
+            Band(
+                bandwidth=bw,
+                num_fourier=num_fourier,
+                learnable=learnable_bandwidth,
+                dim=hidden_dim,
+                out_channels=out_channels,
+                **stack,
+            )
+            for bw in bandwidths
+        )
+        self.query_independent = _query_independent(self)
+
+    def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """latents (B, M, Dz), coords (B, N, 2) -> (B, N, C)."""
+        q = self.query_proj(self.query_fourier(coords))
+        bias = self.locality(coords) if self.locality is not None else None
+        modulation = q + self.modulation(q, context=latents, bias=bias)
+        hidden, out = torch.zeros_like(q), 0
+        for band in self.bands:
+            hidden, value = band(coords, modulation, hidden, latents)
+            out = out + value
+        return out
+
+
+class ScentDecoder(nn.Module):
+    """Fourier queries -> cross-attention to the latents -> + query skip -> GEGLU feedforwards -> linear."""
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int,
+        out_channels: int = 3,
+        hidden_dim: int = 512,
+        num_layers: int = 2,
+        query_bandwidth: float = 16.0,
+        num_fourier: int = 64,
+        learnable_bandwidth: bool = False,
+        heads: int = 8,
+        dim_head: int = 64,
+        ff_mult: int = 4,
+        attn_impl: str = "sdpa",
+        checkpoint: bool = False,
+    ):
+        super().__init__()
+        self.query_fourier = FourierFeatures(
+            num_features=num_fourier, bandwidth=query_bandwidth, learnable=learnable_bandwidth
+        )
+        self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
+        xattn = Attention(hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
+        self.cross_attn = PreNorm(hidden_dim, xattn, context_dim=latent_dim)
+        self.ffs = nn.ModuleList(
+            PreNorm(hidden_dim, FeedForward(hidden_dim, mult=ff_mult)) for _ in range(num_layers)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, out_channels))
+        self.checkpoint = checkpoint
+        self.query_independent = True
+
+    def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """latents (B, M, Dz), coords (B, N, 2) -> (B, N, C)."""
+        q = self.query_proj(self.query_fourier(coords))
+        x = q + self.cross_attn(q, context=latents)
+        for ff in self.ffs:
+            x = x + (
+                checkpoint(ff, x, use_reentrant=False)
+                if self.checkpoint and torch.is_grad_enabled()
+                else ff(x)
+            )
+        return self.out(x)

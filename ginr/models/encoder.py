@@ -1,0 +1,161 @@
+"""Mamba-GINR encoder: image -> patch tokens + latent tokens -> BiMamba blocks -> latent tokens.
+
+Data flow, with L patch tokens and M latents::
+
+    images (B, C, H, W) -> PatchTokenizer -> (B, L, D) -> insert latents -> (B, L + M, D)
+    -> BiMambaBlock x depth -> gather latent positions -> norm -> [processor] -> (B, M, D)
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ginr.models.layers import Attention, FeedForward, FourierFeatures, PreNorm
+from ginr.models.mamba import BiMamba
+
+PLACEMENTS = ("interleave", "append", "prepend")
+
+
+def latent_positions(num_tokens: int, num_latents: int, placement: str) -> torch.Tensor:
+    """Indices of the latents in a sequence of ``num_tokens`` patches and ``num_latents`` latents.
+
+    ``interleave`` spreads them evenly, each after its share of patches (Mamba-GINR: with as many
+    latents as patches, the sequence alternates patch, latent, ...).
+    """
+    if placement not in PLACEMENTS:
+        raise ValueError(f"latent placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    index = torch.arange(num_latents)
+    if placement == "prepend":
+        return index
+    if placement == "append":
+        return index + num_tokens
+    return (index + 1) * (num_tokens + num_latents) // num_latents - 1
+
+
+def insert_latents(tokens: torch.Tensor, latents: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """tokens (B, L, D), latents (M, D) -> (B, L + M, D) with latent i at ``positions[i]``."""
+    batch, num_tokens, _ = tokens.shape
+    total = num_tokens + latents.shape[0]
+    is_latent = torch.zeros(total, dtype=torch.bool)
+    is_latent[positions] = True
+    source = torch.empty(total, dtype=torch.long)  # index into cat([tokens, latents])
+    source[~is_latent] = torch.arange(num_tokens)
+    source[positions] = torch.arange(latents.shape[0]) + num_tokens
+    sequence = torch.cat([tokens, latents.to(tokens.dtype).expand(batch, -1, -1)], dim=1)
+    return sequence[:, source.to(tokens.device)]
+
+
+class PatchTokenizer(nn.Module):
+    """Patches embedded linearly plus fixed Fourier features of the patch centres, so one set of weights
+    takes any resolution. Images whose sides are not multiples of the patch are zero-padded."""
+
+    def __init__(
+        self, *, channels: int, dim: int, patch_size: int, num_fourier: int = 32, bandwidth: float = 16.0
+    ):
+        super().__init__()
+        self.channels, self.patch_size = channels, patch_size
+        self.proj = nn.Linear(channels * patch_size**2, dim)
+        self.fourier = FourierFeatures(num_features=num_fourier, bandwidth=bandwidth)
+        self.pos = nn.Linear(self.fourier.out_dim, dim)
+
+    def centres(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """(gh * gw, 2) patch centres (y, x) in the pixel-centre convention of ``ginr.data.coords``."""
+        p = self.patch_size
+        ys = (torch.arange(math.ceil(height / p), device=device) * p + p / 2) * 2 / height - 1
+        xs = (torch.arange(math.ceil(width / p), device=device) * p + p / 2) * 2 / width - 1
+        return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) -> tokens (B, ceil(H/p) * ceil(W/p), D)."""
+        _, channels, height, width = images.shape
+        if channels != self.channels:
+            raise ValueError(f"encoder expects {self.channels}-channel images, got {channels} channels")
+        p = self.patch_size
+        images = F.pad(images, (0, -width % p, 0, -height % p))
+        patches = rearrange(images, "b c (gh p1) (gw p2) -> b (gh gw) (c p1 p2)", p1=p, p2=p)
+        return self.proj(patches) + self.pos(self.fourier(self.centres(height, width, images.device)))
+
+
+class BiMambaBlock(nn.Module):
+    """Pre-norm residual block: x + BiMamba(norm(x)), then x + MLP(norm(x))."""
+
+    def __init__(self, dim: int, *, mlp_dim: int, **mixer_kwargs):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.mixer = BiMamba(dim, **mixer_kwargs)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mixer(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class LatentProcessor(nn.Module):
+    """Self-attention + GEGLU blocks over the latent tokens (SCENT's processor)."""
+
+    def __init__(self, dim: int, *, depth: int, heads: int, dim_head: int, ff_mult: int = 4):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head)),
+                    PreNorm(dim, FeedForward(dim, mult=ff_mult)),
+                ]
+            )
+            for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attn, ff in self.layers:
+            x = x + attn(x)
+            x = x + ff(x)
+        return x
+
+
+class BiMambaEncoder(nn.Module):
+    def __init__(
+        self,
+        *,
+        channels: int = 3,
+        dim: int = 256,
+        depth: int = 6,
+        mlp_dim: int = 1024,
+        patch_size: int = 2,
+        num_latents: int = 256,
+        placement: str = "interleave",
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        backend: str = "auto",
+        processor_depth: int = 0,
+        heads: int = 8,
+        dim_head: int = 64,
+        checkpoint: bool = False,
+    ):
+        super().__init__()
+        latent_positions(1, 1, placement)  # validates the name before any weights are built
+        self.dim, self.num_latents, self.placement, self.checkpoint = dim, num_latents, placement, checkpoint
+        self.tokenizer = PatchTokenizer(channels=channels, dim=dim, patch_size=patch_size)
+        self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
+        mixer = {"d_state": d_state, "d_conv": d_conv, "expand": expand, "backend": backend}
+        self.blocks = nn.ModuleList(BiMambaBlock(dim, mlp_dim=mlp_dim, **mixer) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.processor = (
+            LatentProcessor(dim, depth=processor_depth, heads=heads, dim_head=dim_head)
+            if processor_depth
+            else None
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) -> latents (B, M, D)."""
+        tokens = self.tokenizer(images)
+        positions = latent_positions(tokens.shape[1], self.num_latents, self.placement)
+        x = insert_latents(tokens, self.latents, positions)
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False) if self.checkpoint and x.requires_grad else block(x)
+        latents = self.norm(x[:, positions.to(x.device)])
+        return self.processor(latents) if self.processor is not None else latents

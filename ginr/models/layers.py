@@ -1,0 +1,112 @@
+"""Small building blocks shared by encoder and decoders (perceiver-pytorch style)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+ATTN_IMPLS = ("sdpa", "naive")
+
+
+class PreNorm(nn.Module):
+    """``fn(norm(x), context=norm(context))``; the residual stays in the caller's forward."""
+
+    def __init__(self, dim: int, fn: nn.Module, *, context_dim: int | None = None):
+        super().__init__()
+        self.fn = fn
+        self.norm = nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(context_dim) if context_dim is not None else None
+
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.norm_context is not None:
+            kwargs["context"] = self.norm_context(kwargs["context"])
+        return self.fn(self.norm(x), **kwargs)
+
+
+class GEGLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, gates = x.chunk(2, dim=-1)
+        return x * F.gelu(gates)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, *, mult: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim * mult * 2), GEGLU(), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; self-attention when no ``context`` is given, cross-attention otherwise.
+
+    ``impl="sdpa"`` uses ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels);
+    ``impl="naive"`` materialises the (N, M) attention matrix and exists for memory benchmarks.
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        *,
+        context_dim: int | None = None,
+        heads: int = 8,
+        dim_head: int = 64,
+        impl: str = "sdpa",
+    ):
+        super().__init__()
+        if impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {', '.join(ATTN_IMPLS)}, got {impl!r}")
+        inner = heads * dim_head
+        self.heads, self.impl = heads, impl
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_kv = nn.Linear(context_dim or query_dim, inner * 2, bias=False)
+        self.to_out = nn.Linear(inner, query_dim)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, N, Dq), context (B, M, Dc), bias (B | 1, 1, N, M) added to the logits -> (B, N, Dq)."""
+        context = x if context is None else context
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        if self.impl == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+            if bias is not None:
+                logits = logits + bias
+            out = logits.softmax(dim=-1) @ v
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class FourierFeatures(nn.Module):
+    """Gaussian Fourier features ``[sin(x W), cos(x W)]`` with ``W ~ N(0, bandwidth^2)``.
+
+    ``bandwidth`` is the standard deviation of the angular frequencies, in radians per unit of the
+    [-1, 1] coordinate. Computed in float32 even under autocast: high frequencies need the precision.
+    """
+
+    def __init__(
+        self, *, in_dim: int = 2, num_features: int = 64, bandwidth: float = 16.0, learnable: bool = False
+    ):
+        super().__init__()
+        if bandwidth <= 0:
+            raise ValueError(f"Fourier bandwidth must be > 0, got {bandwidth}")
+        self.out_dim = 2 * num_features
+        self.register_buffer("freqs", torch.randn(in_dim, num_features))
+        log_bw = torch.tensor(math.log(bandwidth))
+        if learnable:
+            self.log_bandwidth = nn.Parameter(log_bw)
+        else:
+            self.register_buffer("log_bandwidth", log_bw)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords (..., in_dim) -> (..., 2 * num_features), float32."""
+        with torch.autocast(coords.device.type, enabled=False):
+            proj = coords.float() @ (self.freqs * self.log_bandwidth.exp())
+            return torch.cat([proj.sin(), proj.cos()], dim=-1)

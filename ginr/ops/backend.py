@@ -1,0 +1,60 @@
+"""The one place that imports the CUDA kernels of mamba-ssm and causal-conv1d, and picks a backend.
+
+mamba-ssm 2.3.2.post1 raises at import wherever its compiled extension is missing (any CPU machine), so
+both imports are guarded here and nowhere else. A backend is ``cuda`` (the compiled kernels) or ``torch``
+(pure PyTorch in :mod:`ginr.ops`); ``auto`` takes ``cuda`` when the kernels import and the tensors are on
+a GPU. The environment variable ``GINR_MAMBA_BACKEND`` overrides the configured choice.
+"""
+
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "cuda", "torch")
+ENV_VAR = "GINR_MAMBA_BACKEND"
+
+
+def _import_kernels() -> tuple[Callable | None, Callable | None, str]:
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception as err:  # ImportError, or OSError/RuntimeError from a missing CUDA library
+        return None, None, f"mamba_ssm unavailable ({type(err).__name__}: {err})"
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:
+        causal_conv1d_fn = None  # mamba-ssm alone still gives the scan kernel
+    return selective_scan_fn, causal_conv1d_fn, "mamba_ssm available"
+
+
+selective_scan_cuda, causal_conv1d_cuda, KERNEL_STATUS = _import_kernels()
+_logged: set[tuple[str, str]] = set()
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"mamba backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    return name
+
+
+def resolve_backend(requested: str, device: torch.device) -> str:
+    """The backend to run on ``device``: the env var wins over ``requested``; logged once per choice."""
+    requested = check_backend(os.environ.get(ENV_VAR, requested))
+    on_gpu = device.type == "cuda"
+    if requested == "cuda":
+        if selective_scan_cuda is None or not on_gpu:
+            why = KERNEL_STATUS if selective_scan_cuda is None else f"tensors are on {device.type}"
+            raise RuntimeError(f"mamba backend 'cuda' was requested but cannot run: {why}")
+        chosen = "cuda"
+    elif requested == "torch":
+        chosen = "torch"
+    else:
+        chosen = "cuda" if selective_scan_cuda is not None and on_gpu else "torch"
+    key = (requested, chosen)
+    if key not in _logged:
+        _logged.add(key)
+        log.info("mamba backend: %s (requested %s; %s)", chosen, requested, KERNEL_STATUS)
+    return chosen

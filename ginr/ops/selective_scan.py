@@ -1,0 +1,104 @@
+"""Selective scan (the SSM of Mamba), three ways with one signature.
+
+Shapes follow mamba-ssm's ``selective_scan_fn``: ``u, delta, z: (B, D, L)``, ``A: (D, N)``,
+``B, C: (B, N, L)`` (input-dependent), ``D, delta_bias: (D,)``. Output ``(B, D, L)`` in ``u``'s dtype.
+
+- :func:`selective_scan`: dispatch to the CUDA kernel or the PyTorch version (see ``ops.backend``);
+- :func:`selective_scan_torch`: pure PyTorch, parallel over time (``ops.scan``), used on CPU;
+- :func:`selective_scan_ref`: a plain loop over time, the reference the other two are tested against.
+"""
+
+import torch
+import torch.nn.functional as F
+from einops import einsum
+
+from ginr.ops import backend as _backend
+from ginr.ops.scan import linear_scan
+
+
+def _discretize(delta, A, B, u, delta_bias, delta_softplus):
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    delta_a = torch.exp(einsum(delta, A, "b d l, d n -> l b d n"))
+    delta_b_u = einsum(delta * u, B, "b d l, b n l -> l b d n")
+    return delta_a, delta_b_u
+
+
+def _output(y, u, D, z):
+    if D is not None:
+        y = y + u * D[:, None]
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def _compute_dtype(u: torch.Tensor) -> torch.dtype:
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def selective_scan_torch(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """Selective scan in PyTorch, computed in float32 (float64 for float64 inputs)."""
+    dtype = _compute_dtype(u)
+    with torch.autocast(u.device.type, enabled=False):
+        cast = [None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
+        u, delta, A, B, C, D, z, delta_bias = cast
+        delta_a, delta_b_u = _discretize(delta, A, B, u, delta_bias, delta_softplus)
+        h = linear_scan(delta_a, delta_b_u)
+        y = einsum(h, C, "l b d n, b n l -> b d l")
+        return _output(y, u, D, z)
+
+
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """Selective scan as a loop over time steps: slow, obviously right, for tests only."""
+    dtype_in, dtype = u.dtype, _compute_dtype(u)
+    cast = [None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
+    u, delta, A, B, C, D, z, delta_bias = cast
+    delta_a, delta_b_u = _discretize(delta, A, B, u, delta_bias, delta_softplus)
+    state = torch.zeros_like(delta_a[0])
+    ys = []
+    for t in range(u.shape[-1]):
+        state = delta_a[t] * state + delta_b_u[t]
+        ys.append(einsum(state, C[..., t], "b d n, b n -> b d"))
+    return _output(torch.stack(ys, dim=-1), u, D, z).to(dtype_in)
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Selective scan on the backend ``backend`` resolves to for ``u``'s device."""
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if _backend.resolve_backend(backend, u.device) == "cuda":
+        return _backend.selective_scan_cuda(*args).to(u.dtype)
+    return selective_scan_torch(*args).to(u.dtype)

@@ -1,0 +1,152 @@
+# ruff: noqa: E501  (the expected markdown table is wider than the line limit)
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from torch.utils.tensorboard import SummaryWriter
+
+from ginr import compare
+
+T0 = 1_700_000_000.0
+
+
+def write_run(run: Path, scalars: dict[str, list[tuple[int, float]]], status: dict | None) -> Path:
+    """A run dir as the trainer writes it; event wall time = T0 + step / 10 for determinism."""
+    run.mkdir(parents=True)
+    with SummaryWriter(str(run / "tb")) as w:
+        for tag, points in scalars.items():
+            for step, value in points:
+                w.add_scalar(tag, value, step, walltime=T0 + step / 10)
+    if status is not None:
+        (run / "status.json").write_text(json.dumps(status))
+    return run
+
+
+def status(name: str, state: str, step: int, **kw) -> dict:
+    base = {"name": name, "state": state, "step": step, "max_steps": 1000, "params": None}
+    return base | {"wall_time_s": None, "error": None} | kw
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    mr = tmp_path / "multirun" / "2026-11-22" / "10-00-00"
+    write_run(
+        mr / "0",
+        {
+            "test/psnr": [(100, 20.0), (200, 25.0), (300, 24.0)],
+            "test/psnr_x2": [(300, 23.456)],
+            "test/psnr_x4": [(300, 21.0)],
+            "train/loss": [(100, 0.5), (300, 0.1)],
+            "perf/ms_per_step": [(100, 50.0), (200, 12.3), (300, 10.0)],
+            "perf/images_per_s": [(100, 100.0), (200, 200.0), (300, 150.0)],
+            "perf/peak_mem_gb": [(100, 1.5), (200, 2.25), (300, 2.0)],
+        },
+        status("A", "finished", 1000, params=1_234_567, wall_time_s=123.4),
+    )
+    write_run(
+        mr / "1",
+        {"test/psnr": [(100, 18.0), (200, 22.0)], "perf/ms_per_step": [(100, 20.0), (200, 30.0)]},
+        status("B", "running", 250, params=2_500_000),
+    )
+    write_run(
+        mr / "2",
+        {"train/loss": [(10, 1.0), (20, 0.9)]},
+        status("C", "failed", 20, error="CUDA out of memory"),
+    )
+    # no status.json: named by its path relative to the common parent, wall time from the events
+    write_run(tmp_path / "loose" / "d", {"test/psnr": [(50, 21.0), (650, 19.0)]}, None)
+    return tmp_path
+
+
+EXPECTED_MD = """\
+| run     | state    | step / max_steps | best PSNR | final PSNR | PSNR x2 | PSNR x4 | params (M) | ms/step | images/s | peak mem (GB) | wall (s) |
+| ------- | -------- | ---------------: | --------: | ---------: | ------: | ------: | ---------: | ------: | -------: | ------------: | -------: |
+| A       | finished |      1000 / 1000 |     25.00 |      24.00 |   23.46 |   21.00 |       1.23 |    12.3 |      150 |          2.25 |      123 |
+| B       | running  |       250 / 1000 |     22.00 |      22.00 |       - |       - |       2.50 |    25.0 |        - |             - |       10 |
+| loose/d | unknown  |          650 / - |     21.00 |      19.00 |       - |       - |          - |       - |        - |             - |       60 |
+| C       | failed   |        20 / 1000 |         - |          - |       - |       - |          - |       - |        - |             - |        1 |
+"""
+
+
+def test_main_writes_table_csv_and_plots(runs: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert compare.main([str(runs / "multirun"), str(runs / "loose" / "d"), "--out", str(out)]) == 0
+
+    md = (out / "compare.md").read_text()
+    assert md == EXPECTED_MD
+    assert capsys.readouterr().out == EXPECTED_MD
+
+    with open(out / "compare.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["A", "B", "loose/d", "C"]
+    assert [r["state"] for r in rows] == ["finished", "running", "unknown", "failed"]
+    a, b, d, c = rows
+    assert (a["step"], a["max_steps"], a["best_psnr"], a["final_psnr"]) == ("1000", "1000", "25.00", "24.00")
+    assert (a["psnr_x2"], a["psnr_x4"], a["params_m"]) == ("23.46", "21.00", "1.23")
+    assert (a["ms_per_step"], a["images_per_s"], a["peak_mem_gb"], a["wall_time_s"]) == (
+        "12.3",
+        "150",
+        "2.25",
+        "123",
+    )
+    assert (b["best_psnr"], b["final_psnr"], b["ms_per_step"], b["peak_mem_gb"]) == (
+        "22.00",
+        "22.00",
+        "25.0",
+        "",
+    )
+    assert (d["step"], d["max_steps"], d["best_psnr"], d["final_psnr"], d["wall_time_s"]) == (
+        "650",
+        "",
+        "21.00",
+        "19.00",
+        "60",
+    )
+    assert (c["best_psnr"], c["final_psnr"], c["psnr_x2"], c["wall_time_s"]) == ("", "", "", "1")
+
+    for png in ("psnr_vs_step.png", "psnr_vs_time.png"):
+        data = (out / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 1000
+
+
+def test_load_run_curve_and_summary(runs: Path) -> None:
+    run = compare.load_run(runs / "multirun" / "2026-11-22" / "10-00-00" / "0")
+    assert (run.name, run.state, run.best_psnr, run.final_psnr) == ("A", "finished", 25.0, 24.0)
+    assert run.curve == [(100, 0.0, 20.0), (200, 10.0, 25.0), (300, 20.0, 24.0)]
+    assert run.ms_per_step == pytest.approx(12.3) and run.peak_mem_gb == 2.25
+
+
+def test_find_runs_recurses_into_multirun(runs: Path) -> None:
+    mr = runs / "multirun"
+    assert compare.find_runs([mr]) == [mr / "2026-11-22" / "10-00-00" / str(i) for i in range(3)]
+    # a run dir given directly, given twice, and found again under a parent: listed once, sorted by path
+    found = compare.find_runs([runs / "loose" / "d", runs, runs / "loose" / "d"])
+    assert len(found) == 4 and found == sorted(found, key=str)
+
+
+def test_default_out_is_the_single_input_dir(runs: Path, capsys) -> None:
+    mr = runs / "multirun"
+    assert compare.main([str(mr)]) == 0
+    assert {"compare.md", "compare.csv", "psnr_vs_step.png", "psnr_vs_time.png"} <= {
+        p.name for p in mr.iterdir()
+    }
+    assert "| A " in capsys.readouterr().out
+
+
+def test_no_test_psnr_still_plots(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "r", {"train/loss": [(1, 1.0)]}, status("only", "failed", 1))
+    assert compare.main([str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "psnr_vs_step.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_bad_input_exits_2_naming_the_path(tmp_path: Path, capsys, kind: str) -> None:
+    path = tmp_path / "nope"
+    if kind == "empty":
+        path.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        compare.main([str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and err.count("\n") == 1

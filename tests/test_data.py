@@ -1,0 +1,271 @@
+"""Data package: coords, ImageFolder, the emoji split, Emoji3D on a fake tarball, torchvision wrappers."""
+
+import hashlib
+import io
+import pickle
+import sys
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ginr.data import CIFAR10, CelebA, Emoji3D, ImageFolder, check_split, hash_split, torchvision_sets
+from ginr.data import emoji3d as emoji3d_module
+from ginr.data.coords import image_to_values, pixel_grid, values_to_image
+from ginr.data.emoji3d import group_key
+
+MP = pytest.MonkeyPatch
+
+
+def test_pixel_grid_corners_and_centres() -> None:
+    assert torch.allclose(pixel_grid(1, 1), torch.zeros(1, 2))
+    assert torch.equal(pixel_grid(2, 2), torch.tensor([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]]))
+    grid = pixel_grid(4, 8)
+    assert grid.shape == (32, 2) and grid.dtype == torch.float32
+    assert torch.allclose(grid[0], torch.tensor([1 / 4 - 1, 1 / 8 - 1]))
+    assert torch.allclose(grid[-1], torch.tensor([1 - 1 / 4, 1 - 1 / 8]))
+    assert torch.allclose(grid[1 * 8 + 3], torch.tensor([3 / 4 - 1, 7 / 8 - 1]))  # row-major: (i=1, j=3)
+    assert grid.abs().max() < 1
+    with pytest.raises(ValueError, match="height=0"):
+        pixel_grid(0, 3)
+
+
+def test_values_round_trip_in_grid_order() -> None:
+    images = torch.rand(2, 3, 4, 5)
+    values = image_to_values(images)
+    assert values.shape == (2, 20, 3)
+    assert torch.equal(values[1, 2 * 5 + 3], images[1, :, 2, 3])
+    assert torch.equal(values_to_image(values, 4, 5), images)
+
+
+def _stripes(path: Path, size: tuple[int, int] = (60, 20), mode: str = "RGB") -> None:
+    """Red | green | blue vertical thirds of a ``size = (width, height)`` image."""
+    width, height = size
+    array = np.zeros((height, width, 3), np.uint8)
+    for k in range(3):
+        array[:, k * width // 3 : (k + 1) * width // 3, k] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).convert(mode).save(path)
+
+
+def _folder(root: Path, n: int = 40) -> Path:
+    for i in range(n):
+        _stripes(root / ("sub" if i % 2 else "") / f"img_{i:03d}.{['png', 'jpg', 'webp', 'bmp'][i % 4]}")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_rgb_center_crop_and_none(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "imgs")
+    ds = ImageFolder(root=str(root), split="train", resolution=16)
+    x = ds[0]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+    # The centre square of a 60x20 red|green|blue image is all green.
+    assert x[1].min() > 0.9 and x[0].max() < 0.1 and x[2].max() < 0.1
+    wide = ImageFolder(root=str(root), split="train", resolution=16, crop="none")[0]
+    assert wide[0, :, 0].min() > 0.9 and wide[2, :, -1].min() > 0.9
+    assert ImageFolder(root=str(root), split="train", resolution=(8, 12))[0].shape == (3, 8, 12)
+
+
+def test_image_folder_grayscale(tmp_path: Path) -> None:
+    for i in range(20):
+        _stripes(tmp_path / "gray" / f"{i}.png", size=(30, 45), mode="L")
+    as_rgb = ImageFolder(root=str(tmp_path / "gray"), split="train", resolution=8)[0]
+    assert as_rgb.shape == (3, 8, 8) and torch.equal(as_rgb, as_rgb[:1].expand(3, -1, -1))
+    as_gray = ImageFolder(root=str(tmp_path / "gray"), split="train", resolution=8, channels=1)[0]
+    assert as_gray.shape == (1, 8, 8) and torch.allclose(as_gray[0], as_rgb[0], atol=2 / 255)
+
+
+def test_image_folder_split_is_deterministic_and_partitions(tmp_path: Path) -> None:
+    a, b = _folder(tmp_path / "a"), _folder(tmp_path / "b")
+    train = ImageFolder(root=str(a), split="train", resolution=8)
+    test = ImageFolder(root=str(a), split="test", resolution=8)
+    rel = lambda ds: [p.relative_to(ds.root).as_posix() for p in ds.files]
+    assert len(train) + len(test) == 40 and not set(rel(train)) & set(rel(test))
+    assert 1 <= len(test) <= 10
+    assert any(name.endswith(".webp") for name in rel(train) + rel(test))
+    # Same relative paths give the same split, wherever the folder lives.
+    assert rel(ImageFolder(root=str(b), split="test", resolution=8)) == rel(test)
+    assert rel(ImageFolder(root=str(a), split="test", resolution=8)) == rel(test)
+
+
+def test_image_folder_train_test_subfolders(tmp_path: Path) -> None:
+    for i in range(3):
+        _stripes(tmp_path / "train" / f"{i}.png")
+    _stripes(tmp_path / "test" / "deep" / "only.JPG")
+    assert len(ImageFolder(root=str(tmp_path), split="train", resolution=8)) == 3
+    test = ImageFolder(root=str(tmp_path), split="test", resolution=8)
+    assert [p.name for p in test.files] == ["only.JPG"]
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing"):
+        ImageFolder(root=str(tmp_path / "missing"), split="train", resolution=8)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="empty"):
+        ImageFolder(root=str(tmp_path / "empty"), split="train", resolution=8)
+    (tmp_path / "bad" / "train").mkdir(parents=True)
+    (tmp_path / "bad" / "test").mkdir()
+    (tmp_path / "bad" / "train" / "broken.png").write_bytes(b"definitely not a png")
+    ds = ImageFolder(root=str(tmp_path / "bad"), split="train", resolution=8)
+    with pytest.raises(RuntimeError, match="broken.png"):
+        ds[0]
+    with pytest.raises(FileNotFoundError, match="test"):
+        ImageFolder(root=str(tmp_path / "bad"), split="test", resolution=8)
+    for kwargs in ({"split": "val"}, {"channels": 4}, {"crop": "random"}, {"resolution": 0}):
+        with pytest.raises(ValueError):
+            ImageFolder(**{"root": str(tmp_path), "split": "train", "resolution": 8, **kwargs})
+
+
+TONES = ["1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"]
+
+
+def test_group_key_strips_skin_tones() -> None:
+    assert group_key("1f44d-1f3fb.webp") == "1f44d" == group_key("1f44d.webp")
+    couple = "package/assets/1f9d1-1f3fb-200d-1f91d-200d-1f9d1-1f3fc.webp"
+    assert group_key(couple) == "1f9d1-200d-1f91d-200d-1f9d1"
+    assert group_key("0023-fe0f-20e3.webp") == "0023-fe0f-20e3"
+
+
+def test_skin_tone_variants_share_split_and_fraction_is_about_ten_percent() -> None:
+    names = []
+    for i in range(2000):
+        base = f"1{i:04x}-200d-2642-fe0f" if i % 3 == 0 else f"1{i:04x}"
+        names.append(f"{base}.webp")
+        if i % 2:
+            head, _, tail = base.partition("-")
+            names += [f"{head}-{t}{'-' + tail if tail else ''}.webp" for t in TONES]
+    splits: dict[str, set[str]] = {}
+    for name in names:
+        splits.setdefault(group_key(name), set()).add(hash_split(group_key(name)))
+    assert len(splits) == 2000 and all(len(s) == 1 for s in splits.values())
+    test_fraction = sum(s == {"test"} for s in splits.values()) / len(splits)
+    assert 0.08 < test_fraction < 0.12
+
+
+def _webp() -> bytes:
+    """32x32 RGBA: left half opaque red, right half fully transparent black."""
+    array = np.zeros((32, 32, 4), np.uint8)
+    array[:, :16, 0], array[:, :16, 3] = 255, 255
+    buffer = io.BytesIO()
+    Image.fromarray(array, "RGBA").save(buffer, format="WEBP", lossless=True)
+    return buffer.getvalue()
+
+
+def _names_with_both_splits() -> list[str]:
+    bases = [f"1f{i:03x}" for i in range(0x600, 0x700)]
+    train = [b for b in bases if hash_split(b) == "train"][:2]
+    test = [b for b in bases if hash_split(b) == "test"][:1]
+    return [f"{train[0]}.webp", f"{train[0]}-1f3fd.webp", f"{train[1]}.webp", f"{test[0]}.webp"]
+
+
+@pytest.fixture
+def fake_tarball(tmp_path: Path, monkeypatch: MP) -> Path:
+    path = tmp_path / "fake.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        files = {f"package/assets/{n}": _webp() for n in _names_with_both_splits()}
+        files["package/package.json"] = b"{}"
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setattr(emoji3d_module, "TARBALL_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    return path
+
+
+def test_emoji3d_builds_cache_then_loads_it(tmp_path: Path, fake_tarball: Path, monkeypatch: MP) -> None:
+    root = tmp_path / "cache"
+    train = Emoji3D(root=str(root), split="train", resolution=8, tarball=str(fake_tarball))
+    assert sorted(p.name for p in (root / "emoji3d").iterdir()) == ["r8_test.npz", "r8_train.npz"]
+    assert len(train) == 3 and train.channels == 3 and all(n.endswith(".webp") for n in train.names)
+    x = train[0]
+    assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+    assert torch.allclose(x[:, :, 0], torch.tensor([1.0, 0.0, 0.0])[:, None], atol=0.02)  # opaque red
+    assert torch.allclose(x[:, :, -1], torch.ones(3, 8))  # transparent -> white
+    fake_tarball.unlink()
+    monkeypatch.setattr(emoji3d_module, "preprocess", lambda *a: pytest.fail("cache not used"))
+    test = Emoji3D(root=str(root), split="test", resolution=8, tarball=str(fake_tarball))
+    again = Emoji3D(root=str(root), split="train", resolution=8, download=False)
+    assert len(test) == 1 and again.names == train.names and torch.equal(again[2], train[2])
+    assert group_key(test.names[0]) not in {group_key(n) for n in train.names}
+
+
+def test_emoji3d_wrong_sha(tmp_path: Path, fake_tarball: Path, monkeypatch: MP) -> None:
+    monkeypatch.setattr(emoji3d_module, "TARBALL_SHA256", "0" * 64)
+    got = hashlib.sha256(fake_tarball.read_bytes()).hexdigest()
+    with pytest.raises(RuntimeError, match=rf"fake\.tgz.*expected 0{{64}}, got {got}"):
+        Emoji3D(root=str(tmp_path / "c"), split="train", resolution=8, tarball=str(fake_tarball))
+    assert not (tmp_path / "c" / "emoji3d").exists()
+
+
+def test_emoji3d_bad_resolution_and_split(tmp_path: Path) -> None:
+    for bad in (7, 257, 32.0):
+        with pytest.raises(ValueError, match="resolution"):
+            Emoji3D(root=str(tmp_path), split="train", resolution=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"8 to 256"):
+        Emoji3D(root=str(tmp_path), split="train", resolution=300)
+    with pytest.raises(ValueError, match="split"):
+        Emoji3D(root=str(tmp_path), split="val")
+
+
+def test_emoji3d_download_failure_and_success(tmp_path: Path, fake_tarball: Path, monkeypatch: MP) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    urllib_request, root, data = emoji3d_module.urllib.request, str(tmp_path / "c"), fake_tarball.read_bytes()
+    monkeypatch.setattr(urllib_request, "urlopen", offline)
+    with pytest.raises(RuntimeError, match=r"npm pack @lobehub/fluent-emoji-3d@1\.1\.0.*data\.tarball=PATH"):
+        Emoji3D(root=root, split="train", resolution=8)
+    assert list((tmp_path / "c" / "emoji3d").iterdir()) == []  # no half-written file
+    with pytest.raises(RuntimeError, match="download=False"):
+        Emoji3D(root=root, split="train", resolution=8, download=False)
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": str(len(data))}
+
+    monkeypatch.setattr(urllib_request, "urlopen", lambda *a, **k: Response(data))
+    assert len(Emoji3D(root=root, split="test", resolution=8)) == 1
+    assert (tmp_path / "c" / "emoji3d" / emoji3d_module.TARBALL_NAME).read_bytes() == data
+
+
+def test_cifar10_wrapper_on_fake_batches(tmp_path: Path, monkeypatch: MP) -> None:
+    import torchvision.datasets.cifar as cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "labels": [0, 1]}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a", "b"]}))
+    monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)
+    train = CIFAR10(root=str(tmp_path), split="train", download=False)
+    assert len(train) == 10 and len(CIFAR10(root=str(tmp_path), split="test", download=False)) == 2
+    x = train[0]
+    raw = torch.from_numpy(train.base.data[0]).permute(2, 0, 1).float() / 255
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and torch.equal(x, raw)
+    assert CIFAR10(root=str(tmp_path), split="train", resolution=16, download=False)[0].shape == (3, 16, 16)
+
+
+def test_celeba_crop_then_resize() -> None:
+    array = np.zeros((218, 178, 3), np.uint8)
+    array[:20, :, 0] = array[-20:, :, 0] = 255  # red bands fall outside the 178x178 centre crop
+    array[20:-20, :, 2] = 255
+    x = torchvision_sets.to_tensor(Image.fromarray(array), 64, crop=torchvision_sets.CELEBA_CROP)
+    assert x.shape == (3, 64, 64) and torch.allclose(x, torch.tensor([0.0, 0.0, 1.0])[:, None, None])
+
+
+def test_split_check_and_missing_torchvision(tmp_path: Path, monkeypatch: MP) -> None:
+    assert check_split("test") == "test"
+    with pytest.raises(ValueError, match=r"'valid'.*train, test"):
+        CelebA(root=str(tmp_path), split="valid", download=False)
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    for cls in (CIFAR10, CelebA):
+        with pytest.raises(ImportError, match=r'pip install -e "\.\[vision\]"'):
+            cls(root=str(tmp_path), split="train", download=False)

@@ -1,0 +1,220 @@
+"""Model family: shapes, gradients, latent read-back, query independence, rendering, mamba_ssm state_dicts."""
+
+import functools
+
+import pytest
+import torch
+
+from ginr.data.coords import pixel_grid
+from ginr.models.blocks import FFFF, AttnFF, ResBlock, XAttnFF
+from ginr.models.decoder import MultiBandDecoder, ScentDecoder
+from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
+from ginr.models.ginr import GINR
+from ginr.models.mamba import MambaMixer
+from tests.conftest import requires_cuda
+
+DIM = 32
+BLOCKS = {
+    "resblock": ResBlock,
+    "attn_ff": functools.partial(AttnFF, heads=2, dim_head=8, ff_mult=2),
+    "ff_ff": functools.partial(FFFF, ff_mult=2),
+    "xattn_ff": functools.partial(XAttnFF, context_dim=DIM, heads=2, dim_head=8, ff_mult=2),
+}
+
+
+def make_encoder(channels=3, placement="interleave", num_latents=16, **kw):
+    return BiMambaEncoder(
+        channels=channels, dim=DIM, depth=2, mlp_dim=64, patch_size=4, num_latents=num_latents,
+        placement=placement, d_state=4, **kw,
+    )  # fmt: skip
+
+
+def make_decoder(kind, channels=3, **kw):
+    if kind == "scent":
+        return ScentDecoder(
+            latent_dim=DIM, out_channels=channels, hidden_dim=DIM, num_fourier=8, heads=2, dim_head=8, **kw
+        )
+    return MultiBandDecoder(
+        block=BLOCKS[kind], latent_dim=DIM, out_channels=channels, hidden_dim=DIM, num_layers=3,
+        bandwidths=(8.0, 32.0), num_fourier=8, heads=2, dim_head=8, num_latents=16, **kw,
+    )  # fmt: skip
+
+
+def make_model(kind="ff_ff", channels=3, **kw):
+    return GINR(encoder=make_encoder(channels), decoder=make_decoder(kind, channels, **kw))
+
+
+@pytest.mark.parametrize("kind", [*BLOCKS, "scent"])
+@pytest.mark.parametrize("channels, size", [(3, (16, 16)), (1, (13, 22)), (3, (20, 9))])
+def test_shapes_and_finite(kind, channels, size):
+    model = make_model(kind, channels)
+    images = torch.rand(2, channels, *size)
+    out = model(images, pixel_grid(*size))
+    assert out.shape == (2, size[0] * size[1], channels)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind", [*BLOCKS, "scent"])
+def test_every_parameter_gets_a_gradient(kind):
+    model = make_model(kind, learnable_bandwidth=True)
+    out = model(torch.rand(2, 3, 16, 16), pixel_grid(16, 16))
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("num_tokens, num_latents", [(16, 16), (64, 16), (9, 4), (256, 256), (5, 7)])
+def test_latents_inserted_and_read_back_at_their_positions(placement, num_tokens, num_latents):
+    tokens = torch.randn(2, num_tokens, 3)
+    latents = torch.randn(num_latents, 3)
+    positions = latent_positions(num_tokens, num_latents, placement)
+    sequence = insert_latents(tokens, latents, positions)
+    assert sequence.shape == (2, num_tokens + num_latents, 3)
+    assert positions.unique().numel() == num_latents
+    torch.testing.assert_close(sequence[:, positions], latents.expand(2, -1, -1))
+    others = torch.ones(num_tokens + num_latents, dtype=torch.bool)
+    others[positions] = False
+    torch.testing.assert_close(sequence[:, others], tokens)  # patches keep their order
+    if placement == "interleave" and num_tokens == num_latents:
+        assert positions.tolist() == list(range(1, 2 * num_latents, 2))
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("size", [(16, 16), (24, 12), (10, 10)])
+def test_encoder_returns_hidden_states_of_the_latent_slots(placement, size):
+    """Run the blocks by hand on the inserted sequence: the encoder must return exactly those rows."""
+    encoder = make_encoder(placement=placement).eval()
+    images = torch.rand(2, 3, *size)
+    tokens = encoder.tokenizer(images)
+    positions = latent_positions(tokens.shape[1], encoder.num_latents, placement)
+    x = insert_latents(tokens, encoder.latents, positions)
+    for block in encoder.blocks:
+        x = block(x)
+    torch.testing.assert_close(encoder(images), encoder.norm(x[:, positions]))
+
+
+@pytest.mark.parametrize("kind", ["resblock", "ff_ff", "xattn_ff", "scent"])
+def test_prediction_does_not_depend_on_other_queries(kind):
+    model = make_model(kind).eval()
+    latents = model.encode(torch.rand(2, 3, 16, 16))
+    coords = torch.rand(2, 50, 2) * 2 - 1
+    full = model.decode(latents, coords)
+    subset = model.decode(latents, coords[:, 10:17])
+    torch.testing.assert_close(subset, full[:, 10:17], rtol=1e-5, atol=1e-6)
+
+
+def test_attn_ff_mixes_queries():
+    model = make_model("attn_ff").eval()
+    assert not model.decoder.query_independent
+    latents = model.encode(torch.rand(1, 3, 16, 16))
+    coords = torch.rand(1, 50, 2) * 2 - 1
+    assert not torch.allclose(model.decode(latents, coords[:, :7]), model.decode(latents, coords)[:, :7])
+
+
+@pytest.mark.parametrize("kind", [*BLOCKS, "scent"])
+def test_chunked_render_equals_full_decode(kind):
+    model = make_model(kind).eval()
+    latents = model.encode(torch.rand(2, 3, 16, 16))
+    with torch.no_grad():
+        full = model.decode(latents, pixel_grid(11, 7)).transpose(1, 2).reshape(2, 3, 11, 7)
+    torch.testing.assert_close(model.render(latents, 11, 7, chunk=10), full, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ff_ff", "xattn_ff", "scent"])
+def test_activation_checkpointing_gives_same_gradients(kind):
+    images, coords = torch.rand(2, 3, 16, 16), pixel_grid(16, 16)
+    plain = make_model(kind)
+    ckpt = make_model(kind, checkpoint=True)
+    ckpt.load_state_dict(plain.state_dict())
+    for model in (plain, ckpt):
+        model(images, coords).square().mean().backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+
+
+def test_naive_attention_equals_sdpa():
+    sdpa = make_model("attn_ff").eval()
+    naive = make_model("attn_ff", attn_impl="naive").eval()
+    naive.load_state_dict(sdpa.state_dict())
+    images, coords = torch.rand(2, 3, 16, 16), pixel_grid(16, 16)
+    torch.testing.assert_close(naive(images, coords), sdpa(images, coords), rtol=1e-4, atol=1e-5)
+
+
+def test_locality_bias_runs_and_changes_output():
+    plain = make_model("ff_ff").eval()
+    local = make_model("ff_ff", locality=1.0).eval()
+    local.load_state_dict(plain.state_dict())
+    images, coords = torch.rand(1, 3, 16, 16), pixel_grid(8, 8)
+    assert not torch.allclose(local(images, coords), plain(images, coords))
+
+
+def test_bad_names_fail_before_building():
+    with pytest.raises(
+        ValueError, match="placement must be one of interleave, append, prepend, got 'middle'"
+    ):
+        make_encoder(placement="middle")
+    with pytest.raises(ValueError, match="attn_impl must be one of sdpa, naive, got 'flash'"):
+        make_decoder("attn_ff", attn_impl="flash")
+    with pytest.raises(ValueError, match="3-channel images, got 1"):
+        make_encoder()(torch.rand(1, 1, 8, 8))
+
+
+# Parameter names and shapes of mamba_ssm.Mamba(d_model=16, d_state=16, d_conv=4, expand=2), written out
+# so the check runs where mamba_ssm cannot be imported.
+MAMBA_SSM_SHAPES = {
+    "A_log": (32, 16),
+    "D": (32,),
+    "in_proj.weight": (64, 16),
+    "conv1d.weight": (32, 1, 4),
+    "conv1d.bias": (32,),
+    "x_proj.weight": (33, 32),
+    "dt_proj.weight": (32, 1),
+    "dt_proj.bias": (32,),
+    "out_proj.weight": (16, 32),
+}
+
+
+def test_mamba_ssm_state_dict_loads():
+    mixer = MambaMixer(16)
+    state = {name: torch.randn(shape) for name, shape in MAMBA_SSM_SHAPES.items()}
+    mixer.load_state_dict(state, strict=True)
+    torch.testing.assert_close(mixer.A_log, state["A_log"])
+    assert mixer(torch.randn(2, 5, 16)).shape == (2, 5, 16)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_mamba_ssm_module_state_dict_loads_and_matches():
+    mamba_ssm = pytest.importorskip("mamba_ssm")
+    reference = mamba_ssm.Mamba(d_model=64).cuda()
+    mixer = MambaMixer(64, backend="torch").cuda()
+    mixer.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 40, 64, device="cuda")
+    torch.testing.assert_close(mixer(x), reference(x), rtol=2e-3, atol=2e-3)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_encoder_same_latents_and_grads_on_both_backends(dtype):
+    from ginr.ops import backend
+
+    if backend.selective_scan_cuda is None:
+        pytest.skip(backend.KERNEL_STATUS)
+    cuda_enc = make_encoder(backend="cuda").cuda()
+    torch_enc = make_encoder(backend="torch").cuda()
+    torch_enc.load_state_dict(cuda_enc.state_dict())
+    images = torch.rand(4, 3, 32, 32, device="cuda")
+    outs = []
+    for enc in (cuda_enc, torch_enc):
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            latents = enc(images)
+        latents.float().square().mean().backward()
+        outs.append((latents.float(), {n: p.grad for n, p in enc.named_parameters()}))
+    limit = 2e-3 if dtype == torch.float32 else 5e-2
+    (lat_c, grads_c), (lat_t, grads_t) = outs
+    assert ((lat_c - lat_t).norm() / lat_t.norm()).item() < limit
+    for name, g in grads_t.items():
+        err = ((grads_c[name] - g).norm() / g.norm().clamp_min(1e-12)).item()
+        assert err < limit * 5, f"{name}: gradient relative error {err:.2e}"

@@ -1,0 +1,143 @@
+"""Fast ops against their references: the PyTorch versions on CPU, the CUDA kernels where a GPU exists."""
+
+import pytest
+import torch
+
+from ginr.ops import backend
+from ginr.ops.causal_conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_torch
+from ginr.ops.scan import linear_scan
+from ginr.ops.selective_scan import selective_scan, selective_scan_ref, selective_scan_torch
+from tests.conftest import requires_cuda
+
+
+def scan_inputs(batch=2, dim=5, state=3, length=37, dtype=torch.float64, device="cpu"):
+    def t(*shape, scale=1.0):
+        return (torch.randn(*shape, dtype=dtype, device=device) * scale).requires_grad_()
+
+    A = (-torch.rand(dim, state, dtype=dtype, device=device) * 2 - 0.1).requires_grad_()
+    return {
+        "u": t(batch, dim, length),
+        "delta": t(batch, dim, length, scale=0.5),
+        "A": A,
+        "B": t(batch, state, length),
+        "C": t(batch, state, length),
+        "D": t(dim),
+        "z": t(batch, dim, length),
+        "delta_bias": t(dim, scale=0.5),
+    }
+
+
+def outputs_and_grads(fn, inputs, **kwargs):
+    out = fn(**inputs, **kwargs)
+    grads = torch.autograd.grad(out, list(inputs.values()), torch.ones_like(out) + 0.1 * out.detach())
+    return [out, *grads]
+
+
+def assert_all_close(got, want, rtol, atol):
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("length, chunk", [(1, 4), (5, 16), (37, 4), (200, 8), (513, 16)])
+def test_linear_scan_matches_loop(length, chunk):
+    a = torch.rand(length, 3, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(length, 3, 2, dtype=torch.float64, requires_grad=True)
+    states, state = [], torch.zeros(3, 2, dtype=torch.float64)
+    for t in range(length):
+        state = a[t] * state + b[t]
+        states.append(state)
+    want = torch.stack(states)
+    got = linear_scan(a, b, chunk)
+    grad = torch.randn_like(want)
+    assert_all_close(
+        [got, *torch.autograd.grad(got, (a, b), grad)],
+        [want, *torch.autograd.grad(want, (a, b), grad)],
+        1e-10,
+        1e-12,
+    )
+
+
+@pytest.mark.parametrize("length", [1, 16, 37, 100])
+@pytest.mark.parametrize("with_optional", [True, False])
+def test_selective_scan_torch_matches_reference_float64(length, with_optional):
+    inputs = scan_inputs(length=length)
+    if not with_optional:
+        inputs = {k: v for k, v in inputs.items() if k not in ("D", "z", "delta_bias")}
+    got = outputs_and_grads(selective_scan_torch, inputs, delta_softplus=with_optional)
+    want = outputs_and_grads(selective_scan_ref, inputs, delta_softplus=with_optional)
+    assert_all_close(got, want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_causal_conv1d_torch_matches_reference(activation):
+    x = torch.randn(2, 6, 19, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    inputs = {"x": x, "weight": w, "bias": b}
+    got = outputs_and_grads(causal_conv1d_torch, inputs, activation=activation)
+    want = outputs_and_grads(causal_conv1d_ref, inputs, activation=activation)
+    assert_all_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_causal_conv1d_is_causal():
+    x = torch.randn(1, 3, 10)
+    w = torch.randn(3, 4)
+    y = causal_conv1d_torch(x, w)
+    x2 = x.clone()
+    x2[..., 6:] = torch.randn(1, 3, 4)
+    torch.testing.assert_close(causal_conv1d_torch(x2, w)[..., :6], y[..., :6])
+
+
+def test_backend_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    assert backend.resolve_backend("auto", cpu) == "torch"
+    assert backend.resolve_backend("torch", cpu) == "torch"
+    with pytest.raises(RuntimeError, match="'cuda' was requested"):
+        backend.resolve_backend("cuda", cpu)
+    with pytest.raises(ValueError, match="must be one of auto, cuda, torch, got 'triton'"):
+        backend.resolve_backend("triton", cpu)
+    monkeypatch.setenv(backend.ENV_VAR, "cuda")
+    with pytest.raises(RuntimeError):
+        backend.resolve_backend("torch", cpu)
+
+
+TOLERANCES = {torch.float32: (2e-3, 2e-3), torch.bfloat16: (5e-2, 5e-2)}
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-12)).item()
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_selective_scan_cuda_matches_torch(dtype):
+    if backend.selective_scan_cuda is None:
+        pytest.skip(backend.KERNEL_STATUS)
+    inputs = scan_inputs(batch=4, dim=64, state=16, length=300, dtype=torch.float32, device="cuda")
+    inputs = {
+        k: (v.detach().to(dtype) if k in ("u", "delta", "B", "C", "z") else v.detach()).requires_grad_()
+        for k, v in inputs.items()
+    }
+    got = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend="cuda")
+    want = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend="torch")
+    limit = TOLERANCES[dtype][0]
+    for name, g, w in zip(["out", *inputs], got, want, strict=True):
+        assert relative_error(g, w) < limit, f"{name}: relative error {relative_error(g, w):.2e} > {limit}"
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_conv1d_cuda_matches_torch(dtype):
+    if backend.causal_conv1d_cuda is None:
+        pytest.skip("causal_conv1d kernels not installed")
+    x = torch.randn(4, 64, 300, device="cuda", dtype=dtype, requires_grad=True)
+    w = torch.randn(64, 4, device="cuda", dtype=dtype, requires_grad=True)
+    b = torch.randn(64, device="cuda", dtype=dtype, requires_grad=True)
+    inputs = {"x": x, "weight": w, "bias": b}
+    got = outputs_and_grads(causal_conv1d, inputs, activation="silu", backend="cuda")
+    want = outputs_and_grads(causal_conv1d, inputs, activation="silu", backend="torch")
+    limit = TOLERANCES[dtype][0]
+    for name, g, w_ in zip(["out", *inputs], got, want, strict=True):
+        assert relative_error(g, w_) < limit, f"{name}: relative error {relative_error(g, w_):.2e} > {limit}"
