@@ -1,0 +1,86 @@
+"""Run outputs: TensorBoard scalars and images, ``status.json``, and a progress bar (main rank only)."""
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def reconstruction_grid(truth: torch.Tensor, recon: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
+    """Rows of ground truth | reconstruction | super-resolved render, all shown at the render's size.
+
+    truth, recon (K, C, H, W); zoom (K, C, sH, sW) -> (3, K * sH, 3 * sW) in [0, 1].
+    """
+    size = zoom.shape[-2:]
+    panels = [F.interpolate(x.float(), size=size, mode="nearest") for x in (truth, recon)] + [zoom.float()]
+    rows = torch.cat(panels, dim=-1).clamp(0, 1)  # (K, C, sH, 3 sW)
+    grid = torch.cat(list(rows), dim=-2)
+    return grid.expand(3, -1, -1) if grid.shape[0] == 1 else grid
+
+
+class RunLogger:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        enabled: bool,
+        name: str,
+        max_steps: int,
+        start_step: int,
+        params: int,
+        progress: bool,
+    ):
+        self.enabled, self.run_dir = enabled, run_dir
+        self.started = time.time()
+        self.status = {"state": "running", "name": name, "step": start_step, "max_steps": max_steps,
+                       "params": params, "wall_time_s": 0.0, "error": None}  # fmt: skip
+        if not enabled:
+            return
+        # purge_step drops events a crashed run wrote after the checkpoint we resume from.
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        self.bar = tqdm(total=max_steps, initial=start_step, disable=not progress, dynamic_ncols=True)
+        self.set_status("running", start_step)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.enabled:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+
+    def image(self, step: int, tag: str, image: torch.Tensor) -> None:
+        if self.enabled:
+            self.writer.add_image(tag, image, step)
+
+    def advance(self, steps: int, **postfix: float) -> None:
+        if self.enabled:
+            self.bar.update(steps)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def set_status(self, state: str, step: int, error: str | None = None, **extra: Any) -> None:
+        if self.enabled:
+            elapsed = time.time() - self.started
+            self.status.update(state=state, step=step, error=error, wall_time_s=round(elapsed, 1), **extra)
+            write_json_atomic(self.run_dir / "status.json", self.status)
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        if self.enabled:
+            self.writer.add_hparams(
+                hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name="hparams"
+            )
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.writer.close()

@@ -1,0 +1,271 @@
+"""The training loop: AMP, clipping, warm-up + cosine, non-finite-loss guard, evaluation, checkpoints,
+clean stops on signals or a time limit, and torchrun (DDP)."""
+
+import logging
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ginr.config import build_dataset, build_model, count_parameters
+from ginr.data.coords import image_to_values, pixel_grid
+from ginr.engine import checkpoint as ckpt
+from ginr.engine import distributed as dist
+from ginr.engine.data import StepBatchSampler, query_indices, train_loader
+from ginr.engine.evaluation import autocast, evaluate, reconstructions
+from ginr.engine.logging import RunLogger
+from ginr.engine.metrics import psnr
+
+log = logging.getLogger(__name__)
+MODEL_KEYS = ("encoder", "decoder", "data.channels")
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def pick_device(name: str) -> torch.device:
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, and parameters marked ``_no_weight_decay`` (A_log, D)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def check_compatible(saved: dict, cfg: DictConfig, path: Path) -> None:
+    current = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    saved = OmegaConf.create(saved)
+    diffs = [k for k in MODEL_KEYS if OmegaConf.select(saved, k) != OmegaConf.select(current, k)]
+    if diffs:
+        raise ckpt.CheckpointError(f"checkpoint {path} was trained with another {', '.join(diffs)} config")
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path, display_name: str):
+        self.cfg, self.run_dir, tcfg = cfg, run_dir, cfg.trainer
+        self.device = pick_device(tcfg.device)
+        self.dist = dist.init_distributed(self.device.type)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        torch.manual_seed(cfg.seed)
+        if tcfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.amp = amp_dtype(tcfg.precision, self.device)
+        self.model = build_model(cfg).to(self.device)
+        opt_factory = instantiate(cfg.optim.optimizer)
+        self.optimizer = opt_factory(param_groups(self.model, cfg.optim.optimizer.get("weight_decay", 0.0)))
+        factor = warmup_cosine(cfg.optim.warmup_steps, tcfg.max_steps, cfg.optim.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.step, self.best_psnr, self.bad_steps = 0, -math.inf, 0
+        if tcfg.resume:
+            self._resume(tcfg.resume)
+        self.net = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if tcfg.compile:
+            self.net = torch.compile(self.net)
+        self._load_data()
+        self.logger = RunLogger(
+            run_dir, enabled=self.dist.is_main, name=display_name, max_steps=tcfg.max_steps,
+            start_step=self.step, params=count_parameters(self.model), progress=cfg.logger.progress,
+        )  # fmt: skip
+        self.stop_reason: str | None = None
+
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        with self._main_first():  # the main rank downloads and caches; the others then read the cache
+            self.train_set = build_dataset(cfg, "train")
+            self.test_set = build_dataset(cfg, "test")
+            self.highres = {r: build_dataset(cfg, "test", r) for r in cfg.data.eval_resolutions}
+        sampler = StepBatchSampler(
+            len(self.train_set), cfg.data.batch_size, seed=cfg.seed, start_step=self.step,
+            rank=self.dist.rank, world_size=self.dist.world_size,
+        )  # fmt: skip
+        self.loader = train_loader(self.train_set, sampler, cfg.data.num_workers, self.device.type == "cuda")
+        res = cfg.data.resolution
+        self.coords = pixel_grid(res, res, device=self.device)
+
+    @contextmanager
+    def _main_first(self):
+        if not self.dist.is_main:
+            dist.barrier(self.dist)
+        yield
+        if self.dist.is_main:
+            dist.barrier(self.dist)
+
+    def _resume(self, path: str) -> None:
+        path = ckpt.resolve_checkpoint(path)
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        check_compatible(state["config"], self.cfg, path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best_psnr, self.bad_steps = (
+            state["step"],
+            state["best_psnr"],
+            state.get("bad_steps", 0),
+        )
+        ckpt.set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save(self, name: str) -> None:
+        if not self.dist.is_main:
+            return
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            log.error("not writing %s: the weights are not finite; the previous checkpoint is kept", name)
+            return
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+            "best_psnr": self.best_psnr, "bad_steps": self.bad_steps, "rng": ckpt.rng_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }  # fmt: skip
+        ckpt.save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.ckpt")
+
+    def train_step(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        images = images.to(self.device, non_blocking=True)
+        targets, coords = image_to_values(images), self.coords
+        k = self.cfg.trainer.queries_per_image
+        if k is not None:
+            idx = query_indices(self.step, self.cfg.seed, self.dist.rank, len(images), coords.shape[0], k)
+            idx = idx.to(self.device)
+            coords = coords[idx]
+            targets = targets.gather(1, idx.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
+        with autocast(self.device, self.amp):
+            pred = self.net(images, coords)
+        loss = F.mse_loss(pred.float(), targets)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+        ok = bool(dist.all_reduce_mean(finite.float(), self.dist).item() == 1.0)
+        if ok or self.scaler.is_enabled():  # GradScaler skips non-finite steps itself
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return loss.detach(), psnr(pred.detach(), targets).mean(), grad_norm.detach(), ok
+
+    def run(self) -> dict[str, float]:
+        tcfg, started = self.cfg.trainer, time.time()
+        metrics: dict[str, float] = {}
+        window = {"loss": 0.0, "psnr": 0.0, "grad_norm": 0.0, "n": 0, "time": 0.0}
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.model.train()
+        batches = iter(self.loader)
+        while self.step < tcfg.max_steps:
+            tick = time.perf_counter()
+            loss, train_psnr, grad_norm, ok = self.train_step(next(batches))
+            self.step += 1
+            window["time"] += time.perf_counter() - tick
+            self._count_bad(ok)
+            if ok:
+                for key, value in (("loss", loss), ("psnr", train_psnr), ("grad_norm", grad_norm)):
+                    window[key] += dist.all_reduce_mean(value, self.dist).item()
+                window["n"] += 1
+            self.logger.advance(1, loss=loss.item(), psnr=train_psnr.item())
+            if self.step % tcfg.log_every == 0 and window["n"]:
+                self._log_window(window)
+                window = dict.fromkeys(window, 0.0)
+            self._check_stop(started)
+            last = self.step == tcfg.max_steps or self.stop_reason is not None
+            if self.step % tcfg.eval_every == 0 or last:
+                metrics = self._evaluate()
+            if self.step % tcfg.ckpt_every == 0 or last:
+                self.save("last")
+            if self.stop_reason is not None:
+                break
+        return metrics
+
+    def _count_bad(self, ok: bool) -> None:
+        if ok:
+            self.consecutive_bad = 0
+            return
+        self.bad_steps += 1
+        self.consecutive_bad = getattr(self, "consecutive_bad", 0) + 1
+        log.warning(
+            "step %d: non-finite loss or gradient, step skipped (%d so far)", self.step, self.bad_steps
+        )
+        self.logger.scalars(self.step, {"train/skipped_steps": self.bad_steps})
+        if self.consecutive_bad >= self.cfg.trainer.max_bad_steps:
+            raise TrainingDiverged(
+                f"{self.consecutive_bad} consecutive non-finite steps at step {self.step}: stopping; "
+                f"the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.ckpt'}"
+            )
+
+    def _log_window(self, window: dict) -> None:
+        n, steps = window["n"], self.cfg.trainer.log_every
+        values = {"train/loss": window["loss"] / n, "train/psnr": window["psnr"] / n,
+                  "train/grad_norm": window["grad_norm"] / n, "train/lr": self.scheduler.get_last_lr()[0],
+                  "perf/ms_per_step": 1000 * window["time"] / steps,
+                  "perf/images_per_s": self.cfg.data.batch_size * steps / window["time"]}  # fmt: skip
+        if self.device.type == "cuda":
+            values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+        self.logger.scalars(self.step, values)
+
+    def _check_stop(self, started: float) -> None:
+        limit = self.cfg.trainer.time_limit_min
+        if self.stop_reason is None and limit is not None and time.time() - started > 60 * limit:
+            self.stop_reason = f"time limit of {limit} min"
+        flag = torch.tensor(float(self.stop_reason is not None), device=self.device)
+        if (
+            self.dist.enabled
+            and dist.all_reduce_mean(flag, self.dist).item() > 0
+            and self.stop_reason is None
+        ):
+            self.stop_reason = "another rank stopped"
+
+    def _evaluate(self) -> dict[str, float]:
+        if not self.dist.is_main:
+            dist.barrier(self.dist)
+            return {}
+        cfg = self.cfg
+        results = evaluate(
+            self.model, self.test_set, highres=self.highres, batch_size=cfg.data.batch_size, device=self.device,
+            amp_dtype=self.amp, chunk=cfg.trainer.render_chunk,
+        )  # fmt: skip
+        res = cfg.data.resolution
+        scalars = {
+            f"test/{'psnr' if k == 'psnr' else f'psnr_x{int(k[5:]) // res}'}": v for k, v in results.items()
+        }
+        self.logger.scalars(self.step, scalars)
+        shown = torch.stack([self.test_set[i] for i in range(min(cfg.logger.images, len(self.test_set)))])
+        grid = reconstructions(
+            self.model, shown.to(self.device), scale=4, amp_dtype=self.amp, chunk=cfg.trainer.render_chunk
+        )
+        self.logger.image(self.step, "test/reconstructions", grid)
+        if results["psnr"] > self.best_psnr:
+            self.best_psnr = results["psnr"]
+            self.save("best")
+        log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f} dB" for k, v in scalars.items()))
+        dist.barrier(self.dist)
+        return {**scalars, "test/best_psnr": self.best_psnr}
