@@ -251,7 +251,7 @@ class Trainer:
         cfg = self.cfg
         results = evaluate(
             self.model, self.test_set, highres=self.highres, batch_size=cfg.data.batch_size, device=self.device,
-            amp_dtype=self.amp, chunk=cfg.trainer.render_chunk,
+            amp_dtype=self.amp, chunk=cfg.trainer.render_chunk, max_images=cfg.trainer.eval_max_images,
         )  # fmt: skip
         res = cfg.data.resolution
         scalars = {

@@ -1,0 +1,136 @@
+"""The training pipeline end to end on CPU: composition, a few real steps, exact resume, evaluation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ginr import evaluate
+from ginr.config import ConfigError, build_model, prepare
+from ginr.engine.checkpoint import CheckpointError, load_checkpoint
+from ginr.engine.loop import Trainer
+from ginr.train import train
+from tests.conftest import EXPERIMENTS, compose
+
+BLOCK_OF = {"scent_ff": "FFFF", "scent_attn": "AttnFF", "scent_xattn": "XAttnFF", "mamba_ginr": "ResBlock"}
+
+
+def test_all_experiments_listed():
+    assert set(EXPERIMENTS) == {"scent_ff", "scent_attn", "scent_xattn", "mamba_ginr", "scent"}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(experiment):
+    cfg = prepare(compose([f"experiment={experiment}", "run_dir=unused", "trainer.cpu_overrides=[]"]))
+    model = build_model(cfg)
+    if experiment == "scent":
+        assert type(model.decoder).__name__ == "ScentDecoder"
+    else:
+        assert type(model.decoder.bands[0].band.blocks[0]).__name__ == BLOCK_OF[experiment]
+    assert cfg.name == experiment
+
+
+def scalars(run_dir, tag):
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+@pytest.mark.slow
+def test_few_steps_write_events_checkpoints_and_evaluate(smoke_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = train(smoke_cfg())
+    assert {"test/psnr", "test/psnr_x2", "test/best_psnr"} <= set(metrics)
+    for tag in ("train/loss", "train/psnr", "test/psnr", "test/psnr_x2", "train/lr", "perf/ms_per_step"):
+        assert scalars(run_dir, tag), f"no {tag} events"
+    assert [s for s, _ in scalars(run_dir, "test/psnr")] == [3, 6]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 6
+    assert (run_dir / "config.yaml").is_file()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert state["step"] == 6 and {"optimizer", "scheduler", "scaler", "rng", "config"} <= set(state)
+    results = evaluate.run({"ckpt": str(run_dir), "out": str(tmp_path / "eval"), "max_images": 4})
+    assert set(results) == {"psnr", "psnr_64"}
+    assert (tmp_path / "eval" / "renders.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_gives_the_same_weights_and_losses(smoke_cfg, tmp_path, monkeypatch):
+    losses: dict[int, float] = {}
+    kill_at = None
+    original_step = Trainer.train_step
+
+    def recording_step(self, images):
+        out = original_step(self, images)
+        losses[self.step + 1] = out[0].item()
+        if self.step + 1 == kill_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", recording_step)
+    straight = tmp_path / "straight"
+    train(smoke_cfg("trainer.deterministic=true", run_dir=straight))
+    straight_losses, losses = dict(losses), {}
+
+    part, kill_at = tmp_path / "part", 3
+    train(smoke_cfg("trainer.deterministic=true", run_dir=part))
+    status = json.loads((part / "status.json").read_text())
+    assert (status["state"], status["step"], status["stop_reason"]) == ("interrupted", 3, "SIGTERM")
+    assert load_checkpoint(part / "checkpoints" / "last.ckpt")["step"] == 3
+
+    kill_at = None
+    train(smoke_cfg("trainer.deterministic=true", f"trainer.resume={part}", run_dir=tmp_path / "ignored"))
+    assert losses == straight_losses  # steps 1-3 from the killed run, 4-6 from the resumed one
+    a = load_checkpoint(straight / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(part / "checkpoints" / "last.ckpt")
+    assert b["step"] == 6
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_resume_rejects_other_model_config(smoke_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(smoke_cfg("trainer.max_steps=3", "data.eval_resolutions=[]"))
+    with pytest.raises(CheckpointError, match="was trained with another encoder, decoder config"):
+        train(smoke_cfg("encoder.dim=48", f"trainer.resume={run}", run_dir=tmp_path / "other"))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="unreadable or corrupt"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("encoder.dim=0", "encoder.dim=0 is not allowed: expected an integer >= 1"),
+        ("encoder.patch_size=64", "encoder.patch_size=64 is not allowed: the patch must fit"),
+        (
+            "trainer.precision=fp8",
+            "trainer.precision='fp8' is not allowed: expected one of auto, bf16, fp16, fp32",
+        ),
+        ("encoder.placement=middle", "encoder.placement='middle' is not allowed"),
+        ("trainer.queries_per_image=5000", "trainer.queries_per_image=5000 is not allowed"),
+        ("optim.optimizer.lr=-1", "optim.optimizer.lr=-1 is not allowed"),
+    ],
+)
+def test_bad_values_fail_before_any_work(smoke_cfg, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train(smoke_cfg(override))
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ginr.train", "experiment=scent_ff", "decoder.num_layers=-1", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "error: decoder.num_layers=-1 is not allowed: expected an integer >= 1" in proc.stderr

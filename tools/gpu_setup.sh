@@ -1,0 +1,11 @@
+# Source on a GPU machine without a package registry: installs the kernel wheels found in .whl/ into
+# /tmp/site (no index, no dependencies) and puts the emoji cache in .data/ on the data path.
+#   . tools/gpu_setup.sh
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-deps --no-index --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+[ -d .data ] && export GINR_DATA_DIR=$PWD/.data
+export PYTHONUNBUFFERED=1
+python3 -c 'import torch, sys; print("torch", torch.__version__, torch.cuda.get_device_name(0), file=sys.stderr)'
