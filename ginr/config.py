@@ -4,6 +4,7 @@ Everything swappable is built by ``hydra.utils.instantiate`` from its ``_target_
 """
 
 import logging
+from collections.abc import Iterable
 
 import torch
 from hydra.utils import instantiate
@@ -95,12 +96,14 @@ def validate(cfg: DictConfig) -> None:
         _fail("trainer.device", "cuda", "no CUDA device is available here (use auto or cpu)")
 
 
-def prepare(cfg: DictConfig) -> DictConfig:
-    """Apply the CPU scaling when there is no GPU, validate, and resolve every interpolation."""
+def prepare(cfg: DictConfig, user_keys: Iterable[str] = ()) -> DictConfig:
+    """Apply the CPU scaling when there is no GPU (never to ``user_keys``, the keys set on the command
+    line), validate, and resolve every interpolation."""
     cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
     on_cuda = cfg.trainer.device != "cpu" and torch.cuda.is_available()
-    overrides = list(cfg.trainer.get("cpu_overrides") or [])
+    user_keys = set(user_keys)
+    overrides = [o for o in cfg.trainer.get("cpu_overrides") or [] if o.split("=", 1)[0] not in user_keys]
     if not on_cuda and overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         log.warning(

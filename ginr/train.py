@@ -6,6 +6,7 @@
 import logging
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import hydra
@@ -20,9 +21,9 @@ from ginr.engine.loop import Trainer
 log = logging.getLogger("ginr.train")
 
 
-def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
+def train(cfg: DictConfig, display_name: str | None = None, user_keys: Iterable[str] = ()) -> dict[str, float]:
     """Train as ``cfg`` says; return the last evaluation's metrics (``test/psnr``, ``test/best_psnr``, ...)."""
-    cfg = prepare(cfg)
+    cfg = prepare(cfg, user_keys)
     run_dir = Path(cfg.run_dir)
     if cfg.trainer.resume:  # continue in the run directory the checkpoint belongs to
         run_dir = ckpt.resolve_checkpoint(cfg.trainer.resume).parent.parent
@@ -56,9 +57,10 @@ def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    overrides = HydraConfig.get().job.override_dirname
+    hydra_cfg = HydraConfig.get()
+    user_keys = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task]
     try:
-        metrics = train(cfg, display_name=f"{cfg.name} {overrides}".strip())
+        metrics = train(cfg, f"{cfg.name} {hydra_cfg.job.override_dirname}".strip(), user_keys)
     except (ConfigError, ckpt.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
