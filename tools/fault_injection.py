@@ -8,7 +8,6 @@ Runs the tiny ``debug=smoke`` model on the CPU in deterministic mode; exits non-
 
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess
