@@ -21,15 +21,17 @@ from ginr.engine.loop import Trainer
 log = logging.getLogger("ginr.train")
 
 
-def train(cfg: DictConfig, display_name: str | None = None, user_keys: Iterable[str] = ()) -> dict[str, float]:
+def train(
+    cfg: DictConfig, display_name: str | None = None, user_keys: Iterable[str] = ()
+) -> dict[str, float]:
     """Train as ``cfg`` says; return the last evaluation's metrics (``test/psnr``, ``test/best_psnr``, ...)."""
     cfg = prepare(cfg, user_keys)
     run_dir = Path(cfg.run_dir)
     if cfg.trainer.resume:  # continue in the run directory the checkpoint belongs to
         run_dir = ckpt.resolve_checkpoint(cfg.trainer.resume).parent.parent
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     trainer = Trainer(cfg, run_dir, display_name or cfg.name)
+    if trainer.dist.is_main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     def request_stop(signum, _frame):
         trainer.stop_reason = signal.Signals(signum).name

@@ -47,7 +47,7 @@ def status(run_dir: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -57,18 +57,19 @@ def main() -> int:
 
     print(f"uninterrupted reference run in {reference}")
     subprocess.run(command(reference, args.steps, resume=False), check=True, capture_output=True)
-    first_step_s = None
 
     for attempt in range(args.kills):
         sig = SIGNALS[attempt % len(SIGNALS)]
+        previous = status(victim).get("step", 0)
         proc = subprocess.Popen(
             command(victim, args.steps, resume=True), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         started = time.time()
-        while proc.poll() is None and status(victim).get("step", 0) < 1 and time.time() - started < 120:
-            time.sleep(0.05)  # wait until it is training, then kill it at a random moment
-        first_step_s = first_step_s or time.time() - started
-        time.sleep(rng.uniform(0.0, 2.0))
+        while (
+            proc.poll() is None and status(victim).get("step", 0) <= previous and time.time() - started < 120
+        ):
+            time.sleep(0.05)  # wait until this process has trained a step, then kill it at a random moment
+        time.sleep(rng.uniform(0.0, 1.5))
         before = status(victim).get("step")
         if proc.poll() is None:
             proc.send_signal(sig)

@@ -54,7 +54,13 @@ def train_loader(dataset: Dataset, sampler: StepBatchSampler, num_workers: int, 
     )
 
 
-def query_indices(step: int, seed: int, rank: int, batch: int, num_pixels: int, k: int) -> torch.Tensor:
-    """(batch, k) random pixel indices per image for ``step``, distinct within an image."""
-    generator = torch.Generator().manual_seed(hash((seed, step, rank)) % 2**63)
-    return torch.rand(batch, num_pixels, generator=generator).argsort(dim=1)[:, :k]
+def query_indices(
+    step: int, seed: int, rank: int, world_size: int, batch: int, num_pixels: int, k: int
+) -> torch.Tensor:
+    """(batch, k) random pixel indices per image of this rank's share of the global batch at ``step``,
+    distinct within an image; the same pixels for an image whatever the number of processes."""
+    generator = torch.Generator().manual_seed(hash((seed, step)) % 2**63)
+    scores = torch.rand(batch * world_size, num_pixels, generator=generator)[
+        rank * batch : (rank + 1) * batch
+    ]
+    return scores.argsort(dim=1)[:, :k]

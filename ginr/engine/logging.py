@@ -48,8 +48,8 @@ class RunLogger:
                        "params": params, "wall_time_s": 0.0, "error": None}  # fmt: skip
         if not enabled:
             return
-        # purge_step drops events a crashed run wrote after the checkpoint we resume from.
-        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        # purge_step drops the events a killed run wrote after the checkpoint we resume from.
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(total=max_steps, initial=start_step, disable=not progress, dynamic_ncols=True)
         self.set_status("running", start_step)
 

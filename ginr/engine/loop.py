@@ -155,7 +155,15 @@ class Trainer:
         targets, coords = image_to_values(images), self.coords
         k = self.cfg.trainer.queries_per_image
         if k is not None:
-            idx = query_indices(self.step, self.cfg.seed, self.dist.rank, len(images), coords.shape[0], k)
+            idx = query_indices(
+                self.step,
+                self.cfg.seed,
+                self.dist.rank,
+                self.dist.world_size,
+                len(images),
+                coords.shape[0],
+                k,
+            )
             idx = idx.to(self.device)
             coords = coords[idx]
             targets = targets.gather(1, idx.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
@@ -231,6 +239,7 @@ class Trainer:
         if self.device.type == "cuda":
             values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         self.logger.scalars(self.step, values)
+        self.logger.set_status("running", self.step)
 
     def _check_stop(self, started: float) -> None:
         limit = self.cfg.trainer.time_limit_min
