@@ -23,7 +23,9 @@ def test_disk_full_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(ckpt.CheckpointError, match=r"could not write checkpoint .*No space left.*previous one is intact"):
+    with pytest.raises(
+        ckpt.CheckpointError, match=r"could not write checkpoint .*No space left.*previous one is intact"
+    ):
         ckpt.save_checkpoint({"step": 2, "model": {}, "config": {}}, path)
     monkeypatch.undo()
     assert ckpt.load_checkpoint(path)["step"] == 1
