@@ -192,7 +192,10 @@ class Trainer:
         batches = iter(self.loader)
         while self.step < tcfg.max_steps:
             tick = time.perf_counter()
-            loss, train_psnr, grad_norm, ok = self.train_step(next(batches))
+            try:
+                loss, train_psnr, grad_norm, ok = self.train_step(next(batches))
+            except torch.OutOfMemoryError as err:
+                raise self._out_of_memory() from err
             self.step += 1
             window["time"] += time.perf_counter() - tick
             self._count_bad(ok)
@@ -213,6 +216,18 @@ class Trainer:
             if self.stop_reason is not None:
                 break
         return metrics
+
+    def _out_of_memory(self) -> RuntimeError:
+        from ginr.memory import oom_hint  # the planner is only needed on this path
+
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        budget = torch.cuda.get_device_properties(self.device).total_memory
+        return RuntimeError(
+            f"CUDA out of memory at step {self.step + 1} (data.batch_size={self.cfg.data.batch_size}, "
+            f"trainer.queries_per_image={self.cfg.trainer.queries_per_image}): {oom_hint(self.cfg, budget)}; "
+            "decoder.checkpoint=true or a smaller trainer.queries_per_image also cut memory"
+        )
 
     def _count_bad(self, ok: bool) -> None:
         if ok:

@@ -1,0 +1,239 @@
+"""Markdown tables and plots for ``ginr.bench`` results (one dict per case, as in results.json)."""
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _num(value, fmt: str = "{:.1f}", scale: float = 1.0) -> str:
+    return "–" if value is None else fmt.format(value * scale)
+
+
+def _gb(value) -> str:
+    return _num(value, "{:.2f}", 1e-9)
+
+
+def _gflop(value) -> str:
+    return "–" if value is None else f"{value / 1e9:.0f}" if value >= 1e11 else f"{value / 1e9:.3g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _cells(r: dict, columns: list[str]) -> list[str]:
+    """Measured columns of one case: ms, images/s, peak, activations, GFLOP, MFU (or its status)."""
+    if r["status"] != "ok":
+        return [r["status"]] + ["–"] * (len(columns) - 1)
+    values = {
+        "ms": _num(r.get("ms")), "img/s": _num(r.get("images_per_s"), "{:.0f}"), "peak": _gb(r.get("peak_bytes")),
+        "act": _gb(r.get("activation_bytes")), "gflop": _gflop(r.get("model_flops")),
+        "mfu": _num(r.get("mfu"), "{:.1f}%", 100.0), "work": _gb(r.get("activation_bytes")),
+    }  # fmt: skip
+    return [values[c] for c in columns]
+
+
+def _group(results: list[dict], group: str) -> list[dict]:
+    return [r for r in results if r["group"] == group]
+
+
+def query_ratios(results: list[dict]) -> dict[str, tuple[int, int, float | None]]:
+    """Per variant of the query sweep: (fewest queries, 16x that, activation ratio between them)."""
+    out = {}
+    for variant in dict.fromkeys(r["variant"] for r in _group(results, "queries")):
+        rows = {r["queries"]: r for r in _group(results, "queries") if r["variant"] == variant}
+        base = min(rows)
+        low, high = rows[base].get("activation_bytes"), rows.get(16 * base, {}).get("activation_bytes")
+        out[variant] = (base, 16 * base, high / low if low and high else None)
+    return out
+
+
+def markdown(meta: dict, results: list[dict], preset) -> str:
+    notes = {}
+    for r in results:
+        if r.get("peak_flops_note"):
+            notes.setdefault(r["precision"], r["peak_flops_note"])
+    timing = meta["timing"]
+    lines = [
+        "# ginr benchmarks", "",
+        f"- device: {meta['device']}; torch {meta['torch']} (CUDA {meta['cuda']}); selective scan: {meta['scan_kernels']}",
+        f"- {meta['date']}, `{meta['command']}` (preset {meta['preset']}, {meta.get('wall_s', '?')} s)",
+        f"- timing: {timing['warmup']} warm-up call(s), then the median of up to {timing['repeats']} timed calls "
+        "(CUDA events; fewer when a call is slow); inputs are fresh random tensors rotated among 3 sets",
+        "- training step = autocast forward + float32 MSE + backward + grad clipping + AdamW + zero_grad, "
+        "as `ginr.engine.loop.Trainer.train_step` runs it",
+        "- peak = `torch.cuda.max_memory_allocated` over the timed steps; activations = peak minus the memory "
+        "allocated before a step (parameters, AdamW state, inputs)",
+        "- MFU = model FLOPs per step (FlopCounterMode over one step, forward + backward: matmuls, convolutions "
+        "and attention; not elementwise ops or the CUDA selective scan; a checkpointed row uses the FLOPs of "
+        "its row without checkpointing, i.e. without the recomputation) / time / peak rate. Peak rates: "
+        + ("; ".join(f"{p}: {n}" for p, n in notes.items()) or "none (CPU)"),
+        "",
+    ]  # fmt: skip
+    main = _group(results, "main")
+    if main:
+        lines += [
+            f"## Training step by decoder variant (batch {preset.batch}, {preset.queries} queries per image)",
+            "",
+        ]
+        cols = ["ms", "img/s", "peak", "act", "gflop", "mfu"]
+        head = [
+            "variant",
+            "precision",
+            "ckpt",
+            "ms/step",
+            "images/s",
+            "peak GB",
+            "activations GB",
+            "GFLOP/step",
+            "MFU",
+        ]
+        order = sorted(
+            main,
+            key=lambda r: (
+                r["precision"] != "bf16",
+                r["checkpoint"],
+                list(VARIANT_ORDER).index(r["variant"]) if r["variant"] in VARIANT_ORDER else 99,
+            ),
+        )
+        rows = [
+            [r["variant"], r["precision"], "on" if r["checkpoint"] else "off", *_cells(r, cols)]
+            for r in order
+        ]
+        lines += _table(head, rows) + [""]
+    sweep = _group(results, "queries")
+    if sweep:
+        res = sweep[0].get("config", {}).get("data", {}).get("resolution")
+        seen = f"{res}x{res}" if res else "the configured"
+        lines += [
+            f"## Query scaling (bf16, batch {preset.sweep_batch}, random coordinates; the encoder sees {seen} images)",
+            "",
+        ]
+        rows = []
+        for r in sweep:
+            first = min((s for s in sweep if s["variant"] == r["variant"]), key=lambda s: s["queries"])
+            low, act = first.get("activation_bytes"), r.get("activation_bytes")
+            ratio = _num(act / low if low and act else None, "{:.1f}x")
+            rows.append([r["variant"], str(r["queries"]), *_cells(r, ["ms", "peak", "act"]), ratio])
+        head = [
+            "variant",
+            "queries/image",
+            "ms/step",
+            "peak GB",
+            "activations GB",
+            "activations vs fewest queries",
+        ]
+        lines += _table(head, rows) + [""]
+        for variant, (base, high, ratio) in query_ratios(results).items():
+            lines.append(
+                f"- {variant}: activations at {high} vs {base} queries (16x): {_num(ratio, '{:.1f}x')}"
+            )
+        lines.append("")
+    batch = _group(results, "batch")
+    if batch:
+        lines += [f"## Batch size (ff_ff, bf16, {preset.queries} queries per image)", ""]
+        rows = [[str(r["batch"]), *_cells(r, ["ms", "img/s", "peak", "act"])] for r in batch]
+        lines += _table(["batch", "ms/step", "images/s", "peak GB", "activations GB"], rows) + [""]
+    encoder = _group(results, "encoder")
+    if encoder:
+        lines += [
+            f"## Encoder alone: selective-scan backend (bf16, batch {preset.batch}, forward + backward)",
+            "",
+        ]
+        rows = [[r["backend"], *_cells(r, ["ms", "img/s", "peak", "act"])] for r in encoder]
+        lines += _table(["backend", "ms", "images/s", "peak GB", "activations GB"], rows)
+        ms = {r["backend"]: r.get("ms") for r in encoder if r["status"] == "ok"}
+        speedup = ms["torch"] / ms["cuda"] if ms.get("torch") and ms.get("cuda") else None
+        lines += ["", f"- speed-up of the cuda backend over torch: {_num(speedup, '{:.1f}x')}", ""]
+    render = _group(results, "render")
+    if render:
+        size = render[0]["render_size"]
+        lines += [f"## Render a {size}x{size} image from one latent set (bf16, no grad)", "",
+                  "attn_ff is not rendered: its blocks mix queries, so render decodes all queries at once (O(N^2)).", ""]  # fmt: skip
+        rows = [[r["variant"], str(r["chunk"]), *_cells(r, ["ms", "peak", "work"])] for r in render]
+        lines += _table(["variant", "chunk", "ms", "peak GB", "render workspace GB"], rows) + [""]
+    compiled = _group(results, "compile")
+    if compiled:
+        lines += ["## torch.compile (ff_ff, ckpt off)", ""]
+        rows = []
+        for r in compiled:
+            eager = next(
+                (
+                    e
+                    for e in main
+                    if e["variant"] == "ff_ff" and e["precision"] == r["precision"] and not e["checkpoint"]
+                ),
+                None,
+            )
+            e_ms, c_ms = (eager or {}).get("ms"), r.get("ms")
+            rows.append(
+                [
+                    r["precision"],
+                    _num(e_ms),
+                    _num(c_ms) if r["status"] == "ok" else r["status"],
+                    _num(e_ms / c_ms if e_ms and c_ms else None, "{:.2f}x"),
+                    _gb(r.get("peak_bytes")),
+                ]
+            )
+        lines += _table(
+            ["precision", "eager ms/step", "compiled ms/step", "speed-up", "compiled peak GB"], rows
+        ) + [""]
+    return "\n".join(lines)
+
+
+VARIANT_ORDER = ("resblock", "attn_ff", "attn_ff_naive", "ff_ff", "xattn_ff", "scent")
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_memory_vs_queries(results: list[dict], path: Path) -> None:
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    sweep = _group(results, "queries")
+    for variant in dict.fromkeys(r["variant"] for r in sweep):
+        rows = [r for r in sweep if r["variant"] == variant]
+        ok = [
+            (r["queries"], r["peak_bytes"] / 1e9) for r in rows if r["status"] == "ok" and r.get("peak_bytes")
+        ]
+        line = ax.plot([x for x, _ in ok], [y for _, y in ok], marker="o", label=variant)[0] if ok else None
+        oom = [r["queries"] for r in rows if r["status"] == "OOM"]
+        if oom:
+            top = max((y for _, y in ok), default=1.0)
+            ax.plot(oom, [top] * len(oom), "x", color=line.get_color() if line else None, markersize=9)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("queries per image")
+    ax.set_ylabel("peak memory (GB)")
+    ax.set_title("Peak training-step memory vs queries (x: out of memory)", fontsize=10)
+    if not any(r.get("peak_bytes") for r in sweep):
+        ax.text(0.5, 0.5, "memory is measured on CUDA only", ha="center", transform=ax.transAxes)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    _save(fig, path)
+
+
+def plot_ms_per_step(results: list[dict], path: Path) -> None:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    main = [r for r in _group(results, "main") if r["precision"] == "bf16" and r["status"] == "ok"]
+    variants = [v for v in VARIANT_ORDER if any(r["variant"] == v for r in main)]
+    for shift, ckpt in ((-0.2, False), (0.2, True)):
+        ms = {r["variant"]: r["ms"] for r in main if r["checkpoint"] == ckpt}
+        xs = [i + shift for i, v in enumerate(variants) if v in ms]
+        ax.bar(
+            xs,
+            [ms[v] for v in variants if v in ms],
+            width=0.4,
+            label=f"checkpointing {'on' if ckpt else 'off'}",
+        )
+    ax.set_xticks(range(len(variants)), variants, rotation=20)
+    ax.set_ylabel("ms per training step")
+    ax.set_title("Training step time, bf16", fontsize=10)
+    if main:
+        ax.legend()
+    _save(fig, path)

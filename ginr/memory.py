@@ -1,0 +1,273 @@
+"""Memory planner: the peak GPU memory of one training step, predicted from the config alone.
+
+    python -m ginr.memory experiment=scent_ff [hydra-style overrides...] [budget=24GB]
+
+The step is simulated at full size on fake tensors (``ginr.memsim``): every allocation the forward,
+loss and backward make, with CUDA's autocast dtypes and the CUDA kernels' saved tensors, is counted as
+it is made and freed. Parameters, gradients and AdamW state are added from the parameter count; the
+optimizer step (foreach AdamW: one parameter-sized temporary) is a second candidate for the peak. The
+prediction is for a steady-state step (AdamW state already allocated), eager mode, one GPU; on a CUDA
+machine the measured peak of such a step is printed beside it.
+"""
+
+import functools
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+import torch
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from ginr.benchcases import TrainStep, make_inputs
+from ginr.compose import compose_config
+from ginr.config import ConfigError, prepare
+from ginr.engine.loop import amp_dtype, param_groups
+from ginr.memsim import FakeModel, Trace
+from ginr.ops import backend as scan_backend
+
+# cuBLAS workspaces (32 MiB on Hopper) come from the caching allocator, one per thread that runs matmuls:
+# the forward's and the autograd device thread's.
+CUDA_WORKSPACE = 2 * 32 * 2**20
+UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+LABELS = {
+    "parameters": "parameters",
+    "gradients": "gradients",
+    "adamw_state": "AdamW state (exp_avg, exp_avg_sq)",
+    "inputs": "inputs (images, coordinates, targets)",
+    "weight_copies": "autocast weight copies",
+    "encoder": "encoder activations",
+    "decoder.modulation": "decoder modulation attention",
+    "decoder.cross_attn": "decoder cross-attention",
+    "attention_matrices": "attention matrices (naive attention)",
+    "decoder.other": "decoder other (Fourier features, projections, heads)",
+    "output_loss": "output and loss",
+    "cuda_workspace": "cuBLAS workspaces",
+    "transient": "temporaries at the peak (backward / optimizer)",
+}
+
+
+def label(key: str) -> str:
+    if match := re.fullmatch(r"decoder\.band(\d+)\.(band|modulation)", key):
+        return f"decoder scale {match[1]} {match[2]} stack"
+    if match := re.fullmatch(r"decoder\.ff(\d+)", key):
+        return f"decoder feedforward {match[1]}"
+    return LABELS.get(key, key)
+
+
+def _order(key: str) -> tuple[int, str]:
+    first = ["parameters", "gradients", "adamw_state", "inputs", "weight_copies", "encoder"]
+    last = ["attention_matrices", "decoder.other", "output_loss", "cuda_workspace", "transient"]
+    if key in first:
+        return first.index(key), key
+    if key in last:
+        return 100 + last.index(key), key
+    return (40 if key in ("decoder.modulation", "decoder.cross_attn") else 50), key
+
+
+@dataclass
+class MemoryPlan:
+    """Predicted peak of one training step: ``components`` in bytes (they sum to ``total``)."""
+
+    components: dict[str, int]
+    total: int
+    batch_size: int
+    queries: int
+    precision: str
+    scan_backend: str
+    peak_phase: str
+    num_params: int
+
+    def table(self, measured: int | None = None) -> str:
+        lines = [f"{'component':<54}{'GB':>9}{'share':>8}"]
+        for key, value in self.components.items():
+            lines.append(f"{label(key):<54}{value / 1e9:>9.3f}{100 * value / self.total:>7.1f}%")
+        lines.append(f"{'predicted peak (' + self.peak_phase + ')':<54}{self.total / 1e9:>9.3f}")
+        if measured is not None:
+            error = 100 * (self.total - measured) / measured
+            lines.append(f"{'measured peak (one training step on this GPU)':<54}{measured / 1e9:>9.3f}")
+            lines.append(f"{'relative error of the prediction':<54}{error:>+8.1f}%")
+        return "\n".join(lines)
+
+
+def parse_budget(text: str) -> int:
+    """'24GB' (10^9), '24GiB' (2^30), '500MB', '1.5TB' -> bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]+)\s*", str(text))
+    if not match or match[2].lower() not in UNITS or float(match[1]) <= 0:
+        raise ValueError(
+            f"budget={text!r} is not a memory size: expected a positive number and a unit, e.g. 24GB, 24GiB or 500MB"
+        )
+    return int(float(match[1]) * UNITS[match[2].lower()])
+
+
+def _prepared(cfg: DictConfig) -> DictConfig:
+    """The full (GPU) configuration, validated and resolved: no CPU scaling."""
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    cfg.trainer.cpu_overrides = []
+    return prepare(cfg)
+
+
+def target_backend(cfg: DictConfig) -> tuple[str, bool]:
+    """(selective-scan backend, causal-conv1d kernel?) the GPU run would use. Without a GPU here, ``auto``
+    assumes the GPU machine has the mamba-ssm / causal-conv1d kernels."""
+    requested = os.environ.get(scan_backend.ENV_VAR, cfg.encoder.backend)
+    here = torch.cuda.is_available()
+    if requested == "torch" or (requested == "auto" and here and scan_backend.selective_scan_cuda is None):
+        return "torch", False
+    return "cuda", not here or scan_backend.causal_conv1d_cuda is not None
+
+
+def default_queries(cfg: DictConfig) -> int:
+    return cfg.trainer.queries_per_image or cfg.data.resolution**2
+
+
+@functools.lru_cache(maxsize=4)
+def _fake_model(key: str) -> FakeModel:
+    return FakeModel(OmegaConf.create(key))
+
+
+@functools.lru_cache(maxsize=32)
+def _trace(key: str, batch: int, queries: int, amp: torch.dtype | None, backend: str, conv: bool) -> Trace:
+    return _fake_model(key).simulate(batch, queries, amp=amp, scan_backend=backend, conv_kernel=conv)
+
+
+def _simulate(cfg: DictConfig, batch: int, queries: int) -> tuple[FakeModel, Trace]:
+    model_cfg = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("encoder", "decoder")}
+    model_cfg["data"] = {"channels": cfg.data.channels, "resolution": cfg.data.resolution}
+    key = OmegaConf.to_yaml(model_cfg)
+    amp = amp_dtype(cfg.trainer.precision, torch.device("cuda"))
+    return _fake_model(key), _trace(key, batch, queries, amp, *target_backend(cfg))
+
+
+def _lines(cfg: DictConfig, fake: FakeModel, trace: Trace) -> tuple[dict[str, int], int, int]:
+    """(components without temporaries, step peak, optimizer-step peak) for one simulated step."""
+    param_bytes = sum(p.numel() * p.element_size() for p in fake.params)
+    groups = param_groups(fake.model, cfg.optim.optimizer.get("weight_decay", 0.0))
+    largest_group = max(sum(p.numel() * p.element_size() for p in g["params"]) for g in groups)
+    components = {"parameters": param_bytes, "gradients": param_bytes, "adamw_state": 2 * param_bytes}
+    components |= trace.end_of_forward
+    components["cuda_workspace"] = CUDA_WORKSPACE
+    step_peak = 3 * param_bytes + trace.peak + CUDA_WORKSPACE  # the timeline holds the gradients
+    optimizer_peak = 4 * param_bytes + largest_group + trace.end_of_forward.get("inputs", 0) + CUDA_WORKSPACE
+    return components, step_peak, optimizer_peak
+
+
+def plan(cfg: DictConfig, batch_size: int | None = None, queries: int | None = None) -> MemoryPlan:
+    """Predict the peak of one training step of ``cfg`` (``data.batch_size`` and the configured queries
+    per image unless given)."""
+    cfg = _prepared(cfg)
+    batch, queries = batch_size or cfg.data.batch_size, queries or default_queries(cfg)
+    fake, trace = _simulate(cfg, batch, queries)
+    components, step_peak, optimizer_peak = _lines(cfg, fake, trace)
+    peak, phase = max((step_peak, trace.peak_phase), (optimizer_peak, "optimizer step"))
+    known = sum(components.values())
+    components["transient"] = max(0, peak - known)
+    components = dict(sorted(components.items(), key=lambda kv: _order(kv[0])))
+    amp = amp_dtype(cfg.trainer.precision, torch.device("cuda"))
+    precision = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(amp, "fp32")
+    return MemoryPlan(
+        components=components, total=max(peak, known), batch_size=batch, queries=queries, precision=precision,
+        scan_backend=target_backend(cfg)[0], peak_phase=f"during {phase}", num_params=sum(p.numel() for p in fake.params),
+    )  # fmt: skip
+
+
+def largest_batch(cfg: DictConfig, budget_bytes: int) -> int:
+    """The largest ``data.batch_size`` whose predicted peak fits in ``budget_bytes`` (0 if none does).
+
+    Every term of the prediction is linear in the batch at each point of the step's timeline, so two
+    simulations (batch 2 and 4) give it for every batch size."""
+    cfg = _prepared(cfg)
+    (b1, b2), queries = (2, 4), default_queries(cfg)
+    fake, t1 = _simulate(cfg, b1, queries)
+    t2 = _simulate(cfg, b2, queries)[1]
+    (c1, s1, o1), (c2, _, o2) = _lines(cfg, fake, t1), _lines(cfg, fake, t2)
+    timeline1, timeline2 = t1.timeline, t2.timeline
+    if len(timeline1) != len(timeline2):  # not seen; then only the step peaks are extrapolated
+        timeline1, timeline2 = [t1.peak], [t2.peak]
+    static = s1 - t1.peak
+    pairs = [(static + v1, static + v2) for v1, v2 in zip(timeline1, timeline2, strict=True)]
+    pairs += [(o1, o2), (sum(c1.values()), sum(c2.values()))]
+    slopes = [(v2 - v1) / (b2 - b1) for v1, v2 in pairs]
+    # each candidate as bytes = base + slope * batch
+    lines = [(v1 - slope * b1, slope) for (v1, _), slope in zip(pairs, slopes, strict=True)]
+    if any(slope <= 0 and base > budget_bytes for base, slope in lines):
+        return 0
+    bounds = [(budget_bytes - base) / slope for base, slope in lines if slope > 0]
+    batch = int(min(bounds, default=2**20))
+    while batch > 0 and plan(cfg, batch_size=batch).total > budget_bytes:
+        batch -= 1  # batch 1 can differ slightly from the extrapolation (size-1 dimensions view, not copy)
+    return max(batch, 0)
+
+
+def measure_peak(cfg: DictConfig, batch_size: int | None = None, queries: int | None = None) -> int:
+    """``max_memory_allocated`` of one steady-state training step on the GPU (after one step that
+    creates the AdamW state), run as ``ginr.benchcases.TrainStep`` mirrors the loop."""
+    cfg = _prepared(cfg)
+    device = torch.device("cuda")
+    batch, queries = batch_size or cfg.data.batch_size, queries or default_queries(cfg)
+    step = TrainStep(cfg, device)
+    inputs = make_inputs(batch, cfg.data.channels, cfg.data.resolution, queries, device)
+    step(*inputs)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step(*inputs)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def _describe(cfg: DictConfig, result: MemoryPlan) -> str:
+    decoder = cfg.decoder.get("block", {}).get("_target_", cfg.decoder._target_).rsplit(".", 1)[-1]
+    ckpt = f"encoder {cfg.encoder.checkpoint}, decoder {cfg.decoder.checkpoint}"
+    return (
+        f"Memory plan: {cfg.name} (decoder {decoder}, attn_impl {cfg.decoder.get('attn_impl', 'sdpa')}, "
+        f"checkpointing: {ckpt}), {result.num_params / 1e6:.1f}M parameters\n"
+        f"batch {result.batch_size} x {result.queries} queries per image, {result.precision}, "
+        f"selective scan backend {result.scan_backend}, AdamW (foreach), eager\n"
+        "activations: what the forward allocates and still holds at its end (saved for backward); "
+        "temporaries: the rest of the peak"
+    )
+
+
+def oom_hint(cfg: DictConfig, budget_bytes: int) -> str:
+    """One line for an out-of-memory error: the predicted peak and the largest batch predicted to fit."""
+    predicted, fits = plan(cfg), largest_batch(cfg, budget_bytes)
+    return (
+        f"the memory planner predicts a peak of {predicted.total / 1e9:.1f} GB at data.batch_size="
+        f"{predicted.batch_size}; the largest batch predicted to fit in {budget_bytes / 1e9:.1f} GB is {fits} "
+        f"(details: python -m ginr.memory <overrides> budget={budget_bytes / 1e9:.0f}GB)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return 0
+    budgets = [a.split("=", 1)[1] for a in args if a.startswith("budget=")]
+    overrides = [a for a in args if not a.startswith("budget=")]
+    try:
+        budget = parse_budget(budgets[-1]) if budgets else None
+        cfg = _prepared(compose_config(["trainer.cpu_overrides=[]", *overrides]))
+    except (ValueError, ConfigError, HydraException) as err:
+        print(f"error: {(str(err).strip().splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
+        return 2
+    result = plan(cfg)
+    measured = None
+    if torch.cuda.is_available():
+        try:
+            measured = measure_peak(cfg)
+        except torch.cuda.OutOfMemoryError:
+            print("measured: out of memory on this GPU")
+    print(_describe(cfg, result))
+    print(result.table(measured))
+    if budget is not None:
+        fits = largest_batch(cfg, budget)
+        print(f"largest data.batch_size predicted to fit in {budgets[-1]} ({budget / 1e9:.2f} GB): {fits}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
