@@ -71,9 +71,10 @@ class Preset:
     chunks: tuple[int, ...]
     timing: Timing
     budget_s: float | None  # cases left when it is spent are recorded as skipped
+    lean_chunks: tuple[int, ...] = (64, 256)  # trainer.checkpoint_queries of the memory-lean cases
 
 
-ALL_GROUPS = ("main", "queries", "batch", "encoder", "render")
+ALL_GROUPS = ("main", "lean", "queries", "batch", "encoder", "render")
 PRESETS = {
     # sweep batch 4: the 16x point (16384 queries) fits on an 80 GB GPU for every block type
     "reference": Preset((), 64, 1024, (1024, 4096, 16384, 65536), 4, (16, 64), ("bf16", "fp32"), ALL_GROUPS,
@@ -81,7 +82,7 @@ PRESETS = {
     "quick": Preset((), 64, 1024, (1024, 4096, 16384), 4, (), ("bf16",), ("main", "queries"),
                     1024, (), Timing(2, 5, 10.0), 240.0),
     "cpu": Preset(CPU_SIZES, 2, 64, (16, 64, 256), 2, (2, 4), ("bf16", "fp32"), ALL_GROUPS,
-                  16, (64, 16), Timing(1, 2, 2.0), None),
+                  16, (64, 16), Timing(1, 2, 2.0), None, (16,)),
 }  # fmt: skip
 
 
@@ -119,10 +120,16 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
         cases += [
             main(v, p, ck) for p in preset.precisions if p != "bf16" for ck in (False, True) for v in VARIANTS
         ]
+    if "lean" in preset.groups:  # memory-lean mode: checkpointed query chunks + encoder checkpointing
+        cases += [
+            Case(f"lean/{v}/chunk{c}", "lean", v, VARIANTS[v] + (f"trainer.checkpoint_queries={c}", CHECKPOINTING[1]),
+                 checkpoint=True, batch=preset.batch, queries=preset.queries)
+            for v in ("ff_ff", "xattn_ff") for c in preset.lean_chunks
+        ]  # fmt: skip
     if compile:
         cases += [
             Case(f"compile/ff_ff/{p}", "compile", "ff_ff", VARIANTS["ff_ff"], precision=p, batch=preset.batch, queries=preset.queries, compile=True)
-            for p in preset.precisions
+            for p in preset.precisions if p == "bf16"
         ]  # fmt: skip
     return cases
 
@@ -198,7 +205,7 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     record["images_per_s"] = case.batch / (ms / 1000) if case.group != "render" else None
     record["activation_bytes"] = m.peak_bytes - m.before_bytes if m.peak_bytes is not None else None
     record["flops_counted"] = m.flops
-    if case.group in ("main", "queries", "batch", "compile"):
+    if case.group in ("main", "lean", "queries", "batch", "compile"):
         record["model_flops"] = model_flops(record, done)
         rate, record["peak_flops_note"] = peak_rate(case.precision, device, args.peak_tflops)
         record["peak_flops"] = rate

@@ -154,6 +154,16 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
                   "attn_ff is not rendered: its blocks mix queries, so render decodes all queries at once (O(N^2)).", ""]  # fmt: skip
         rows = [[r["variant"], str(r["chunk"]), *_cells(r, ["ms", "peak", "work"])] for r in render]
         lines += _table(["variant", "chunk", "ms", "peak GB", "render workspace GB"], rows) + [""]
+    lean = _group(results, "lean")
+    if lean:
+        lines += ["## Memory-lean mode (bf16; trainer.checkpoint_queries=chunk, encoder.checkpoint=true)", ""]
+        rows = [
+            [r["variant"], r["name"].rsplit("chunk", 1)[-1], *_cells(r, ["ms", "img/s", "peak", "mfu"])]
+            for r in lean
+        ]
+        lines += _table(["variant", "queries per chunk", "ms/step", "images/s", "peak GB", "MFU"], rows) + [
+            ""
+        ]
     compiled = _group(results, "compile")
     if compiled:
         lines += ["## torch.compile (ff_ff, ckpt off)", ""]

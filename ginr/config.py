@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ginr.models.encoder import PLACEMENTS
@@ -89,6 +89,16 @@ def validate(cfg: DictConfig) -> None:
     queries = cfg.trainer.queries_per_image
     if queries is not None and (not isinstance(queries, int) or not 1 <= queries <= resolution**2):
         _fail("trainer.queries_per_image", queries, f"expected null or an integer in [1, {resolution**2}]")
+    chunk = cfg.trainer.get("checkpoint_queries")
+    if chunk is not None:
+        _check_positive_int(cfg, "trainer.checkpoint_queries")
+        block = OmegaConf.select(cfg, "decoder.block._target_", default=None)
+        if block is not None and getattr(get_class(block), "mixes_queries", False):
+            _fail(
+                "trainer.checkpoint_queries",
+                chunk,
+                f"null for {block.rsplit('.', 1)[-1]}, whose blocks mix queries",
+            )
     lr = cfg.optim.optimizer.lr
     if not isinstance(lr, int | float) or lr <= 0:
         _fail("optim.optimizer.lr", lr, "expected a positive number")
@@ -117,7 +127,11 @@ def prepare(cfg: DictConfig, user_keys: Iterable[str] = ()) -> DictConfig:
 
 
 def build_model(cfg: DictConfig) -> GINR:
-    return GINR(encoder=instantiate(cfg.encoder), decoder=instantiate(cfg.decoder))
+    return GINR(
+        encoder=instantiate(cfg.encoder),
+        decoder=instantiate(cfg.decoder),
+        checkpoint_queries=cfg.trainer.get("checkpoint_queries"),
+    )
 
 
 def build_dataset(cfg: DictConfig, split: str, resolution: int | None = None) -> torch.utils.data.Dataset:

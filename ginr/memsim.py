@@ -153,7 +153,8 @@ class FakeModel:
                 loss = F.mse_loss(pred.float(), targets)
                 end = tracker.by_component()
                 tracker.phase = "backward"
-                loss.backward()
+                with CudaAutocastPolicy():  # checkpointed forwards re-run under autocast inside backward
+                    loss.backward()
                 del loss, pred
         finally:
             for handle in handles:

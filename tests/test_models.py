@@ -218,3 +218,22 @@ def test_encoder_same_latents_and_grads_on_both_backends(dtype):
     for name, g in grads_t.items():
         err = ((grads_c[name] - g).norm() / g.norm().clamp_min(1e-12)).item()
         assert err < limit * 5, f"{name}: gradient relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("kind", ["ff_ff", "xattn_ff", "scent"])
+def test_checkpointed_query_chunks_give_same_outputs_and_gradients(kind):
+    images, coords = torch.rand(2, 3, 16, 16), pixel_grid(16, 16)
+    plain = make_model(kind)
+    lean = GINR(encoder=make_encoder(), decoder=make_decoder(kind), checkpoint_queries=50)
+    lean.load_state_dict(plain.state_dict())
+    outs = [model(images, coords) for model in (plain, lean)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    for out in outs:
+        out.square().mean().backward()
+    for (name, p), q in zip(plain.named_parameters(), lean.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_checkpointed_query_chunks_refuse_query_mixing_blocks():
+    with pytest.raises(ValueError, match="not attn_ff"):
+        GINR(encoder=make_encoder(), decoder=make_decoder("attn_ff"), checkpoint_queries=50)

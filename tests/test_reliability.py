@@ -90,3 +90,18 @@ def test_persistent_nan_stops_and_keeps_the_good_checkpoint(smoke_cfg, tmp_path,
     assert state["step"] == 3 and all(torch.isfinite(t).all() for t in state["model"].values())
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "failed" and "TrainingDiverged" in status["error"]
+
+
+def test_out_of_memory_names_the_planners_prediction(smoke_cfg, monkeypatch):
+    def out_of_memory(self, images):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(Trainer, "train_step", out_of_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda device: type("P", (), {"total_memory": 8e9})
+    )
+    with pytest.raises(
+        RuntimeError, match=r"CUDA out of memory at step 1 \(data.batch_size=4.*planner predicts a peak of"
+    ):
+        train(smoke_cfg("data.eval_resolutions=[]"))

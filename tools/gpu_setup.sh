@@ -1,8 +1,9 @@
 # Source on a GPU machine without a package registry: installs the kernel wheels found in .whl/ into
-# /tmp/site (no index, no dependencies) and puts the emoji cache in .data/ on the data path.
+# /tmp/site (no index, no dependencies; WHEELS=DIR picks another folder) and puts the emoji cache in .data/ on the data path.
 #   . tools/gpu_setup.sh
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-deps --no-index --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+wheels=${WHEELS:-.whl}
+if ls "$wheels"/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --upgrade --no-deps --no-index --target /tmp/site "$wheels"/*.whl && export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD
 fi

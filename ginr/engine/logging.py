@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 
@@ -48,6 +47,8 @@ class RunLogger:
                        "params": params, "wall_time_s": 0.0, "error": None}  # fmt: skip
         if not enabled:
             return
+        from torch.utils.tensorboard import SummaryWriter  # only the logging rank needs tensorboard
+
         # purge_step drops the events a killed run wrote after the checkpoint we resume from.
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(total=max_steps, initial=start_step, disable=not progress, dynamic_ncols=True)

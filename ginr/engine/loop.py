@@ -223,10 +223,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
         budget = torch.cuda.get_device_properties(self.device).total_memory
+        try:
+            hint = oom_hint(self.cfg, budget)
+        except Exception as err:  # the error must reach the user even if the planner cannot model this config
+            hint = f"the memory planner could not model this config ({type(err).__name__})"
         return RuntimeError(
             f"CUDA out of memory at step {self.step + 1} (data.batch_size={self.cfg.data.batch_size}, "
-            f"trainer.queries_per_image={self.cfg.trainer.queries_per_image}): {oom_hint(self.cfg, budget)}; "
-            "decoder.checkpoint=true or a smaller trainer.queries_per_image also cut memory"
+            f"trainer.queries_per_image={self.cfg.trainer.queries_per_image}): {hint}; "
+            "trainer.checkpoint_queries=128, decoder.checkpoint=true or fewer queries per image also cut memory"
         )
 
     def _count_bad(self, ok: bool) -> None:
@@ -251,8 +255,9 @@ class Trainer:
                   "train/grad_norm": window["grad_norm"] / n, "train/lr": self.scheduler.get_last_lr()[0],
                   "perf/ms_per_step": 1000 * window["time"] / steps,
                   "perf/images_per_s": self.cfg.data.batch_size * steps / window["time"]}  # fmt: skip
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # the training peak of this window (evaluation is not counted)
             values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.logger.scalars(self.step, values)
         self.logger.set_status("running", self.step)
 
@@ -291,5 +296,7 @@ class Trainer:
             self.best_psnr = results["psnr"]
             self.save("best")
         log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f} dB" for k, v in scalars.items()))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         dist.barrier(self.dist)
         return {**scalars, "test/best_psnr": self.best_psnr}

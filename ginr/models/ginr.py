@@ -2,14 +2,23 @@
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ginr.data.coords import pixel_grid, values_to_image
 
 
 class GINR(nn.Module):
-    def __init__(self, *, encoder: nn.Module, decoder: nn.Module):
+    """``checkpoint_queries``: when gradients are needed, decode the queries in chunks of this many per
+    image under activation checkpointing, so the decoder holds one chunk's activations at a time (the
+    memory-lean mode: peak memory no longer grows with the number of queries, for ~1/3 more compute)."""
+
+    def __init__(self, *, encoder: nn.Module, decoder: nn.Module, checkpoint_queries: int | None = None):
         super().__init__()
-        self.encoder, self.decoder = encoder, decoder
+        if checkpoint_queries is not None and not getattr(decoder, "query_independent", True):
+            raise ValueError(
+                "checkpoint_queries needs a decoder whose blocks do not mix queries (not attn_ff)"
+            )
+        self.encoder, self.decoder, self.checkpoint_queries = encoder, decoder, checkpoint_queries
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) in [0, 1] -> latents (B, M, D)."""
@@ -19,21 +28,30 @@ class GINR(nn.Module):
         """latents (B, M, D), coords (B, N, 2) or (N, 2) shared by the batch -> values (B, N, C)."""
         if coords.dim() == 2:
             coords = coords.expand(latents.shape[0], -1, -1)
-        return self.decoder(latents, coords)
+        chunk = self.checkpoint_queries
+        if chunk is None or not torch.is_grad_enabled() or coords.shape[1] <= chunk:
+            return self.decoder(latents, coords)
+        parts = [
+            checkpoint(self.decoder, latents, part, use_reentrant=False)
+            for part in coords.split(chunk, dim=1)
+        ]
+        return torch.cat(parts, dim=1)
 
     def forward(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(images), coords)
 
     @torch.no_grad()
     def render(self, latents: torch.Tensor, height: int, width: int, *, chunk: int = 65536) -> torch.Tensor:
-        """Decode the full ``height x width`` pixel grid -> (B, C, H, W), ``chunk`` queries at a time.
+        """Decode the full ``height x width`` pixel grid -> (B, C, H, W), ``chunk`` queries at a time
+        across the batch (``chunk // B`` per image), so peak memory is bounded by ``chunk``.
 
-        Peak memory is bounded by ``chunk``. A decoder whose blocks mix queries (``attn_ff``) sees all
-        queries at once, as in a full decode, so its renders stay exact.
+        A decoder whose blocks mix queries (``attn_ff``) sees all queries at once, as in a full decode,
+        so its renders stay exact.
         """
         if chunk < 1:
             raise ValueError(f"render chunk must be >= 1, got {chunk}")
         coords = pixel_grid(height, width, device=latents.device)
+        chunk = max(1, chunk // latents.shape[0])
         if not getattr(self.decoder, "query_independent", True):
             chunk = coords.shape[0]
         values = [self.decode(latents, part) for part in coords.split(chunk)]

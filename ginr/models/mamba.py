@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ginr.ops import backend as _backend
 from ginr.ops.causal_conv1d import causal_conv1d
 from ginr.ops.selective_scan import selective_scan
 
@@ -64,8 +65,25 @@ class MambaMixer(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (B, L, D) -> (B, L, D)."""
-        length = hidden.shape[1]
-        x, z = rearrange(self.in_proj(hidden), "b l d -> b d l").chunk(2, dim=1)
+        xz = rearrange(self.in_proj(hidden), "b l d -> b d l")
+        if (
+            _backend.mamba_inner_cuda is not None
+            and _backend.resolve_backend(self.backend, xz.device) == "cuda"
+        ):
+            return self._fused(xz)
+        return self._unfused(xz)
+
+    def _fused(self, xz: torch.Tensor) -> torch.Tensor:
+        """The whole mixer after in_proj in one CUDA autograd function (mamba-ssm's fast path)."""
+        return _backend.mamba_inner_cuda(
+            xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+            self.out_proj.weight, self.out_proj.bias, -torch.exp(self.A_log.float()), None, None,
+            self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        )  # fmt: skip
+
+    def _unfused(self, xz: torch.Tensor) -> torch.Tensor:
+        length = xz.shape[-1]
+        x, z = xz.chunk(2, dim=1)
         weight = rearrange(self.conv1d.weight, "d 1 w -> d w")
         x = causal_conv1d(x, weight, self.conv1d.bias, activation="silu", backend=self.backend)
         dt, B, C = self.x_proj(rearrange(x, "b d l -> (b l) d")).split(

@@ -18,19 +18,20 @@ BACKENDS = ("auto", "cuda", "torch")
 ENV_VAR = "GINR_MAMBA_BACKEND"
 
 
-def _import_kernels() -> tuple[Callable | None, Callable | None, str]:
+def _import_kernels() -> tuple[Callable | None, Callable | None, Callable | None, str]:
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
     except Exception as err:  # ImportError, or OSError/RuntimeError from a missing CUDA library
-        return None, None, f"mamba_ssm unavailable ({type(err).__name__}: {err})"
+        return None, None, None, f"mamba_ssm unavailable ({type(err).__name__}: {err})"
     try:
         from causal_conv1d import causal_conv1d_fn
-    except Exception:
-        causal_conv1d_fn = None  # mamba-ssm alone still gives the scan kernel
-    return selective_scan_fn, causal_conv1d_fn, "mamba_ssm available"
+    except Exception:  # mamba-ssm alone still gives the scan kernel, not the fused mixer
+        return selective_scan_fn, None, None, "mamba_ssm available, causal_conv1d unavailable"
+    return selective_scan_fn, causal_conv1d_fn, mamba_inner_fn, "mamba_ssm and causal_conv1d available"
 
 
-selective_scan_cuda, causal_conv1d_cuda, KERNEL_STATUS = _import_kernels()
+# mamba_inner_cuda fuses conv, projections, scan and gate of a whole mixer in one autograd function.
+selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, KERNEL_STATUS = _import_kernels()
 _logged: set[tuple[str, str]] = set()
 
 
