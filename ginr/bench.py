@@ -25,7 +25,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.benchcases import Case, Timing, median_ms, run_encoder, run_render, run_train
+from ginr.benchcases import (
+    Case,
+    Timing,
+    median_ms,
+    model_flops,
+    peak_rate,
+    run_encoder,
+    run_render,
+    run_train,
+)
 from ginr.benchreport import markdown, plot_memory_vs_queries, plot_ms_per_step
 from ginr.compose import compose_config
 from ginr.config import prepare
@@ -47,14 +56,6 @@ CPU_SIZES = (
     "encoder.d_state=4", "encoder.heads=2", "encoder.dim_head=8", "decoder.hidden_dim=32", "decoder.num_layers=2",
     "decoder.heads=2", "decoder.dim_head=8", "decoder.num_fourier=8", "data.resolution=8",
 )  # fmt: skip
-# Dense peak rates (FLOP/s) per GPU: bf16/fp16 tensor cores, TF32 tensor cores, FP32 without tensor cores.
-PEAKS = {
-    "H100 PCIe": (756e12, 378e12, 51.2e12),
-    "H100 NVL": (835e12, 417.5e12, 60e12),
-    "H100": (989.4e12, 494.7e12, 66.9e12),
-    "H200": (989.4e12, 494.7e12, 66.9e12),
-    "A100": (312e12, 156e12, 19.5e12),
-}
 
 
 @dataclass(frozen=True)
@@ -140,23 +141,6 @@ def selected(name: str, only: list[str] | None) -> bool:
     )
 
 
-def peak_rate(precision: str, device: torch.device, override: float | None) -> tuple[float | None, str]:
-    """(peak FLOP/s, how it was chosen) for MFU."""
-    if override is not None:
-        return override * 1e12, f"--peak-tflops {override:g}"
-    if device.type != "cuda":
-        return None, "no MFU on CPU (pass --peak-tflops)"
-    name = torch.cuda.get_device_name(device)
-    key = next((k for k in PEAKS if k in name), None)
-    bf16, tf32, fp32 = PEAKS[key or "H100"]
-    known = f"{key} dense" if key else f"unknown GPU {name!r}: H100 SXM dense rates assumed"
-    if precision in ("bf16", "fp16"):
-        return bf16, f"{bf16 / 1e12:g} TFLOP/s ({known} bf16 tensor cores)"
-    if torch.backends.cuda.matmul.allow_tf32:
-        return tf32, f"{tf32 / 1e12:g} TFLOP/s ({known} TF32 tensor cores: TF32 matmuls are enabled)"
-    return fp32, f"{fp32 / 1e12:g} TFLOP/s ({known} FP32 without tensor cores: TF32 matmuls are off)"
-
-
 @functools.lru_cache(maxsize=16)
 def _composed(groups: tuple[str, ...]) -> DictConfig:
     return compose_config(list(groups))
@@ -212,24 +196,6 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
         if rate and record["model_flops"]:
             record["mfu"] = record["model_flops"] / (ms / 1000) / rate
     return record
-
-
-def model_flops(record: dict, done: list[dict]) -> int | None:
-    """FLOPs of the model without recomputation. Checkpointed and compiled cases take them from the
-    matching eager case without checkpointing: FlopCounterMode counts a recomputed forward too, and does
-    not see compiled kernels. With no such case, a checkpointed case keeps its own count."""
-    if not record["checkpoint"] and not record["compile"]:
-        return record["flops_counted"]
-    keys = ("variant", "precision", "batch", "queries")
-    for r in done:
-        if (
-            r.get("flops_counted")
-            and not r["checkpoint"]
-            and not r["compile"]
-            and all(r[k] == record[k] for k in keys)
-        ):
-            return r["flops_counted"]
-    return None if record["compile"] else record["flops_counted"]
 
 
 def progress(i: int, total: int, started: float, r: dict) -> str:

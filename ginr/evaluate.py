@@ -17,7 +17,7 @@ from PIL import Image
 from ginr.config import build_dataset, build_model
 from ginr.engine.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from ginr.engine.evaluation import evaluate, reconstructions
-from ginr.engine.loop import amp_dtype, pick_device
+from ginr.engine.setup import amp_dtype, pick_device
 
 USAGE = "usage: python -m ginr.evaluate ckpt=PATH [resolutions=[64,128]] [out=DIR] [images=8] [data_dir=DIR]"
 ALLOWED = {"ckpt", "resolutions", "out", "images", "data_dir", "device", "max_images"}

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from ginr.benchcases import TrainStep, make_inputs
 from ginr.compose import compose_config
 from ginr.config import ConfigError, prepare
-from ginr.engine.loop import amp_dtype, param_groups
+from ginr.engine.setup import amp_dtype, param_groups
 from ginr.memsim import FakeModel, Trace
 from ginr.ops import backend as scan_backend
 

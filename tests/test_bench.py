@@ -84,7 +84,10 @@ def test_presets_and_selection():
     quick = build_cases(PRESETS["quick"], compile=False)
     assert {c.group for c in quick} == {"main", "queries"} and all(c.precision == "bf16" for c in quick)
     assert max(c.queries for c in quick) == 16384
-    assert len([c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]) == 2
+    compiled = [c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]
+    assert [c.name for c in compiled] == ["compile/ff_ff/bf16"]  # the speed targets are bf16
+    lean = [c.name for c in reference if c.group == "lean"]
+    assert lean == ["lean/ff_ff/chunk64", "lean/ff_ff/chunk256", "lean/xattn_ff/chunk64", "lean/xattn_ff/chunk256"]
     assert selected("main/ff_ff/bf16/ckpt-on", ["ff_ff/bf16"]) and selected(
         "queries/ff_ff/4096", ["queries/*/4096"]
     )

@@ -20,6 +20,7 @@ from ginr.engine.data import StepBatchSampler, query_indices, train_loader
 from ginr.engine.evaluation import autocast, evaluate, reconstructions
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import psnr
+from ginr.engine.setup import amp_dtype, param_groups, pick_device, warmup_cosine
 
 log = logging.getLogger(__name__)
 MODEL_KEYS = ("encoder", "decoder", "data.channels")
@@ -27,34 +28,6 @@ MODEL_KEYS = ("encoder", "decoder", "data.channels")
 
 class TrainingDiverged(RuntimeError):
     pass
-
-
-def pick_device(name: str) -> torch.device:
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
-
-def warmup_cosine(warmup: int, total: int, min_ratio: float):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms, and parameters marked ``_no_weight_decay`` (A_log, D)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def check_compatible(saved: dict, cfg: DictConfig, path: Path) -> None:
