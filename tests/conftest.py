@@ -8,7 +8,13 @@ from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ginr.ops import backend
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+requires_scan_kernel = pytest.mark.skipif(backend.selective_scan_cuda is None, reason=backend.KERNEL_STATUS)
+requires_conv_kernel = pytest.mark.skipif(
+    backend.causal_conv1d_cuda is None, reason="causal_conv1d not installed"
+)
 
 
 @pytest.fixture(autouse=True)

@@ -87,7 +87,12 @@ def test_presets_and_selection():
     compiled = [c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]
     assert [c.name for c in compiled] == ["compile/ff_ff/bf16"]  # the speed targets are bf16
     lean = [c.name for c in reference if c.group == "lean"]
-    assert lean == ["lean/ff_ff/chunk64", "lean/ff_ff/chunk256", "lean/xattn_ff/chunk64", "lean/xattn_ff/chunk256"]
+    assert lean == [
+        "lean/ff_ff/chunk64",
+        "lean/ff_ff/chunk256",
+        "lean/xattn_ff/chunk64",
+        "lean/xattn_ff/chunk256",
+    ]
     assert selected("main/ff_ff/bf16/ckpt-on", ["ff_ff/bf16"]) and selected(
         "queries/ff_ff/4096", ["queries/*/4096"]
     )

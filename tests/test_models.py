@@ -11,7 +11,7 @@ from ginr.models.decoder import MultiBandDecoder, ScentDecoder
 from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
 from ginr.models.ginr import GINR
 from ginr.models.mamba import MambaMixer
-from tests.conftest import requires_cuda
+from tests.conftest import requires_cuda, requires_scan_kernel
 
 DIM = 32
 BLOCKS = {
@@ -195,13 +195,10 @@ def test_mamba_ssm_module_state_dict_loads_and_matches():
 
 
 @requires_cuda
+@requires_scan_kernel
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_encoder_same_latents_and_grads_on_both_backends(dtype):
-    from ginr.ops import backend
-
-    if backend.selective_scan_cuda is None:
-        pytest.skip(backend.KERNEL_STATUS)
     cuda_enc = make_encoder(backend="cuda").cuda()
     torch_enc = make_encoder(backend="torch").cuda()
     torch_enc.load_state_dict(cuda_enc.state_dict())

@@ -7,7 +7,7 @@ from ginr.ops import backend
 from ginr.ops.causal_conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_torch
 from ginr.ops.scan import linear_scan
 from ginr.ops.selective_scan import selective_scan, selective_scan_ref, selective_scan_torch
-from tests.conftest import requires_cuda
+from tests.conftest import requires_conv_kernel, requires_cuda, requires_scan_kernel
 
 
 def scan_inputs(batch=2, dim=5, state=3, length=37, dtype=torch.float64, device="cpu"):
@@ -109,11 +109,10 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @requires_cuda
+@requires_scan_kernel
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_selective_scan_cuda_matches_torch(dtype):
-    if backend.selective_scan_cuda is None:
-        pytest.skip(backend.KERNEL_STATUS)
     inputs = scan_inputs(batch=4, dim=64, state=16, length=300, dtype=torch.float32, device="cuda")
     inputs = {
         k: (v.detach().to(dtype) if k in ("u", "delta", "B", "C", "z") else v.detach()).requires_grad_()
@@ -127,11 +126,10 @@ def test_selective_scan_cuda_matches_torch(dtype):
 
 
 @requires_cuda
+@requires_conv_kernel
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_causal_conv1d_cuda_matches_torch(dtype):
-    if backend.causal_conv1d_cuda is None:
-        pytest.skip("causal_conv1d kernels not installed")
     x = torch.randn(4, 64, 300, device="cuda", dtype=dtype, requires_grad=True)
     w = torch.randn(64, 4, device="cuda", dtype=dtype, requires_grad=True)
     b = torch.randn(64, device="cuda", dtype=dtype, requires_grad=True)
