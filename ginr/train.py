@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ginr.config import ConfigError, prepare
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
-from ginr.engine.loop import Trainer
+from ginr.engine.loop import DataError, Trainer
 
 log = logging.getLogger("ginr.train")
 
@@ -63,7 +63,7 @@ def main(cfg: DictConfig) -> float | None:
     user_keys = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task]
     try:
         metrics = train(cfg, f"{cfg.name} {hydra_cfg.job.override_dirname}".strip(), user_keys)
-    except (ConfigError, ckpt.CheckpointError) as err:
+    except (ConfigError, ckpt.CheckpointError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("test/best_psnr")

@@ -134,3 +134,14 @@ def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "error: decoder.num_layers=-1 is not allowed: expected an integer >= 1" in proc.stderr
+
+
+def test_cli_missing_image_folder_is_one_line_and_exit_code_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ginr.train", "experiment=scent_ff", "data=image_folder",
+         f"data.dataset.root={tmp_path / 'nowhere'}", "trainer.cpu_overrides=[]", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "error: ImageFolder:" in proc.stderr and "nowhere" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +29,10 @@ MODEL_KEYS = ("encoder", "decoder", "data.channels")
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class DataError(RuntimeError):
+    """The dataset could not be loaded; the message names the file or folder and what to do."""
 
 
 def check_compatible(saved: dict, cfg: DictConfig, path: Path) -> None:
@@ -55,7 +60,7 @@ class Trainer:
         factor = warmup_cosine(cfg.optim.warmup_steps, tcfg.max_steps, cfg.optim.min_lr_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.step, self.best_psnr, self.bad_steps = 0, -math.inf, 0
+        self.step, self.best_psnr, self.bad_steps, self.consecutive_bad = 0, -math.inf, 0, 0
         if tcfg.resume:
             self._resume(tcfg.resume)
         self.net = self.model
@@ -74,9 +79,18 @@ class Trainer:
     def _load_data(self) -> None:
         cfg = self.cfg
         with self._main_first():  # the main rank downloads and caches; the others then read the cache
-            self.train_set = build_dataset(cfg, "train")
-            self.test_set = build_dataset(cfg, "test")
-            self.highres = {r: build_dataset(cfg, "test", r) for r in cfg.data.eval_resolutions}
+            try:
+                self.train_set = build_dataset(cfg, "train")
+                self.test_set = build_dataset(cfg, "test")
+                self.highres = {r: build_dataset(cfg, "test", r) for r in cfg.data.eval_resolutions}
+            except (
+                InstantiationException,
+                OSError,
+                ValueError,
+                RuntimeError,
+            ) as err:  # missing, corrupt, offline
+                cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+                raise DataError(f"{cfg.data.dataset._target_.rsplit('.', 1)[-1]}: {cause}") from err
         sampler = StepBatchSampler(
             len(self.train_set), cfg.data.batch_size, seed=cfg.seed, start_step=self.step,
             rank=self.dist.rank, world_size=self.dist.world_size,
@@ -158,7 +172,7 @@ class Trainer:
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()
         metrics: dict[str, float] = {}
-        window = {"loss": 0.0, "psnr": 0.0, "grad_norm": 0.0, "n": 0, "time": 0.0}
+        window = self._new_window()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
@@ -172,14 +186,13 @@ class Trainer:
             self.step += 1
             window["time"] += time.perf_counter() - tick
             self._count_bad(ok)
-            if ok:
-                for key, value in (("loss", loss), ("psnr", train_psnr), ("grad_norm", grad_norm)):
-                    window[key] += dist.all_reduce_mean(value, self.dist).item()
+            if ok:  # summed on the device: the window is reduced and read once, at the log step
+                window["sums"] += torch.stack([loss, train_psnr, grad_norm]).float()
                 window["n"] += 1
-            self.logger.advance(1, loss=loss.item(), psnr=train_psnr.item())
+            self.logger.advance(1)
             if self.step % tcfg.log_every == 0 and window["n"]:
                 self._log_window(window)
-                window = dict.fromkeys(window, 0.0)
+                window = self._new_window()
             self._check_stop(started)
             last = self.step == tcfg.max_steps or self.stop_reason is not None
             if self.step % tcfg.eval_every == 0 or last:
@@ -211,7 +224,7 @@ class Trainer:
             self.consecutive_bad = 0
             return
         self.bad_steps += 1
-        self.consecutive_bad = getattr(self, "consecutive_bad", 0) + 1
+        self.consecutive_bad += 1
         log.warning(
             "step %d: non-finite loss or gradient, step skipped (%d so far)", self.step, self.bad_steps
         )
@@ -222,10 +235,15 @@ class Trainer:
                 f"the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.ckpt'}"
             )
 
+    def _new_window(self) -> dict:
+        return {"sums": torch.zeros(3, device=self.device), "n": 0, "time": 0.0}
+
     def _log_window(self, window: dict) -> None:
         n, steps = window["n"], self.cfg.trainer.log_every
-        values = {"train/loss": window["loss"] / n, "train/psnr": window["psnr"] / n,
-                  "train/grad_norm": window["grad_norm"] / n, "train/lr": self.scheduler.get_last_lr()[0],
+        loss, train_psnr, grad_norm = (dist.all_reduce_mean(window["sums"], self.dist) / n).tolist()
+        self.logger.advance(0, loss=loss, psnr=train_psnr)
+        values = {"train/loss": loss, "train/psnr": train_psnr, "train/grad_norm": grad_norm,
+                  "train/lr": self.scheduler.get_last_lr()[0],
                   "perf/ms_per_step": 1000 * window["time"] / steps,
                   "perf/images_per_s": self.cfg.data.batch_size * steps / window["time"]}  # fmt: skip
         if self.device.type == "cuda":  # the training peak of this window (evaluation is not counted)
