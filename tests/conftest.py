@@ -3,11 +3,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose as compose_hydra
-from hydra import initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from ginr.compose import CONFIG_DIR
+from ginr.compose import compose_config as compose
 from ginr.ops import backend
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -22,18 +21,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
-EXPERIMENTS = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
-
-
-def compose(overrides: list[str]) -> DictConfig:
-    """configs/train.yaml composed with ``overrides``, as ``python -m ginr.train`` would."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose_hydra("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    OmegaConf.set_struct(cfg, False)
-    del cfg["hydra"]
-    return cfg
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
 @pytest.fixture(scope="session")
