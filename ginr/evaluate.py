@@ -14,29 +14,29 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ginr.config import build_dataset, build_model
-from ginr.engine.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from ginr.api import load
+from ginr.engine.build import build_dataset
+from ginr.engine.checkpoint import CheckpointError
 from ginr.engine.evaluation import evaluate, reconstructions
-from ginr.engine.setup import amp_dtype, pick_device
 
 USAGE = "usage: python -m ginr.evaluate ckpt=PATH [resolutions=[64,128]] [out=DIR] [images=8] [data_dir=DIR]"
 ALLOWED = {"ckpt", "resolutions", "out", "images", "data_dir", "device", "max_images"}
 
 
 def run(args: dict) -> dict[str, float]:
-    path = resolve_checkpoint(args["ckpt"])
-    state = load_checkpoint(path)
-    cfg = OmegaConf.create(state["config"])
+    run = load(args["ckpt"], device=args.get("device", "auto"))
+    model, cfg, path, amp, device = (
+        run.model,
+        run.config,
+        run.checkpoint,
+        run.amp,
+        next(run.model.parameters()).device,
+    )
     if args.get("data_dir"):
         cfg.data.dataset.root = args["data_dir"]
-    device = pick_device(args.get("device", "auto"))
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
     resolutions = list(args.get("resolutions", cfg.data.eval_resolutions))
     test_set = build_dataset(cfg, "test")
     highres = {r: build_dataset(cfg, "test", r) for r in resolutions}
-    amp = amp_dtype(cfg.trainer.precision, device)
     results = evaluate(
         model, test_set, highres=highres, batch_size=cfg.data.batch_size, device=device, amp_dtype=amp,
         chunk=cfg.trainer.render_chunk, max_images=args.get("max_images"),
@@ -46,9 +46,9 @@ def run(args: dict) -> dict[str, float]:
     shown = torch.stack([test_set[i] for i in range(min(int(args.get("images", 8)), len(test_set)))])
     grid = reconstructions(model, shown.to(device), scale=4, amp_dtype=amp, chunk=cfg.trainer.render_chunk)
     Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(out / "renders.png")
-    report = {"checkpoint": str(path), "step": state["step"], "resolution": cfg.data.resolution, **results}
+    report = {"checkpoint": str(path), "step": run.step, "resolution": cfg.data.resolution, **results}
     (out / "results.json").write_text(json.dumps(report, indent=2))
-    print(f"checkpoint {path} (step {state['step']}), test split, {len(test_set)} images")
+    print(f"checkpoint {path} (step {run.step}), test split, {len(test_set)} images")
     for key, value in results.items():
         res = cfg.data.resolution if key == "psnr" else int(key.split("_")[1])
         print(f"  PSNR at {res}x{res}: {value:.2f} dB")

@@ -1,35 +1,34 @@
-"""Train a GINR model: ``python -m ginr.train experiment=scent_ff [overrides]``.
+"""Train a GINR model: ``python -m ginr.train experiment=scent_ff [overrides]`` (or ``ginr-train``).
 
-``train(cfg)`` does the work and is what tests call; ``main`` is the Hydra entry point around it.
+``train(cfg)`` does the work and is what tests and the Python API call; ``main`` is the Hydra entry
+point around it, which also picks the ``hardware`` group for this machine unless the command names one.
 """
 
 import logging
 import signal
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config import ConfigError, prepare
+from ginr.config import ConfigError, default_hardware, prepare
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.loop import DataError, Trainer
+from ginr.memory import oom_hint
 
 log = logging.getLogger("ginr.train")
 
 
-def train(
-    cfg: DictConfig, display_name: str | None = None, user_keys: Iterable[str] = ()
-) -> dict[str, float]:
+def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
     """Train as ``cfg`` says; return the last evaluation's metrics (``test/psnr``, ``test/best_psnr``, ...)."""
-    cfg = prepare(cfg, user_keys)
+    cfg = prepare(cfg)
     run_dir = Path(cfg.run_dir)
     if cfg.trainer.resume:  # continue in the run directory the checkpoint belongs to
         run_dir = ckpt.resolve_checkpoint(cfg.trainer.resume).parent.parent
-    trainer = Trainer(cfg, run_dir, display_name or cfg.name)
+    trainer = Trainer(cfg, run_dir, display_name or cfg.name, oom_hint=oom_hint)
     if trainer.dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
@@ -40,6 +39,10 @@ def train(
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         metrics = trainer.run()
+        reason = trainer.stop_reason
+        state = "interrupted" if reason and not reason.startswith("time limit") else "finished"
+        trainer.logger.set_status(state, trainer.step, stop_reason=reason, metrics=metrics)
+        trainer.logger.hparams(hparams(cfg), metrics)
     except BaseException as err:
         trainer.logger.set_status("failed", trainer.step, error=f"{type(err).__name__}: {err}")
         raise
@@ -48,25 +51,53 @@ def train(
             signal.signal(sig, handler)
         trainer.logger.close()
         dist.shutdown(trainer.dist)
-    reason = trainer.stop_reason
-    state = "interrupted" if reason and not reason.startswith("time limit") else "finished"
-    trainer.logger.set_status(state, trainer.step, stop_reason=reason, metrics=metrics)
     if reason:
         log.info("stopped at step %d (%s); resume with trainer.resume=%s", trainer.step, reason, run_dir)
     log.info("run directory: %s", run_dir)
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    hydra_cfg = HydraConfig.get()
-    user_keys = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task]
+def hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+    """The run's config as flat ``key: scalar`` pairs for TensorBoard's HParams tab (lists as strings)."""
+    flat: dict[str, bool | int | float | str] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(node, bool | int | float | str):
+            flat[prefix] = node
+        elif node is not None:
+            flat[prefix] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    overrides = HydraConfig.get().job.override_dirname
     try:
-        metrics = train(cfg, f"{cfg.name} {hydra_cfg.job.override_dirname}".strip(), user_keys)
+        metrics = train(cfg, f"{cfg.name} {overrides}".strip())
     except (ConfigError, ckpt.CheckpointError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("test/best_psnr")
+
+
+def main() -> None:
+    """``python -m ginr.train [overrides]``: Hydra's command line, with ``hardware`` picked for this
+    machine unless given."""
+    if not any(arg.lstrip("+~").split("=", 1)[0] == "hardware" for arg in sys.argv[1:]):
+        choice = default_hardware()
+        if choice == "cpu":
+            print(
+                "No CUDA device: hardware=cpu, a scaled-down model and schedule for a CPU run "
+                "(ginr/configs/hardware/cpu.yaml); add hardware=gpu to train the full configuration here.",
+                file=sys.stderr,
+            )
+        sys.argv.append(f"hardware={choice}")
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from ginr.compose import CONFIG_DIR
-from ginr.compose import compose_config as compose
+from ginr.config import compose, experiments
 from ginr.ops import backend
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -21,7 +20,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = experiments()
 
 
 @pytest.fixture(scope="session")

@@ -3,24 +3,26 @@ GPU-like results."""
 
 import json
 
-from ginr.bench import PRESETS, build_cases, main, peak_rate, selected
-from ginr.benchreport import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
+from ginr.bench.__main__ import main
+from ginr.bench.cases import PRESETS, build_cases, selected
+from ginr.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
+from ginr.bench.runners import peak_rate
 
 PNG = b"\x89PNG"
 
 
 def test_cpu_preset_end_to_end(tmp_path, capsys):
     only = [
-        "main/ff_ff/bf16",
-        "main/attn_ff_naive/fp32/ckpt-off",
-        "queries/ff_ff/",
+        "main/scent_ff/bf16",
+        "main/scent_attn_naive/fp32/ckpt-off",
+        "queries/scent_ff/",
         "batch/",
         "encoder/",
-        "render/ff_ff/",
+        "render/scent_ff/",
     ]
     assert main(["--preset", "cpu", "--out", str(tmp_path), "--only", *only]) == 0
     out = capsys.readouterr().out
-    assert "main/ff_ff/bf16/ckpt-on:" in out and "## Training step by decoder variant" in out
+    assert "main/scent_ff/bf16/ckpt-on:" in out and "## Training step by decoder variant" in out
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"device", "torch", "command", "date"} <= data["meta"].keys()
     cases = {c["name"]: c for c in data["cases"]}
@@ -28,9 +30,10 @@ def test_cpu_preset_end_to_end(tmp_path, capsys):
     assert cases["encoder/cuda"]["status"].startswith("skipped")
     ran = [c for c in cases.values() if c["name"] != "encoder/cuda"]
     assert all(c["status"] == "ok" and c["ms"] > 0 for c in ran)
-    assert cases["main/ff_ff/bf16/ckpt-off"]["flops_counted"] > 0
+    assert cases["main/scent_ff/bf16/ckpt-off"]["flops_counted"] > 0
     assert (
-        cases["main/ff_ff/bf16/ckpt-on"]["model_flops"] == cases["main/ff_ff/bf16/ckpt-off"]["flops_counted"]
+        cases["main/scent_ff/bf16/ckpt-on"]["model_flops"]
+        == cases["main/scent_ff/bf16/ckpt-off"]["flops_counted"]
     )
     text = (tmp_path / "results.md").read_text()
     for heading in ("Query scaling", "Batch size", "Encoder alone", "Render a 16x16 image"):
@@ -49,26 +52,28 @@ def _case(name, group, variant, status="ok", **fields):
 def test_report_of_gpu_results(tmp_path):
     gb = 10**9
     results = [
-        _case("main/ff_ff/bf16/ckpt-off", "main", "ff_ff", ms=50.0, images_per_s=1280.0, peak_bytes=28 * gb,
+        _case("main/scent_ff/bf16/ckpt-off", "main", "scent_ff", ms=50.0, images_per_s=1280.0, peak_bytes=28 * gb,
               activation_bytes=27 * gb, model_flops=2 * 10**13, mfu=0.4, peak_flops_note="989.4 TFLOP/s"),
-        _case("main/ff_ff/bf16/ckpt-on", "main", "ff_ff", checkpoint=True, ms=70.0, peak_bytes=6 * gb, activation_bytes=5 * gb),
-        _case("queries/ff_ff/1024", "queries", "ff_ff", ms=5.0, peak_bytes=2 * gb, activation_bytes=1 * gb),
-        _case("queries/ff_ff/16384", "queries", "ff_ff", queries=16384, ms=60.0, peak_bytes=17 * gb, activation_bytes=16 * gb),
-        _case("queries/ff_ff/65536", "queries", "ff_ff", "OOM", queries=65536),
+        _case("main/scent_ff/bf16/ckpt-on", "main", "scent_ff", checkpoint=True, ms=70.0, peak_bytes=6 * gb, activation_bytes=5 * gb),
+        _case("queries/scent_ff/1024", "queries", "scent_ff", ms=5.0, peak_bytes=2 * gb, activation_bytes=1 * gb),
+        _case("queries/scent_ff/16384", "queries", "scent_ff", queries=16384, ms=60.0, peak_bytes=17 * gb, activation_bytes=16 * gb),
+        _case("queries/scent_ff/65536", "queries", "scent_ff", "OOM", queries=65536),
         _case("encoder/cuda", "encoder", "encoder", backend="cuda", ms=10.0, peak_bytes=gb, activation_bytes=gb),
         _case("encoder/torch", "encoder", "encoder", backend="torch", ms=40.0, peak_bytes=9 * gb, activation_bytes=8 * gb),
-        _case("render/ff_ff/chunk65536", "render", "ff_ff", chunk=65536, ms=300.0, peak_bytes=3 * gb, activation_bytes=2 * gb),
-        _case("compile/ff_ff/bf16", "compile", "ff_ff", compile=True, ms=40.0, peak_bytes=20 * gb),
+        _case("render/scent_ff/chunk65536", "render", "scent_ff", chunk=65536, ms=300.0, peak_bytes=3 * gb, activation_bytes=2 * gb),
+        _case("compile/scent_ff/bf16", "compile", "scent_ff", compile=True, ms=40.0, peak_bytes=20 * gb),
     ]  # fmt: skip
-    assert query_ratios(results) == {"ff_ff": (1024, 16384, 16.0)}
+    assert query_ratios(results) == {"scent_ff": (1024, 16384, 16.0)}
     meta = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.x", "cuda": "12", "scan_kernels": "ok", "date": "today",
             "command": "python -m ginr.bench", "preset": "reference", "timing": {"warmup": 3, "repeats": 8}}  # fmt: skip
     text = markdown(meta, results, PRESETS["reference"])
-    assert "| ff_ff | 65536 | OOM |" in text and "| ff_ff | 16384 | 60.0 | 17.00 | 16.00 | 16.0x |" in text
+    assert (
+        "| scent_ff | 65536 | OOM |" in text and "| scent_ff | 16384 | 60.0 | 17.00 | 16.00 | 16.0x |" in text
+    )
     assert "activations at 16384 vs 1024 queries (16x): 16.0x" in text
     assert "speed-up of the cuda backend over torch: 4.0x" in text
     assert "| bf16 | 50.0 | 40.0 | 1.25x |" in text
-    assert "| ff_ff | bf16 | off | 50.0 | 1280 | 28.00 | 27.00 | 20000 | 40.0% |" in text
+    assert "| scent_ff | bf16 | off | 50.0 | 1280 | 28.00 | 27.00 | 20000 | 40.0% |" in text
     plot_memory_vs_queries(results, tmp_path / "m.png")
     plot_ms_per_step(results, tmp_path / "s.png")
     assert (tmp_path / "m.png").read_bytes().startswith(PNG) and (tmp_path / "s.png").read_bytes().startswith(
@@ -79,24 +84,33 @@ def test_report_of_gpu_results(tmp_path):
 def test_presets_and_selection():
     reference = build_cases(PRESETS["reference"], compile=False)
     groups = [c.group for c in reference]
-    assert groups.count("main") == 6 * 2 * 2 and groups.count("queries") == 4 * 4
-    assert [c.queries for c in reference if c.name.startswith("queries/ff_ff/")] == [1024, 4096, 16384, 65536]
+    assert groups.count("main") == 6 * 2 * 2 and groups.count("queries") == 5 * 4
+    assert [c.queries for c in reference if c.name.startswith("queries/scent_ff/")] == [
+        1024,
+        4096,
+        16384,
+        65536,
+    ]
     quick = build_cases(PRESETS["quick"], compile=False)
     assert {c.group for c in quick} == {"main", "queries"} and all(c.precision == "bf16" for c in quick)
     assert max(c.queries for c in quick) == 16384
     compiled = [c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]
-    assert [c.name for c in compiled] == ["compile/ff_ff/bf16"]  # the speed targets are bf16
+    assert [c.name for c in compiled] == ["compile/scent_ff/bf16"]  # the speed targets are bf16
     lean = [c.name for c in reference if c.group == "lean"]
     assert lean == [
-        "lean/ff_ff/chunk64",
-        "lean/ff_ff/chunk256",
-        "lean/xattn_ff/chunk64",
-        "lean/xattn_ff/chunk256",
+        "lean/mamba_ginr/chunk64",
+        "lean/mamba_ginr/chunk256",
+        "lean/scent/chunk64",
+        "lean/scent/chunk256",
+        "lean/scent_ff/chunk64",
+        "lean/scent_ff/chunk256",
+        "lean/scent_xattn/chunk64",
+        "lean/scent_xattn/chunk256",
     ]
-    assert selected("main/ff_ff/bf16/ckpt-on", ["ff_ff/bf16"]) and selected(
-        "queries/ff_ff/4096", ["queries/*/4096"]
+    assert selected("main/scent_ff/bf16/ckpt-on", ["scent_ff/bf16"]) and selected(
+        "queries/scent_ff/4096", ["queries/*/4096"]
     )
-    assert not selected("main/ff_ff/bf16/ckpt-on", ["queries/"])
+    assert not selected("main/scent_ff/bf16/ckpt-on", ["queries/"])
 
 
 def test_peak_rate():

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from ginr import compare
+from ginr.compare import runs as compare
+from ginr.compare.__main__ import main as compare_main
 
 T0 = 1_700_000_000.0
 
@@ -71,7 +72,7 @@ EXPECTED_MD = """\
 
 def test_main_writes_table_csv_and_plots(runs: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    assert compare.main([str(runs / "multirun"), str(runs / "loose" / "d"), "--out", str(out)]) == 0
+    assert compare_main([str(runs / "multirun"), str(runs / "loose" / "d"), "--out", str(out)]) == 0
 
     md = (out / "compare.md").read_text()
     assert md == EXPECTED_MD
@@ -127,7 +128,7 @@ def test_find_runs_recurses_into_multirun(runs: Path) -> None:
 
 def test_default_out_is_the_single_input_dir(runs: Path, capsys) -> None:
     mr = runs / "multirun"
-    assert compare.main([str(mr)]) == 0
+    assert compare_main([str(mr)]) == 0
     assert {"compare.md", "compare.csv", "psnr_vs_step.png", "psnr_vs_time.png"} <= {
         p.name for p in mr.iterdir()
     }
@@ -136,7 +137,7 @@ def test_default_out_is_the_single_input_dir(runs: Path, capsys) -> None:
 
 def test_no_test_psnr_still_plots(tmp_path: Path, capsys) -> None:
     write_run(tmp_path / "r", {"train/loss": [(1, 1.0)]}, status("only", "failed", 1))
-    assert compare.main([str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 0
+    assert compare_main([str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "psnr_vs_step.png").stat().st_size > 0
 
 
@@ -146,7 +147,7 @@ def test_bad_input_exits_2_naming_the_path(tmp_path: Path, capsys, kind: str) ->
     if kind == "empty":
         path.mkdir()
     with pytest.raises(SystemExit) as exc:
-        compare.main([str(path)])
+        compare_main([str(path)])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert str(path) in err and err.count("\n") == 1

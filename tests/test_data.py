@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ginr.coords import image_to_values, pixel_grid, values_to_image
 from ginr.data import CIFAR10, CelebA, Emoji3D, ImageFolder, check_split, hash_split, torchvision_sets
 from ginr.data import emoji3d as emoji3d_module
-from ginr.data.coords import image_to_values, pixel_grid, values_to_image
 from ginr.data.emoji3d import group_key
 
 MP = pytest.MonkeyPatch

@@ -7,10 +7,12 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ginr.compose import compose_config
-from ginr.config import build_model, count_parameters, prepare
-from ginr.memory import largest_batch, main, parse_budget, plan
-from ginr.memstandins import CudaAutocastPolicy, cuda_standins
+from ginr.config import compose as compose_config
+from ginr.config import prepare
+from ginr.engine.build import build_model, count_parameters
+from ginr.memory import largest_batch, parse_budget, plan
+from ginr.memory.__main__ import main
+from ginr.memory.standins import CudaAutocastPolicy, cuda_standins
 
 SMALL = ["debug=smoke"]  # encoder dim 32, decoder hidden 32, 2 heads x 8, 16 latents, num_layers 2
 

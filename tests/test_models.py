@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from ginr.data.coords import pixel_grid
+from ginr.coords import pixel_grid
 from ginr.models.blocks import FFFF, AttnFF, ResBlock, XAttnFF
 from ginr.models.decoder import MultiBandDecoder, ScentDecoder
 from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
@@ -106,7 +106,7 @@ def test_prediction_does_not_depend_on_other_queries(kind):
 
 def test_attn_ff_mixes_queries():
     model = make_model("attn_ff").eval()
-    assert not model.decoder.query_independent
+    assert model.decoder.mixes_queries
     latents = model.encode(torch.rand(1, 3, 16, 16))
     coords = torch.rand(1, 50, 2) * 2 - 1
     assert not torch.allclose(model.decode(latents, coords[:, :7]), model.decode(latents, coords)[:, :7])

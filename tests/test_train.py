@@ -11,7 +11,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ginr import evaluate
-from ginr.config import ConfigError, build_model, prepare
+from ginr.config import ConfigError, prepare
+from ginr.engine.build import build_model
 from ginr.engine.checkpoint import CheckpointError, load_checkpoint
 from ginr.engine.loop import Trainer
 from ginr.train import train
@@ -26,7 +27,7 @@ def test_all_experiments_listed():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates(experiment):
-    cfg = prepare(compose([f"experiment={experiment}", "run_dir=unused", "trainer.cpu_overrides=[]"]))
+    cfg = prepare(compose([f"experiment={experiment}", "run_dir=unused"]))
     model = build_model(cfg)
     if experiment == "scent":
         assert type(model.decoder).__name__ == "ScentDecoder"
@@ -67,7 +68,7 @@ def test_sigterm_then_resume_gives_the_same_weights_and_losses(smoke_cfg, tmp_pa
 
     def recording_step(self, images):
         out = original_step(self, images)
-        losses[self.step + 1] = out[0].item()
+        losses[self.step + 1] = out.loss.item()
         if self.step + 1 == kill_at:
             os.kill(os.getpid(), signal.SIGTERM)
         return out
@@ -139,7 +140,7 @@ def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
 def test_cli_missing_image_folder_is_one_line_and_exit_code_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ginr.train", "experiment=scent_ff", "data=image_folder",
-         f"data.dataset.root={tmp_path / 'nowhere'}", "trainer.cpu_overrides=[]", f"hydra.run.dir={tmp_path / 'run'}"],
+         f"data.dataset.root={tmp_path / 'nowhere'}", "hardware=gpu", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2

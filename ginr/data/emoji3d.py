@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ginr.data import SPLITS, check_split, hash_split
+from ginr.data.splits import SPLITS, check_split, hash_split
 
 TARBALL_URL = "https://registry.npmjs.org/@lobehub/fluent-emoji-3d/-/fluent-emoji-3d-1.1.0.tgz"
 TARBALL_NAME = "fluent-emoji-3d-1.1.0.tgz"

@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from ginr.data import check_split, hash_split
+from ginr.data.splits import check_split, hash_split
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 CROPS = ("center", "none")

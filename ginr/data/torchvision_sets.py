@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ginr.data import check_split
+from ginr.data.splits import check_split
 
 CELEBA_CROP = 178
 

@@ -1,6 +1,7 @@
 """Process-group set-up for torchrun (DDP); a single process when WORLD_SIZE is unset."""
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,3 +51,8 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def all_finite(info: DistInfo) -> Callable[[torch.Tensor], bool]:
+    """A step's finite check: true when every rank's flag is (one host sync)."""
+    return lambda flag: bool(all_reduce_mean(flag.float(), info).item() == 1.0)

@@ -1,18 +1,13 @@
 """Test-set evaluation: PSNR at the training resolution and, against real higher-resolution ground truth,
 at larger renders; reconstruction grids. Shared by training and ``python -m ginr.evaluate``."""
 
-from contextlib import nullcontext
-
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ginr.engine.logging import reconstruction_grid
 from ginr.engine.metrics import psnr
+from ginr.engine.step import autocast
 from ginr.models.ginr import GINR
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 @torch.no_grad()

@@ -4,27 +4,27 @@ clean stops on signals or a time limit, and torchrun (DDP)."""
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config import build_dataset, build_model, count_parameters
-from ginr.data.coords import image_to_values, pixel_grid
+from ginr.coords import pixel_grid
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
+from ginr.engine.build import build_dataset, build_train_step, count_parameters, pick_device
 from ginr.engine.data import StepBatchSampler, query_indices, train_loader
-from ginr.engine.evaluation import autocast, evaluate, reconstructions
+from ginr.engine.evaluation import evaluate, reconstructions
 from ginr.engine.logging import RunLogger
-from ginr.engine.metrics import psnr
-from ginr.engine.setup import amp_dtype, param_groups, pick_device, warmup_cosine
+from ginr.engine.step import StepResult, select_queries
 
 log = logging.getLogger(__name__)
 MODEL_KEYS = ("encoder", "decoder", "data.channels")
+# (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
+OutOfMemoryHint = Callable[[DictConfig, int], str]
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,8 +44,10 @@ def check_compatible(saved: dict, cfg: DictConfig, path: Path) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path, display_name: str):
-        self.cfg, self.run_dir, tcfg = cfg, run_dir, cfg.trainer
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, display_name: str, *, oom_hint: OutOfMemoryHint | None = None
+    ):
+        self.cfg, self.run_dir, self.oom_hint, tcfg = cfg, run_dir, oom_hint, cfg.trainer
         self.device = pick_device(tcfg.device)
         self.dist = dist.init_distributed(self.device.type)
         if self.device.type == "cuda":
@@ -53,22 +55,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         if tcfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.amp = amp_dtype(tcfg.precision, self.device)
-        self.model = build_model(cfg).to(self.device)
-        opt_factory = instantiate(cfg.optim.optimizer)
-        self.optimizer = opt_factory(param_groups(self.model, cfg.optim.optimizer.get("weight_decay", 0.0)))
-        factor = warmup_cosine(cfg.optim.warmup_steps, tcfg.max_steps, cfg.optim.min_lr_ratio)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.step_fn = build_train_step(cfg, self.device, distributed=self.dist)
+        self.model, self.amp = self.step_fn.model, self.step_fn.amp
         self.step, self.best_psnr, self.bad_steps, self.consecutive_bad = 0, -math.inf, 0, 0
         if tcfg.resume:
             self._resume(tcfg.resume)
-        self.net = self.model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if tcfg.compile:
-            self.net = torch.compile(self.net)
         self._load_data()
         self.logger = RunLogger(
             run_dir, enabled=self.dist.is_main, name=display_name, max_steps=tcfg.max_steps,
@@ -111,10 +102,7 @@ class Trainer:
         path = ckpt.resolve_checkpoint(path)
         state = ckpt.load_checkpoint(path, map_location=self.device)
         check_compatible(state["config"], self.cfg, path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.step_fn.load_state_dict(state)
         self.step, self.best_psnr, self.bad_steps = (
             state["step"],
             state["best_psnr"],
@@ -130,44 +118,26 @@ class Trainer:
             log.error("not writing %s: the weights are not finite; the previous checkpoint is kept", name)
             return
         state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-            "best_psnr": self.best_psnr, "bad_steps": self.bad_steps, "rng": ckpt.rng_state(),
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            **self.step_fn.state_dict(), "step": self.step, "best_psnr": self.best_psnr,
+            "bad_steps": self.bad_steps, "rng": ckpt.rng_state(), "config": OmegaConf.to_container(self.cfg, resolve=True),
         }  # fmt: skip
         ckpt.save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.ckpt")
 
-    def train_step(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    def train_step(self, images: torch.Tensor) -> StepResult:
+        """The training step on one batch of images: this step's query pixels, then the step."""
         images = images.to(self.device, non_blocking=True)
-        targets, coords = image_to_values(images), self.coords
-        k = self.cfg.trainer.queries_per_image
+        k, index = self.cfg.trainer.queries_per_image, None
         if k is not None:
-            idx = query_indices(
+            index = query_indices(
                 self.step,
                 self.cfg.seed,
                 self.dist.rank,
                 self.dist.world_size,
                 len(images),
-                coords.shape[0],
+                self.coords.shape[0],
                 k,
-            )
-            idx = idx.to(self.device)
-            coords = coords[idx]
-            targets = targets.gather(1, idx.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
-        with autocast(self.device, self.amp):
-            pred = self.net(images, coords)
-        loss = F.mse_loss(pred.float(), targets)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
-        ok = bool(dist.all_reduce_mean(finite.float(), self.dist).item() == 1.0)
-        if ok or self.scaler.is_enabled():  # GradScaler skips non-finite steps itself
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return loss.detach(), psnr(pred.detach(), targets).mean(), grad_norm.detach(), ok
+            ).to(self.device)
+        return self.step_fn(images, *select_queries(images, self.coords, index))
 
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()
@@ -180,14 +150,14 @@ class Trainer:
         while self.step < tcfg.max_steps:
             tick = time.perf_counter()
             try:
-                loss, train_psnr, grad_norm, ok = self.train_step(next(batches))
+                result = self.train_step(next(batches))
             except torch.OutOfMemoryError as err:
                 raise self._out_of_memory() from err
             self.step += 1
             window["time"] += time.perf_counter() - tick
-            self._count_bad(ok)
-            if ok:  # summed on the device: the window is reduced and read once, at the log step
-                window["sums"] += torch.stack([loss, train_psnr, grad_norm]).float()
+            self._count_bad(result.ok)
+            if result.ok:  # summed on the device: the window is reduced and read once, at the log step
+                window["sums"] += torch.stack([result.loss, result.psnr, result.grad_norm]).float()
                 window["n"] += 1
             self.logger.advance(1)
             if self.step % tcfg.log_every == 0 and window["n"]:
@@ -204,15 +174,17 @@ class Trainer:
         return metrics
 
     def _out_of_memory(self) -> RuntimeError:
-        from ginr.memory import oom_hint  # the planner is only needed on this path
-
-        self.optimizer.zero_grad(set_to_none=True)
+        self.step_fn.optimizer.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
         budget = torch.cuda.get_device_properties(self.device).total_memory
-        try:
-            hint = oom_hint(self.cfg, budget)
-        except Exception as err:  # the error must reach the user even if the planner cannot model this config
-            hint = f"the memory planner could not model this config ({type(err).__name__})"
+        hint = "no memory planner was given"
+        if self.oom_hint is not None:
+            try:
+                hint = self.oom_hint(self.cfg, budget)
+            except (
+                Exception
+            ) as err:  # the error must reach the user even if the planner cannot model this config
+                hint = f"the memory planner could not model this config ({type(err).__name__})"
         return RuntimeError(
             f"CUDA out of memory at step {self.step + 1} (data.batch_size={self.cfg.data.batch_size}, "
             f"trainer.queries_per_image={self.cfg.trainer.queries_per_image}): {hint}; "
@@ -243,7 +215,7 @@ class Trainer:
         loss, train_psnr, grad_norm = (dist.all_reduce_mean(window["sums"], self.dist) / n).tolist()
         self.logger.advance(0, loss=loss, psnr=train_psnr)
         values = {"train/loss": loss, "train/psnr": train_psnr, "train/grad_norm": grad_norm,
-                  "train/lr": self.scheduler.get_last_lr()[0],
+                  "train/lr": self.step_fn.scheduler.get_last_lr()[0],
                   "perf/ms_per_step": 1000 * window["time"] / steps,
                   "perf/images_per_s": self.cfg.data.batch_size * steps / window["time"]}  # fmt: skip
         if self.device.type == "cuda":  # the training peak of this window (evaluation is not counted)

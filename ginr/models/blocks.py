@@ -7,7 +7,13 @@ blocks whose output for one query depends on the other queries decoded with it.
 import torch
 from torch import nn
 
-from ginr.models.layers import Attention, FeedForward, PreNorm
+from ginr.constraints import Positive
+from ginr.models.layers import Attention, AttnImpl, FeedForward, PreNorm
+
+
+def mixes_queries(module: nn.Module) -> bool:
+    """Whether any block inside ``module`` mixes the queries decoded together."""
+    return any(getattr(m, "mixes_queries", False) is True for m in module.modules())
 
 
 class ResBlock(nn.Module):
@@ -15,7 +21,7 @@ class ResBlock(nn.Module):
 
     mixes_queries = False
 
-    def __init__(self, *, dim: int):
+    def __init__(self, *, dim: Positive):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
@@ -29,7 +35,13 @@ class AttnFF(nn.Module):
     mixes_queries = True
 
     def __init__(
-        self, *, dim: int, heads: int = 8, dim_head: int = 64, ff_mult: int = 4, attn_impl: str = "sdpa"
+        self,
+        *,
+        dim: Positive,
+        heads: Positive = 8,
+        dim_head: Positive = 64,
+        ff_mult: Positive = 4,
+        attn_impl: AttnImpl = "sdpa",
     ):
         super().__init__()
         self.attn = PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head, impl=attn_impl))
@@ -45,7 +57,7 @@ class FFFF(nn.Module):
 
     mixes_queries = False
 
-    def __init__(self, *, dim: int, ff_mult: int = 4):
+    def __init__(self, *, dim: Positive, ff_mult: Positive = 4):
         super().__init__()
         self.ff1 = PreNorm(dim, FeedForward(dim, mult=ff_mult))
         self.ff2 = PreNorm(dim, FeedForward(dim, mult=ff_mult))
@@ -63,12 +75,12 @@ class XAttnFF(nn.Module):
     def __init__(
         self,
         *,
-        dim: int,
-        context_dim: int,
-        heads: int = 8,
-        dim_head: int = 64,
-        ff_mult: int = 4,
-        attn_impl: str = "sdpa",
+        dim: Positive,
+        context_dim: Positive,
+        heads: Positive = 8,
+        dim_head: Positive = 64,
+        ff_mult: Positive = 4,
+        attn_impl: AttnImpl = "sdpa",
     ):
         super().__init__()
         attn = Attention(dim, context_dim=context_dim, heads=heads, dim_head=dim_head, impl=attn_impl)

@@ -18,13 +18,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ginr.models.layers import Attention, FeedForward, FourierFeatures, PreNorm
+from ginr.constraints import NonNegative, Positive, PositiveFloat
+from ginr.models.blocks import mixes_queries
+from ginr.models.layers import Attention, AttnImpl, FeedForward, FourierFeatures, PreNorm
 
 BlockFactory = Callable[..., nn.Module]
-
-
-def _query_independent(module: nn.Module) -> bool:
-    return not any(getattr(m, "mixes_queries", False) for m in module.modules())
 
 
 class Stack(nn.Module):
@@ -91,19 +89,19 @@ class MultiBandDecoder(nn.Module):
         self,
         *,
         block: BlockFactory,
-        latent_dim: int,
-        out_channels: int = 3,
-        hidden_dim: int = 512,
-        num_layers: int = 3,
-        bandwidths: Sequence[float] = (4.0, 16.0),
-        query_bandwidth: float = 4.0,
-        num_fourier: int = 64,
+        latent_dim: Positive,
+        out_channels: Positive = 3,
+        hidden_dim: Positive = 512,
+        num_layers: Positive = 3,
+        bandwidths: Sequence[PositiveFloat] = (4.0, 16.0),
+        query_bandwidth: PositiveFloat = 4.0,
+        num_fourier: Positive = 64,
         learnable_bandwidth: bool = False,
-        heads: int = 8,
-        dim_head: int = 64,
-        attn_impl: str = "sdpa",
-        locality: float = 0.0,
-        num_latents: int = 256,
+        heads: Positive = 8,
+        dim_head: Positive = 64,
+        attn_impl: AttnImpl = "sdpa",
+        locality: NonNegative = 0.0,
+        num_latents: Positive = 256,
         checkpoint: bool = False,
     ):
         super().__init__()
@@ -128,7 +126,7 @@ class MultiBandDecoder(nn.Module):
             )
             for bw in bandwidths
         )
-        self.query_independent = _query_independent(self)
+        self.mixes_queries = mixes_queries(self.bands)
 
     def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """latents (B, M, Dz), coords (B, N, 2) -> (B, N, C)."""
@@ -145,20 +143,22 @@ class MultiBandDecoder(nn.Module):
 class ScentDecoder(nn.Module):
     """Fourier queries -> cross-attention to the latents -> + query skip -> GEGLU feedforwards -> linear."""
 
+    mixes_queries = False
+
     def __init__(
         self,
         *,
-        latent_dim: int,
-        out_channels: int = 3,
-        hidden_dim: int = 512,
-        num_layers: int = 2,
-        query_bandwidth: float = 4.0,
-        num_fourier: int = 64,
+        latent_dim: Positive,
+        out_channels: Positive = 3,
+        hidden_dim: Positive = 512,
+        num_layers: Positive = 2,
+        query_bandwidth: PositiveFloat = 4.0,
+        num_fourier: Positive = 64,
         learnable_bandwidth: bool = False,
-        heads: int = 8,
-        dim_head: int = 64,
-        ff_mult: int = 4,
-        attn_impl: str = "sdpa",
+        heads: Positive = 8,
+        dim_head: Positive = 64,
+        ff_mult: Positive = 4,
+        attn_impl: AttnImpl = "sdpa",
         checkpoint: bool = False,
     ):
         super().__init__()
@@ -173,7 +173,6 @@ class ScentDecoder(nn.Module):
         )
         self.out = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, out_channels))
         self.checkpoint = checkpoint
-        self.query_independent = True
 
     def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """latents (B, M, Dz), coords (B, N, 2) -> (B, N, C)."""

@@ -7,6 +7,7 @@ Data flow, with L patch tokens and M latents::
 """
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -14,10 +15,13 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ginr.constraints import Count, Positive
 from ginr.models.layers import Attention, FeedForward, FourierFeatures, PreNorm
 from ginr.models.mamba import BiMamba
+from ginr.ops.backend import Backend
 
-PLACEMENTS = ("interleave", "append", "prepend")
+Placement = Literal["interleave", "append", "prepend"]
+PLACEMENTS = get_args(Placement)
 
 
 def latent_positions(num_tokens: int, num_latents: int, placement: str) -> torch.Tensor:
@@ -37,14 +41,16 @@ def latent_positions(num_tokens: int, num_latents: int, placement: str) -> torch
 
 
 def insert_latents(tokens: torch.Tensor, latents: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """tokens (B, L, D), latents (M, D) -> (B, L + M, D) with latent i at ``positions[i]``."""
+    """tokens (B, L, D), latents (M, D) -> (B, L + M, D) with latent i at ``positions[i]``.
+
+    The gather index is built from shape-static ops (no boolean masks), so the encoder also runs on
+    fake tensors, as the memory planner runs it."""
     batch, num_tokens, _ = tokens.shape
     total = num_tokens + latents.shape[0]
-    is_latent = torch.zeros(total, dtype=torch.bool)
-    is_latent[positions] = True
-    source = torch.empty(total, dtype=torch.long)  # index into cat([tokens, latents])
-    source[~is_latent] = torch.arange(num_tokens)
-    source[positions] = torch.arange(latents.shape[0]) + num_tokens
+    slots = torch.arange(total, device=positions.device)
+    is_latent = torch.zeros_like(slots).index_fill_(0, positions, 1)
+    patch_slots = torch.argsort(is_latent * total + slots)[:num_tokens]  # the free slots, in order
+    source = torch.empty_like(slots).scatter_(0, torch.cat([patch_slots, positions]), slots)
     sequence = torch.cat([tokens, latents.to(tokens.dtype).expand(batch, -1, -1)], dim=1)
     return sequence[:, source.to(tokens.device)]
 
@@ -63,7 +69,7 @@ class PatchTokenizer(nn.Module):
         self.pos = nn.Linear(self.fourier.out_dim, dim)
 
     def centres(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """(gh * gw, 2) patch centres (y, x) in the pixel-centre convention of ``ginr.data.coords``."""
+        """(gh * gw, 2) patch centres (y, x) in the pixel-centre convention of ``ginr.coords``."""
         p = self.patch_size
         ys = (torch.arange(math.ceil(height / p), device=device) * p + p / 2) * 2 / height - 1
         xs = (torch.arange(math.ceil(width / p), device=device) * p + p / 2) * 2 / width - 1
@@ -120,20 +126,20 @@ class BiMambaEncoder(nn.Module):
     def __init__(
         self,
         *,
-        channels: int = 3,
-        dim: int = 256,
-        depth: int = 6,
-        mlp_dim: int = 1024,
-        patch_size: int = 2,
-        num_latents: int = 256,
-        placement: str = "interleave",
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        backend: str = "auto",
-        processor_depth: int = 0,
-        heads: int = 8,
-        dim_head: int = 64,
+        channels: Positive = 3,
+        dim: Positive = 256,
+        depth: Positive = 6,
+        mlp_dim: Positive = 1024,
+        patch_size: Positive = 2,
+        num_latents: Positive = 256,
+        placement: Placement = "interleave",
+        d_state: Positive = 16,
+        d_conv: Positive = 4,
+        expand: Positive = 2,
+        backend: Backend = "auto",
+        processor_depth: Count = 0,
+        heads: Positive = 8,
+        dim_head: Positive = 64,
         checkpoint: bool = False,
     ):
         super().__init__()

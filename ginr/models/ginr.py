@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ginr.data.coords import pixel_grid, values_to_image
+from ginr.coords import pixel_grid, values_to_image
 
 
 class GINR(nn.Module):
@@ -14,7 +14,7 @@ class GINR(nn.Module):
 
     def __init__(self, *, encoder: nn.Module, decoder: nn.Module, checkpoint_queries: int | None = None):
         super().__init__()
-        if checkpoint_queries is not None and not getattr(decoder, "query_independent", True):
+        if checkpoint_queries is not None and getattr(decoder, "mixes_queries", False):
             raise ValueError(
                 "checkpoint_queries needs a decoder whose blocks do not mix queries (not attn_ff)"
             )
@@ -52,7 +52,7 @@ class GINR(nn.Module):
             raise ValueError(f"render chunk must be >= 1, got {chunk}")
         coords = pixel_grid(height, width, device=latents.device)
         chunk = max(1, chunk // latents.shape[0])
-        if not getattr(self.decoder, "query_independent", True):
+        if getattr(self.decoder, "mixes_queries", False):
             chunk = coords.shape[0]
         values = [self.decode(latents, part) for part in coords.split(chunk)]
         return values_to_image(torch.cat(values, dim=1), height, width)

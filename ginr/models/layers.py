@@ -1,13 +1,15 @@
 """Small building blocks shared by encoder and decoders (perceiver-pytorch style)."""
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-ATTN_IMPLS = ("sdpa", "naive")
+AttnImpl = Literal["sdpa", "naive"]
+ATTN_IMPLS = get_args(AttnImpl)
 
 
 class PreNorm(nn.Module):

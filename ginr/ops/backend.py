@@ -9,12 +9,14 @@ a GPU. The environment variable ``GINR_MAMBA_BACKEND`` overrides the configured 
 import logging
 import os
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "cuda", "torch")
+Backend = Literal["auto", "cuda", "torch"]
+BACKENDS = get_args(Backend)
 ENV_VAR = "GINR_MAMBA_BACKEND"
 
 

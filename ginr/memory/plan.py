@@ -1,8 +1,6 @@
 """Memory planner: the peak GPU memory of one training step, predicted from the config alone.
 
-    python -m ginr.memory experiment=scent_ff [hydra-style overrides...] [budget=24GB]
-
-The step is simulated at full size on fake tensors (``ginr.memsim``): every allocation the forward,
+The step is simulated at full size on fake tensors (:mod:`ginr.memory.simulate`): every allocation the forward,
 loss and backward make, with CUDA's autocast dtypes and the CUDA kernels' saved tensors, is counted as
 it is made and freed. Parameters, gradients and AdamW state are added from the parameter count; the
 optimizer step (foreach AdamW: one parameter-sized temporary) is a second candidate for the peak. The
@@ -13,18 +11,15 @@ machine the measured peak of such a step is printed beside it.
 import functools
 import os
 import re
-import sys
 from dataclasses import dataclass
 
 import torch
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.benchcases import TrainStep, make_inputs
-from ginr.compose import compose_config
-from ginr.config import ConfigError, prepare
-from ginr.engine.setup import amp_dtype, param_groups
-from ginr.memsim import FakeModel, Trace
+from ginr.config import prepare
+from ginr.engine.build import amp_dtype, build_train_step, param_groups
+from ginr.engine.step import synthetic_batch
+from ginr.memory.simulate import FakeModel, Trace
 from ginr.ops import backend as scan_backend
 
 # cuBLAS workspaces (32 MiB on Hopper) come from the caching allocator, one per thread that runs matmuls:
@@ -103,10 +98,7 @@ def parse_budget(text: str) -> int:
 
 
 def _prepared(cfg: DictConfig) -> DictConfig:
-    """The full (GPU) configuration, validated and resolved: no CPU scaling."""
-    cfg = cfg.copy()
-    OmegaConf.set_struct(cfg, False)
-    cfg.trainer.cpu_overrides = []
+    """The configuration as given (the GPU one unless it names hardware=cpu), validated and resolved."""
     return prepare(cfg)
 
 
@@ -205,12 +197,12 @@ def largest_batch(cfg: DictConfig, budget_bytes: int) -> int:
 
 def measure_peak(cfg: DictConfig, batch_size: int | None = None, queries: int | None = None) -> int:
     """``max_memory_allocated`` of one steady-state training step on the GPU (after one step that
-    creates the AdamW state), run as ``ginr.benchcases.TrainStep`` mirrors the loop."""
+    creates the AdamW state): the training step of ``ginr.engine.step`` on random inputs."""
     cfg = _prepared(cfg)
     device = torch.device("cuda")
     batch, queries = batch_size or cfg.data.batch_size, queries or default_queries(cfg)
-    step = TrainStep(cfg, device)
-    inputs = make_inputs(batch, cfg.data.channels, cfg.data.resolution, queries, device)
+    step = build_train_step(cfg, device)
+    inputs = synthetic_batch(batch, cfg.data.channels, cfg.data.resolution, queries, device)
     step(*inputs)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -240,40 +232,3 @@ def oom_hint(cfg: DictConfig, budget_bytes: int) -> str:
         f"{predicted.batch_size}; the largest batch predicted to fit in {budget_bytes / 1e9:.1f} GB is {fits} "
         f"(details: python -m ginr.memory <overrides> budget={budget_bytes / 1e9:.0f}GB)"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(__doc__)
-        return 0
-    budgets = [a.split("=", 1)[1] for a in args if a.startswith("budget=")]
-    overrides = [a for a in args if not a.startswith("budget=")]
-    try:
-        budget = parse_budget(budgets[-1]) if budgets else None
-        cfg = _prepared(compose_config(["trainer.cpu_overrides=[]", *overrides]))
-    except (ValueError, ConfigError, HydraException) as err:
-        print(f"error: {(str(err).strip().splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
-        return 2
-    if cfg.trainer.get("checkpoint_queries"):
-        print("error: trainer.checkpoint_queries is not modelled by the planner (its checkpointed recompute does "
-              "not run under the simulated CUDA autocast); measure it with python -m ginr.bench --only lean",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    result = plan(cfg)
-    measured = None
-    if torch.cuda.is_available():
-        try:
-            measured = measure_peak(cfg)
-        except torch.cuda.OutOfMemoryError:
-            print("measured: out of memory on this GPU")
-    print(_describe(cfg, result))
-    print(result.table(measured))
-    if budget is not None:
-        fits = largest_batch(cfg, budget)
-        print(f"largest data.batch_size predicted to fit in {budgets[-1]} ({budget / 1e9:.2f} GB): {fits}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,7 @@
-"""Compare training runs: a table (markdown + CSV) and PSNR curves from TensorBoard logs.
-
-Usage: python -m ginr.compare RUN_DIRS_OR_MULTIRUN_DIR... [--out DIR]
-"""
+"""Reading runs (status.json and TensorBoard events) into summaries; tables and plots of them."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -213,37 +209,3 @@ def plot(runs: Sequence[RunSummary], path: Path, x: Literal["step", "time"] = "s
     else:
         ax.text(0.5, 0.5, "no test/psnr scalars", ha="center", va="center", transform=ax.transAxes)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ginr.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", help="run dirs and/or dirs containing runs (e.g. a multirun dir)")
-    parser.add_argument("--out", help="output dir (default: the single input dir, else ./compare)")
-    args = parser.parse_args(argv)
-
-    try:
-        run_dirs = find_runs(args.paths)
-    except FileNotFoundError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if not run_dirs:
-        print(f"{parser.prog}: error: no runs found under {', '.join(args.paths)}", file=sys.stderr)
-        raise SystemExit(2)
-
-    root = Path(os.path.commonpath([d.resolve().parent for d in run_dirs]))
-    runs = sort_runs([load_run(d, root) for d in run_dirs])
-    out = Path(args.out) if args.out else Path(args.paths[0]) if len(args.paths) == 1 else Path("compare")
-    out.mkdir(parents=True, exist_ok=True)
-
-    table = to_markdown(runs)
-    (out / "compare.md").write_text(table)
-    to_csv(runs, out / "compare.csv")
-    plot(runs, out / "psnr_vs_step.png", x="step")
-    plot(runs, out / "psnr_vs_time.png", x="time")
-    print(table, end="")
-    print(f"wrote {out}/compare.md, compare.csv, psnr_vs_step.png, psnr_vs_time.png", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

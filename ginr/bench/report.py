@@ -63,7 +63,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         f"- timing: {timing['warmup']} warm-up call(s), then the median of up to {timing['repeats']} timed calls "
         "(CUDA events; fewer when a call is slow); inputs are fresh random tensors rotated among 3 sets",
         "- training step = autocast forward + float32 MSE + backward + grad clipping + AdamW + zero_grad, "
-        "as `ginr.engine.loop.Trainer.train_step` runs it",
+        "the training step of `ginr.engine.step` that training runs",
         "- peak = `torch.cuda.max_memory_allocated` over the timed steps; activations = peak minus the memory "
         "allocated before a step (parameters, AdamW state, inputs)",
         "- MFU = model FLOPs per step (FlopCounterMode over one step, forward + backward: matmuls, convolutions "
@@ -90,13 +90,9 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
             "GFLOP/step",
             "MFU",
         ]
+        variants = list(dict.fromkeys(r["variant"] for r in main))  # in the order they ran
         order = sorted(
-            main,
-            key=lambda r: (
-                r["precision"] != "bf16",
-                r["checkpoint"],
-                list(VARIANT_ORDER).index(r["variant"]) if r["variant"] in VARIANT_ORDER else 99,
-            ),
+            main, key=lambda r: (r["precision"] != "bf16", r["checkpoint"], variants.index(r["variant"]))
         )
         rows = [
             [r["variant"], r["precision"], "on" if r["checkpoint"] else "off", *_cells(r, cols)]
@@ -133,7 +129,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         lines.append("")
     batch = _group(results, "batch")
     if batch:
-        lines += [f"## Batch size (ff_ff, bf16, {preset.queries} queries per image)", ""]
+        lines += [f"## Batch size ({batch[0]['variant']}, bf16, {preset.queries} queries per image)", ""]
         rows = [[str(r["batch"]), *_cells(r, ["ms", "img/s", "peak", "act"])] for r in batch]
         lines += _table(["batch", "ms/step", "images/s", "peak GB", "activations GB"], rows) + [""]
     encoder = _group(results, "encoder")
@@ -151,7 +147,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
     if render:
         size = render[0]["render_size"]
         lines += [f"## Render a {size}x{size} image from one latent set (bf16, no grad)", "",
-                  "attn_ff is not rendered: its blocks mix queries, so render decodes all queries at once (O(N^2)).", ""]  # fmt: skip
+                  "Decoders whose blocks mix queries are not rendered: render decodes all their queries at once (O(N^2)).", ""]  # fmt: skip
         rows = [[r["variant"], str(r["chunk"]), *_cells(r, ["ms", "peak", "work"])] for r in render]
         lines += _table(["variant", "chunk", "ms", "peak GB", "render workspace GB"], rows) + [""]
     lean = _group(results, "lean")
@@ -166,14 +162,16 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         ]
     compiled = _group(results, "compile")
     if compiled:
-        lines += ["## torch.compile (ff_ff, ckpt off)", ""]
+        lines += [f"## torch.compile ({compiled[0]['variant']}, ckpt off)", ""]
         rows = []
         for r in compiled:
             eager = next(
                 (
                     e
                     for e in main
-                    if e["variant"] == "ff_ff" and e["precision"] == r["precision"] and not e["checkpoint"]
+                    if e["variant"] == r["variant"]
+                    and e["precision"] == r["precision"]
+                    and not e["checkpoint"]
                 ),
                 None,
             )
@@ -191,9 +189,6 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
             ["precision", "eager ms/step", "compiled ms/step", "speed-up", "compiled peak GB"], rows
         ) + [""]
     return "\n".join(lines)
-
-
-VARIANT_ORDER = ("resblock", "attn_ff", "attn_ff_naive", "ff_ff", "xattn_ff", "scent")
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -231,7 +226,7 @@ def plot_ms_per_step(results: list[dict], path: Path) -> None:
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     main = [r for r in _group(results, "main") if r["precision"] == "bf16" and r["status"] == "ok"]
-    variants = [v for v in VARIANT_ORDER if any(r["variant"] == v for r in main)]
+    variants = list(dict.fromkeys(r["variant"] for r in main))
     for shift, ckpt in ((-0.2, False), (0.2, True)):
         ms = {r["variant"]: r["ms"] for r in main if r["checkpoint"] == ckpt}
         xs = [i + shift for i, v in enumerate(variants) if v in ms]

@@ -4,7 +4,7 @@ The real model runs under ``FakeTensorMode``: every tensor has its real shape, d
 size, and nothing is computed. A dispatch mode records each storage when an op allocates it and a weak
 reference reports when it is freed, so inputs, forward, loss and backward give the live-bytes timeline
 that the CUDA caching allocator would see (``max_memory_allocated``). Where a CPU run would differ from a
-CUDA one (autocast's float32 list, the attention and mamba kernels), ``ginr.memstandins`` makes it
+CUDA one (autocast's float32 list, the attention and mamba kernels), :mod:`ginr.memory.standins` makes it
 allocate as CUDA does.
 """
 
@@ -19,9 +19,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ginr.benchcases import make_inputs
-from ginr.config import build_model
-from ginr.memstandins import CudaAutocastPolicy, cuda_standins
+from ginr.engine.build import build_model
+from ginr.engine.step import synthetic_batch
+from ginr.memory.standins import CudaAutocastPolicy, cuda_standins
 from ginr.models.layers import Attention
 
 
@@ -145,7 +145,9 @@ class FakeModel:
         autocast = torch.autocast("cpu", dtype=amp) if amp is not None else nullcontext()
         try:
             with self.mode, tracker, cuda_standins(scan_backend, conv_kernel):
-                images, coords, targets = make_inputs(batch, data.channels, data.resolution, queries, "cpu")
+                images, coords, targets = synthetic_batch(
+                    batch, data.channels, data.resolution, queries, "cpu"
+                )
                 tracker.phase = "forward"
                 with autocast, CudaAutocastPolicy():
                     pred = self.model(images, coords)

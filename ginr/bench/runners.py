@@ -1,50 +1,24 @@
-"""Benchmark runners: a training step as ``ginr.engine.loop.Trainer.train_step`` runs it, the encoder alone,
-and full-image renders; each timed (CUDA events, median) and measured (peak memory, FLOPs)."""
+"""Running benchmark cases: a training step exactly as training runs it (:mod:`ginr.engine.step`), the
+encoder alone and full-image renders; each timed (CUDA events, median) and measured (peak memory, FLOPs)."""
 
 import gc
 import os
 import statistics
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from unittest import mock
 
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from ginr.config import build_model
-from ginr.data.coords import image_to_values, pixel_grid
-from ginr.engine.evaluation import autocast
-from ginr.engine.setup import amp_dtype, param_groups
+from ginr.bench.cases import Case, Preset, Timing, case_config
+from ginr.engine.build import amp_dtype, build_model, build_train_step
+from ginr.engine.step import autocast, synthetic_batch
 from ginr.ops import backend as scan_backend
-
-
-@dataclass(frozen=True)
-class Case:
-    """One measurement. ``group``: main | queries | batch | encoder | render | compile."""
-
-    name: str
-    group: str
-    variant: str
-    overrides: tuple[str, ...]
-    precision: str = "bf16"
-    checkpoint: bool = False
-    batch: int = 64
-    queries: int = 1024
-    compile: bool = False
-    backend: str | None = None  # encoder cases
-    chunk: int | None = None  # render cases
-    render_size: int | None = None  # render cases: the image side
-
-
-@dataclass(frozen=True)
-class Timing:
-    warmup: int = 3
-    repeats: int = 8
-    max_case_s: float = 20.0  # fewer repeats when steps are slow, so no case runs away
 
 
 @dataclass
@@ -53,46 +27,6 @@ class Measurement:
     peak_bytes: int | None = None
     before_bytes: int | None = None
     flops: int | None = None
-
-
-def make_inputs(batch: int, channels: int, resolution: int, queries: int, device: torch.device | str):
-    """(images, coords, targets): every pixel on the shared grid as the loop does when ``queries`` is
-    the pixel count, otherwise ``queries`` random coordinates in [-1, 1] per image."""
-    images = torch.rand(batch, channels, resolution, resolution, device=device)
-    if queries == resolution**2:
-        return images, pixel_grid(resolution, resolution, device=device), image_to_values(images)
-    coords = torch.rand(batch, queries, 2, device=device) * 2 - 1
-    return images, coords, torch.rand(batch, queries, channels, device=device)
-
-
-class TrainStep:
-    """Trainer.train_step without data loading: autocast forward, float32 MSE, GradScaler, clipping,
-    the finite check (a host sync, as in the loop), AdamW, zero_grad(set_to_none=True)."""
-
-    def __init__(self, cfg: DictConfig, device: torch.device, *, compile: bool = False):
-        self.device, self.clip = device, cfg.optim.grad_clip
-        with torch.device(device):
-            self.model = build_model(cfg)
-        self.amp = amp_dtype(cfg.trainer.precision, device)
-        factory = instantiate(cfg.optim.optimizer)
-        self.optimizer = factory(param_groups(self.model, cfg.optim.optimizer.get("weight_decay", 0.0)))
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
-        self.net = torch.compile(self.model) if compile else self.model
-        self.model.train()
-
-    def __call__(self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, self.amp):
-            pred = self.net(images, coords)
-        loss = F.mse_loss(pred.float(), targets)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
-        if bool(finite) or self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
 
 
 def _sync(device: torch.device) -> None:
@@ -149,9 +83,9 @@ def measure(
 def run_train(
     case: Case, cfg: DictConfig, device: torch.device, timing: Timing, count_flops: bool
 ) -> Measurement:
-    step = TrainStep(cfg, device, compile=case.compile)
+    step = build_train_step(cfg, device)
     sets = [
-        make_inputs(case.batch, cfg.data.channels, cfg.data.resolution, case.queries, device)
+        synthetic_batch(case.batch, cfg.data.channels, cfg.data.resolution, case.queries, device)
         for _ in range(3)
     ]
     return measure(lambda i: step(*sets[i % len(sets)]), device, timing, count_flops=count_flops)
@@ -247,3 +181,81 @@ def model_flops(record: dict, done: list[dict]) -> int | None:
         ):
             return r["flops_counted"]
     return None if record["compile"] else record["flops_counted"]
+
+
+def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[dict]) -> dict:
+    record = {**asdict(case), "status": "ok"}
+    overrides = [*preset.sizes, *case.overrides, f"trainer.precision={case.precision}",
+                 f"data.batch_size={case.batch}"]  # fmt: skip
+    record["overrides"] = overrides
+    if (
+        case.group == "encoder"
+        and case.backend == "cuda"
+        and (device.type != "cuda" or scan_backend.selective_scan_cuda is None)
+    ):
+        record["status"] = "skipped: needs CUDA and the mamba_ssm kernels"
+        return record
+    cfg = case_config(tuple(overrides))
+    record["config"] = OmegaConf.to_container(cfg, resolve=True)
+    failure = None
+    try:
+        if case.group == "encoder":
+            m = run_encoder(case, cfg, device, preset.timing)
+        elif case.group == "render":
+            m = run_render(case, cfg, device, preset.timing)
+        else:
+            m = run_train(case, cfg, device, preset.timing, count_flops=not case.compile)
+    except Exception as err:  # one failing case must not cost the others
+        out_of_memory = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        failure = "OOM" if out_of_memory else f"error: {type(err).__name__}: {first_line}"
+        if not out_of_memory:
+            traceback.print_exc()
+    if failure is not None:  # outside the except block, so the traceback's frames (and tensors) are gone
+        record["status"] = failure
+        return record
+    ms = median_ms(m)
+    record |= {"ms": ms, "ms_all": m.ms, "peak_bytes": m.peak_bytes, "before_bytes": m.before_bytes}
+    record["images_per_s"] = case.batch / (ms / 1000) if case.group != "render" else None
+    record["activation_bytes"] = m.peak_bytes - m.before_bytes if m.peak_bytes is not None else None
+    record["flops_counted"] = m.flops
+    if case.group in ("main", "lean", "queries", "batch", "compile"):
+        record["model_flops"] = model_flops(record, done)
+        rate, record["peak_flops_note"] = peak_rate(case.precision, device, args.peak_tflops)
+        record["peak_flops"] = rate
+        if rate and record["model_flops"]:
+            record["mfu"] = record["model_flops"] / (ms / 1000) / rate
+    return record
+
+
+def progress(i: int, total: int, started: float, r: dict) -> str:
+    head = f"[{i:>3}/{total} {time.perf_counter() - started:6.0f}s] {r['name']}: "
+    if r["status"] != "ok":
+        return head + r["status"]
+    parts = [f"{r['ms']:.1f} ms"]
+    if r.get("images_per_s"):
+        parts.append(f"{r['images_per_s']:.0f} img/s")
+    if r["peak_bytes"] is not None:
+        parts.append(f"peak {r['peak_bytes'] / 1e9:.2f} GB, activations {r['activation_bytes'] / 1e9:.2f} GB")
+    if r.get("mfu") is not None:
+        parts.append(f"MFU {100 * r['mfu']:.1f}%")
+    return head + ", ".join(parts)
+
+
+def run_all(cases: list[Case], preset: Preset, device: torch.device, args) -> list[dict]:
+    started, results = time.perf_counter(), []
+    for i, case in enumerate(cases, 1):
+        tick = time.perf_counter()
+        if preset.budget_s is not None and tick - started > preset.budget_s:
+            record = {**asdict(case), "status": "skipped: time budget spent"}
+        else:
+            record = run_case(case, preset, device, args, results)
+            if device.type == "cuda":  # free what the case (or its OOM) left behind
+                gc.collect()
+                torch.cuda.empty_cache()
+            if case.compile:
+                torch._dynamo.reset()
+        record["wall_s"] = round(time.perf_counter() - tick, 2)
+        results.append(record)
+        print(progress(i, len(cases), started, record), flush=True)
+    return results

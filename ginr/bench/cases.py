@@ -1,0 +1,157 @@
+"""What the benchmark measures: one :class:`Case` per measurement, grouped by preset. The variants are
+the experiments in ``ginr/configs/experiment`` (discovered, never listed here)."""
+
+import fnmatch
+import functools
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from ginr.config import compose, experiments, mixes_queries, prepare
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement. ``group``: main | queries | batch | encoder | render | compile."""
+
+    name: str
+    group: str
+    variant: str
+    overrides: tuple[str, ...]
+    precision: str = "bf16"
+    checkpoint: bool = False
+    batch: int = 64
+    queries: int = 1024
+    compile: bool = False
+    backend: str | None = None  # encoder cases
+    chunk: int | None = None  # render cases
+    render_size: int | None = None  # render cases: the image side
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: int = 3
+    repeats: int = 8
+    max_case_s: float = 20.0  # fewer repeats when steps are slow, so no case runs away
+
+
+CHECKPOINTING = ("decoder.checkpoint=true", "encoder.checkpoint=true")
+
+
+@functools.lru_cache(maxsize=1)
+def variants() -> dict[str, tuple[str, ...]]:
+    """Variant name -> overrides: every experiment, and for those whose blocks mix queries (attention
+    over all queries) also ``<name>_naive``, with attention that materialises its matrix."""
+    out = {name: (f"experiment={name}",) for name in experiments()}
+    for name in list(out):
+        if mixes_queries(prepare(compose([f"experiment={name}"]))):
+            out[f"{name}_naive"] = (f"experiment={name}", "decoder.attn_impl=naive")
+    return out
+
+
+def default_variant() -> str:
+    """The experiment ``python -m ginr.train`` trains when none is named."""
+    return compose().name
+
+
+def mixing(variant: str) -> bool:
+    return mixes_queries(case_config(variants()[variant]))
+
+
+@dataclass(frozen=True)
+class Preset:
+    sizes: tuple[str, ...]
+    batch: int
+    queries: int  # the main table decodes every pixel
+    sweep: tuple[int, ...]
+    sweep_batch: int
+    batches: tuple[int, ...]
+    precisions: tuple[str, ...]
+    groups: tuple[str, ...]
+    render_size: int
+    chunks: tuple[int, ...]
+    timing: Timing
+    budget_s: float | None  # cases left when it is spent are recorded as skipped
+    lean_chunks: tuple[int, ...] = (64, 256)  # trainer.checkpoint_queries of the memory-lean cases
+
+
+ALL_GROUPS = ("main", "lean", "queries", "batch", "encoder", "render")
+PRESETS = {
+    # sweep batch 4: the 16x point (16384 queries) fits on an 80 GB GPU for every block type
+    "reference": Preset((), 64, 1024, (1024, 4096, 16384, 65536), 4, (16, 64), ("bf16", "fp32"), ALL_GROUPS,
+                        1024, (65536, 16384), Timing(3, 8, 20.0), 330.0),
+    "quick": Preset((), 64, 1024, (1024, 4096, 16384), 4, (), ("bf16",), ("main", "queries"),
+                    1024, (), Timing(2, 5, 10.0), 240.0),
+    "cpu": Preset(("hardware=cpu",), 2, 64, (16, 64, 256), 2, (2, 4), ("bf16", "fp32"), ALL_GROUPS,
+                  16, (64, 16), Timing(1, 2, 2.0), None, (16,)),
+}  # fmt: skip
+
+
+def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
+    """Every case of ``preset``, in the order they run: bf16 first, fp32 last (the slowest)."""
+    every, default = variants(), default_variant()
+    sdpa = [v for v in every if v in experiments()]  # naive attention only in the main table
+    per_query = [v for v in sdpa if not mixing(v)]  # decoders that can decode queries in chunks
+    main = lambda v, p, ck: Case(
+        f"main/{v}/{p}/ckpt-{'on' if ck else 'off'}", "main", v, every[v] + (CHECKPOINTING if ck else ()),
+        precision=p, checkpoint=ck, batch=preset.batch, queries=preset.queries,
+    )  # fmt: skip
+    cases = [main(v, "bf16", ck) for ck in (False, True) for v in every] if "main" in preset.groups else []
+    if "queries" in preset.groups:
+        cases += [
+            Case(f"queries/{v}/{q}", "queries", v, every[v], batch=preset.sweep_batch, queries=q)
+            for v in sdpa for q in preset.sweep
+        ]  # fmt: skip
+    if "batch" in preset.groups:
+        cases += [
+            Case(f"batch/{default}/{b}", "batch", default, every[default], batch=b, queries=preset.queries)
+            for b in preset.batches
+        ]
+    if "encoder" in preset.groups:
+        cases += [
+            Case(
+                f"encoder/{b}", "encoder", "encoder", (f"encoder.backend={b}",), batch=preset.batch, backend=b
+            )
+            for b in ("cuda", "torch")
+        ]
+    if "render" in preset.groups:  # a decoder that mixes queries decodes a whole image at once: not rendered
+        cases += [
+            Case(f"render/{v}/chunk{c}", "render", v, every[v], batch=1, queries=preset.render_size**2,
+                 chunk=c, render_size=preset.render_size)
+            for v in per_query for c in preset.chunks
+        ]  # fmt: skip
+    if "main" in preset.groups:
+        cases += [
+            main(v, p, ck) for p in preset.precisions if p != "bf16" for ck in (False, True) for v in every
+        ]
+    if "lean" in preset.groups:  # memory-lean mode: checkpointed query chunks + encoder checkpointing
+        cases += [
+            Case(f"lean/{v}/chunk{c}", "lean", v, every[v] + (f"trainer.checkpoint_queries={c}", CHECKPOINTING[1]),
+                 checkpoint=True, batch=preset.batch, queries=preset.queries)
+            for v in per_query for c in preset.lean_chunks
+        ]  # fmt: skip
+    if compile:
+        cases += [
+            Case(f"compile/{default}/{p}", "compile", default, every[default], precision=p, batch=preset.batch,
+                 queries=preset.queries, compile=True)
+            for p in preset.precisions if p == "bf16"
+        ]  # fmt: skip
+    return cases
+
+
+def selected(name: str, only: list[str] | None) -> bool:
+    return not only or any(
+        fnmatch.fnmatch(name, p) if any(c in p for c in "*?[") else p in name for p in only
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _composed(groups: tuple[str, ...]) -> DictConfig:
+    return compose(list(groups))
+
+
+def case_config(overrides: tuple[str, ...]) -> DictConfig:
+    """The prepared config: config-group choices composed by Hydra once, values merged on top."""
+    groups = tuple(o for o in overrides if "." not in o.split("=", 1)[0])
+    values = [o for o in overrides if o not in groups]
+    return prepare(OmegaConf.merge(_composed(groups), OmegaConf.from_dotlist(values)))

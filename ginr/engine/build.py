@@ -1,0 +1,91 @@
+"""From a validated config to objects: device, precision, model, datasets, and the training step with
+its optimizer and schedule. Everything swappable is built by ``hydra.utils.instantiate`` from its
+``_target_``; the benchmark and the planner build their steps here too."""
+
+import math
+from collections.abc import Callable
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+
+from ginr.engine import distributed as dist
+from ginr.engine.step import TrainStep
+from ginr.models.ginr import GINR
+
+
+def pick_device(name: str) -> torch.device:
+    """``cuda`` when asked for (or ``auto``) and available, else ``cpu``."""
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``trainer.precision`` (``None``: no autocast); ``auto`` is bf16 on CUDA."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total`` steps (a LambdaLR factor)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, and parameters marked ``_no_weight_decay`` (A_log, D)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_model(cfg: DictConfig) -> GINR:
+    return GINR(
+        encoder=instantiate(cfg.encoder),
+        decoder=instantiate(cfg.decoder),
+        checkpoint_queries=cfg.trainer.get("checkpoint_queries"),
+    )
+
+
+def build_dataset(cfg: DictConfig, split: str, resolution: int | None = None) -> Dataset:
+    return instantiate(cfg.data.dataset, split=split, resolution=resolution or cfg.data.resolution)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    factory = instantiate(cfg.optim.optimizer)
+    return factory(param_groups(model, cfg.optim.optimizer.get("weight_decay", 0.0)))
+
+
+def build_train_step(
+    cfg: DictConfig, device: torch.device, *, distributed: dist.DistInfo | None = None
+) -> TrainStep:
+    """The model of ``cfg`` on ``device`` with its AdamW, warm-up + cosine schedule and precision; wrapped
+    in DDP across ``distributed`` ranks, then compiled when ``trainer.compile`` is set."""
+    distributed = distributed or dist.DistInfo()
+    model = build_model(cfg).to(device)  # built on the CPU: the same initial weights on every device
+    optimizer = build_optimizer(cfg, model)
+    factor = warmup_cosine(cfg.optim.warmup_steps, cfg.trainer.max_steps, cfg.optim.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    net = model
+    if distributed.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.trainer.compile:
+        net = torch.compile(net)
+    model.train()
+    return TrainStep(
+        model, optimizer, scheduler=scheduler, amp=amp_dtype(cfg.trainer.precision, device),
+        grad_clip=cfg.optim.grad_clip, net=net, all_finite=dist.all_finite(distributed),
+    )  # fmt: skip

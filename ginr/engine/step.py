@@ -1,0 +1,139 @@
+"""THE training step: the forward + loss, the update, and the inputs they take. The trainer, the
+benchmark and the memory planner all run this code, so what they time or predict is what trains.
+
+A step is ``forward_backward`` (autocast forward, float32 MSE, scaled backward) then ``update``
+(unscale, clip, a finite check agreed across ranks, optimizer and scheduler step, zero_grad).
+"""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ginr.coords import image_to_values, pixel_grid
+from ginr.engine.metrics import psnr
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> AbstractContextManager:
+    """``torch.autocast`` on ``device``'s type at ``dtype``; no autocast when ``dtype`` is None."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def forward_loss(
+    net: nn.Module, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor, amp: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, predictions): the model under autocast, the MSE in float32 against ``targets`` (B, N, C)."""
+    with autocast(images.device, amp):
+        pred = net(images, coords)
+    return F.mse_loss(pred.float(), targets), pred
+
+
+def select_queries(
+    images: torch.Tensor, grid: torch.Tensor, index: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coords, targets) of a batch: every pixel of the shared ``grid`` (N, 2) when ``index`` is None,
+    else the pixels ``index`` (B, K) of each image -> coords (B, K, 2), targets (B, K, C)."""
+    targets = image_to_values(images)
+    if index is None:
+        return grid, targets
+    coords = grid[index]
+    return coords, targets.gather(1, index.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
+
+
+def synthetic_batch(
+    batch: int, channels: int, resolution: int, queries: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, coords, targets) of random values for benchmarks and the planner: every pixel on the
+    shared grid, as training decodes it, when ``queries`` is the pixel count; otherwise ``queries``
+    random coordinates in [-1, 1] per image (any number, also more than the pixels)."""
+    images = torch.rand(batch, channels, resolution, resolution, device=device)
+    if queries == resolution**2:
+        return images, pixel_grid(resolution, resolution, device=device), image_to_values(images)
+    coords = torch.rand(batch, queries, 2, device=device) * 2 - 1
+    return images, coords, torch.rand(batch, queries, channels, device=device)
+
+
+@dataclass
+class StepResult:
+    """Device tensors (no host sync) except ``ok``: all ranks' loss and gradients were finite."""
+
+    loss: torch.Tensor
+    psnr: torch.Tensor
+    grad_norm: torch.Tensor
+    ok: bool
+
+
+AllFinite = Callable[[torch.Tensor], bool]
+
+
+def local_all_finite(flag: torch.Tensor) -> bool:
+    return bool(flag)
+
+
+class TrainStep:
+    """One optimisation step of ``model``.
+
+    ``net`` is what the forward runs through (the model itself, or a DDP / compiled wrapper of it);
+    ``all_finite`` turns this rank's finite flag into the decision of every rank (one host sync).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        amp: torch.dtype | None,
+        grad_clip: float,
+        net: nn.Module | None = None,
+        all_finite: AllFinite = local_all_finite,
+    ):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.amp, self.grad_clip, self.all_finite = amp, grad_clip, all_finite
+        self.net = model if net is None else net
+        device = next(model.parameters()).device
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+
+    def forward_backward(
+        self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, predictions) after the backward pass has filled the gradients."""
+        loss, pred = forward_loss(self.net, images, coords, targets, self.amp)
+        self.scaler.scale(loss).backward()
+        return loss, pred
+
+    def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """(gradient norm, ok): clip, then step unless a rank saw a non-finite loss or gradient."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        ok = self.all_finite(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
+        if ok or self.scaler.is_enabled():  # GradScaler skips non-finite steps itself
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return grad_norm.detach(), ok
+
+    def __call__(self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor) -> StepResult:
+        loss, pred = self.forward_backward(images, coords, targets)
+        grad_norm, ok = self.update(loss)
+        return StepResult(loss.detach(), psnr(pred.detach(), targets).mean(), grad_norm, ok)
+
+    def state_dict(self) -> dict:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state["scaler"] = self.scaler.state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
