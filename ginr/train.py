@@ -96,7 +96,7 @@ def main() -> None:
                 "(ginr/configs/hardware/cpu.yaml); add hardware=gpu to train the full configuration here.",
                 file=sys.stderr,
             )
-        sys.argv.append(f"hardware={choice}")
+        sys.argv.insert(1, f"hardware={choice}")  # before any --flag, which Hydra parses first
     _hydra_main()
 
 

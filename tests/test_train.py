@@ -55,7 +55,7 @@ def test_few_steps_write_events_checkpoints_and_evaluate(smoke_cfg, tmp_path):
     assert (run_dir / "config.yaml").is_file()
     state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert state["step"] == 6 and {"optimizer", "scheduler", "scaler", "rng", "config"} <= set(state)
-    results = evaluate.run({"ckpt": str(run_dir), "out": str(tmp_path / "eval"), "max_images": 4})
+    results = evaluate.run(run_dir, out=tmp_path / "eval", max_images=4)
     assert set(results) == {"psnr", "psnr_64"}
     assert (tmp_path / "eval" / "renders.png").stat().st_size > 0
 
