@@ -4,51 +4,29 @@ allow and the config schema (:mod:`ginr.schema`) checks config values against it
     def __init__(self, *, dim: Positive, processor_depth: Count = 0, locality: NonNegative = 0.0): ...
 """
 
+import operator
 from dataclasses import dataclass
 from typing import Annotated
 
-
-@dataclass(frozen=True)
-class AtLeast:
-    """Inclusive lower bound."""
-
-    bound: float
-
-    def allows(self, value: float) -> bool:
-        return value >= self.bound
-
-    def describe(self) -> str:
-        return f">= {self.bound:g}"
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 @dataclass(frozen=True)
-class Above:
-    """Exclusive lower bound."""
+class Bound:
+    """``value <op> limit``, e.g. ``Bound(">=", 1)``."""
 
-    bound: float
-
-    def allows(self, value: float) -> bool:
-        return value > self.bound
-
-    def describe(self) -> str:
-        return f"> {self.bound:g}"
-
-
-@dataclass(frozen=True)
-class AtMost:
-    """Inclusive upper bound."""
-
-    bound: float
+    op: str
+    limit: float
 
     def allows(self, value: float) -> bool:
-        return value <= self.bound
+        return _OPS[self.op](value, self.limit)
 
     def describe(self) -> str:
-        return f"<= {self.bound:g}"
+        return f"{self.op} {self.limit:g}"
 
 
-Positive = Annotated[int, AtLeast(1)]
-Count = Annotated[int, AtLeast(0)]
-PositiveFloat = Annotated[float, Above(0)]
-NonNegative = Annotated[float, AtLeast(0)]
-Fraction = Annotated[float, AtLeast(0), AtMost(1)]
+Positive = Annotated[int, Bound(">=", 1)]
+Count = Annotated[int, Bound(">=", 0)]
+PositiveFloat = Annotated[float, Bound(">", 0)]
+NonNegative = Annotated[float, Bound(">=", 0)]
+Fraction = Annotated[float, Bound(">=", 0), Bound("<=", 1)]

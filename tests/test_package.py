@@ -24,9 +24,13 @@ def _images(folder: Path, count: int) -> None:
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_trains_a_step(tmp_path):
     wheels, venv, data = tmp_path / "wheels", tmp_path / "venv", tmp_path / "data"
-    run = lambda *cmd, **kw: subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True, **kw)
+    run = lambda *cmd, **kw: subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, check=True, **kw
+    )
     source = tmp_path / "source"  # a copy: building in the checkout would leave build/ there
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "outputs", "*.egg-info", "__pycache__"))
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "outputs", "*.egg-info", "__pycache__")
+    )
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, source)
     (wheel,) = wheels.glob("ginr-*.whl")
     run(sys.executable, "-m", "venv", venv)

@@ -1,11 +1,13 @@
 """Faults end in a clear error or a clean recovery, and never cost a good checkpoint."""
 
 import json
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +107,12 @@ def test_out_of_memory_names_the_planners_prediction(smoke_cfg, monkeypatch):
         RuntimeError, match=r"CUDA out of memory at step 1 \(data.batch_size=4.*planner predicts a peak of"
     ):
         train(smoke_cfg("data.eval_resolutions=[]"))
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    path = ckpt.save_checkpoint(
+        {"model": {}, "config": {}, "step": 0, "rng": ckpt.rng_state()}, tmp_path / "c.ckpt"
+    )
+    expected = (random.random(), np.random.rand(), torch.rand(2).tolist())
+    ckpt.set_rng_state(ckpt.load_checkpoint(path)["rng"])  # torch.load(weights_only=True)
+    assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == expected

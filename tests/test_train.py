@@ -10,6 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import ginr
 from ginr import evaluate
 from ginr.config import ConfigError, prepare
 from ginr.engine.build import build_model
@@ -58,6 +59,32 @@ def test_few_steps_write_events_checkpoints_and_evaluate(smoke_cfg, tmp_path):
     results = evaluate.run(run_dir, out=tmp_path / "eval", max_images=4)
     assert set(results) == {"psnr", "psnr_64"}
     assert (tmp_path / "eval" / "renders.png").stat().st_size > 0
+    hparams = EventAccumulator(str(run_dir / "tb" / "hparams"), size_guidance={"scalars": 0})
+    hparams.Reload()
+    (logged,) = hparams.Scalars("hparam/test/best_psnr")
+    assert logged.value == pytest.approx(metrics["test/best_psnr"])
+
+
+@pytest.mark.slow
+def test_load_gives_the_trained_model_ready_to_render(smoke_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    train(smoke_cfg("trainer.max_steps=2", "data.eval_resolutions=[]"))
+    loaded = ginr.load(run_dir)
+    assert loaded.step == 2 and loaded.checkpoint == run_dir / "checkpoints" / "last.ckpt"
+    assert not loaded.model.training and loaded.config.encoder.dim == 32
+    saved = load_checkpoint(loaded.checkpoint)["model"]
+    for name, tensor in loaded.model.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0, msg=name)
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        latents = loaded.model.encode(images)
+        assert loaded.model.render(latents, 100, 60).shape == (2, 3, 100, 60)
+        assert loaded.model.decode(latents, torch.zeros(5, 2)).shape == (2, 5, 3)
+    assert ginr.load(run_dir, which="best").checkpoint.name == "best.ckpt"
+    with pytest.raises(ValueError, match="which='first' is not allowed"):
+        ginr.load(run_dir, which="first")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        ginr.load(tmp_path / "nowhere")
 
 
 @pytest.mark.slow

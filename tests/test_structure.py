@@ -1,0 +1,77 @@
+"""The layering of the package, read from the source: every module-level import points down (or
+sideways within a layer), and the tools run the training step instead of keeping their own."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ginr"
+# lowest first; a module may import its own layer and the ones below, nothing above
+LAYERS = [
+    ("ginr.coords", "ginr.constraints", "ginr.ops"),
+    ("ginr.models", "ginr.data"),
+    ("ginr.schema", "ginr.config"),
+    ("ginr.engine",),
+    ("ginr.api", "ginr.bench", "ginr.memory", "ginr.compare"),
+    ("ginr.train", "ginr.evaluate", "ginr"),
+]
+APART = [("ginr.models", "ginr.data"), ("ginr.bench", "ginr.memory"), ("ginr.memory", "ginr.bench")]
+TOOLS = ("bench", "memory", "compare")
+
+
+def _name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    best = max(
+        ((i, prefix) for i, layer in enumerate(LAYERS) for prefix in layer if module == prefix or module.startswith(prefix + ".")),
+        key=lambda item: len(item[1]),
+    )  # fmt: skip
+    return best[0]
+
+
+def _exists(module: str) -> bool:
+    path = PACKAGE.parent / module.replace(".", "/")
+    return path.with_suffix(".py").is_file() or path.is_dir()
+
+
+def _module_level_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.parse(path.read_text()).body:  # top-level statements only: lazy imports are allowed
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [
+                f"{node.module}.{a.name}" if _exists(f"{node.module}.{a.name}") else node.module
+                for a in node.names
+            ]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+    return [m for m in found if m == "ginr" or m.startswith("ginr.")]
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _name(p))
+def test_imports_point_down(path):
+    here = _name(path)
+    for target in _module_level_imports(path):
+        if _exists(target):
+            assert _layer(target) <= _layer(here), f"{here} imports {target}, a higher layer"
+            for low, high in APART:
+                is_in = lambda m, p: m == p or m.startswith(p + ".")
+                assert not (is_in(here, low) and is_in(target, high)), f"{here} must not import {target}"
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_tools_do_not_keep_their_own_training_step(tool):
+    for path in (PACKAGE / tool).rglob("*.py"):
+        text = path.read_text()
+        for mark in ("mse_loss(", "clip_grad_norm_(", "optimizer.step(", "GradScaler("):
+            assert mark not in text, f"{path.name} has its own {mark}: use ginr.engine.step"
+
+
+def test_data_package_imports_nothing_eagerly():
+    assert _module_level_imports(PACKAGE / "data" / "__init__.py") == []
