@@ -4,7 +4,7 @@ GPU-like results."""
 import json
 
 from ginr.bench.__main__ import main
-from ginr.bench.cases import PRESETS, build_cases, selected
+from ginr.bench.cases import PRESETS, build_cases, case_config, selected
 from ginr.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
 from ginr.bench.runners import peak_rate
 
@@ -96,6 +96,7 @@ def test_presets_and_selection():
     assert max(c.queries for c in quick) == 16384
     compiled = [c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]
     assert [c.name for c in compiled] == ["compile/scent_ff/bf16"]  # the speed targets are bf16
+    assert case_config(compiled[0].overrides).trainer.compile  # the step is built compiled, not only named so
     lean = [c.name for c in reference if c.group == "lean"]
     assert lean == [
         "lean/mamba_ginr/chunk64",

@@ -132,8 +132,8 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
         ]  # fmt: skip
     if compile:
         cases += [
-            Case(f"compile/{default}/{p}", "compile", default, every[default], precision=p, batch=preset.batch,
-                 queries=preset.queries, compile=True)
+            Case(f"compile/{default}/{p}", "compile", default, every[default] + ("trainer.compile=true",),
+                 precision=p, batch=preset.batch, queries=preset.queries, compile=True)
             for p in preset.precisions if p == "bf16"
         ]  # fmt: skip
     return cases
