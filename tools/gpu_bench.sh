@@ -2,9 +2,11 @@
 # GPU benchmarks and memory-planner checks, for one H100:
 #   tools/gpu_bench.sh OUT_DIR
 # 1. python -m ginr.bench --preset reference --out OUT_DIR (its preset stops starting cases after 330 s)
-# 2. python -m ginr.memory for every experiment at bf16 -> OUT_DIR/memory_<name>.txt (the predicted peak
-#    beside the measured one, with the relative error)
-# Well under 9 minutes in total: a time limit guards each step.
+# 2. python -m ginr.memory.check: the planner against measured peaks -> OUT_DIR/memory_check.md, with
+#    OUT_DIR/memory_<point>.txt (the planner's table beside the measured peak) for each of its points: every
+#    experiment at bf16, and scent_ff with checkpointing, in fp32, at batch 16 and in the memory-lean mode;
+#    then its prediction for every training step that step 1 measured (OUT_DIR/results.json)
+# Well under 9 minutes in total: a time limit guards each step; the check starts no point after 450 s.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -26,24 +28,21 @@ if ! timeout 400 "$python" -m ginr.bench --preset reference --out "$out" 2>&1 | 
 fi
 echo "bench: $((SECONDS - started)) s"
 
-plan() {  # plan NAME OVERRIDES...
-  local name="$1"
-  shift
-  echo "== memory_$name: $*"
-  if ! timeout 100 "$python" -m ginr.memory "$@" trainer.precision=bf16 >"$out/memory_$name.txt" 2>"$out/memory_$name.err"; then
-    echo "ginr.memory $* failed; see $out/memory_$name.err" >&2
-    failed=1
-  fi
-  cat "$out/memory_$name.txt"
-}
-plan scent_ff experiment=scent_ff
-plan scent_attn experiment=scent_attn
-plan scent_xattn experiment=scent_xattn
-plan mamba_ginr experiment=mamba_ginr
-plan scent experiment=scent
-plan scent_attn_naive experiment=scent_attn decoder.attn_impl=naive
-
-echo "== predicted vs measured peaks"
-grep -H "relative error" "$out"/memory_*.txt || true
+started_check=$SECONDS
+budget=$((450 - (SECONDS - started)))
+if ((budget < 60)); then
+  budget=60
+fi
+results=()
+if [[ -f "$out/results.json" ]]; then
+  results=(--results "$out/results.json")
+fi
+if ! timeout $((budget + 45)) "$python" -m ginr.memory.check "$out" ${results[@]+"${results[@]}"} \
+  --budget-s "$budget" >"$out/memory_check.log" 2>&1; then
+  echo "ginr.memory.check failed or timed out; see $out/memory_check.log" >&2
+  failed=1
+fi
+cat "$out/memory_check.md" 2>/dev/null || cat "$out/memory_check.log"
+echo "planner check: $((SECONDS - started_check)) s"
 echo "total: $((SECONDS - started)) s"
 exit "$failed"

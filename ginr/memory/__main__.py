@@ -3,7 +3,8 @@
     python -m ginr.memory experiment=scent_ff [hydra-style overrides...] [budget=24GB]   (or ginr-memory)
 
 Prints the predicted peak by component (and, on a CUDA machine, the measured peak beside it) and, with
-``budget=``, the largest ``data.batch_size`` predicted to fit.
+``budget=``, the largest ``data.batch_size`` predicted to fit. What the prediction models, and where it
+was checked against measured peaks: :mod:`ginr.memory.plan`; the check itself: ``python -m ginr.memory.check``.
 """
 
 import sys
@@ -12,7 +13,7 @@ import torch
 from hydra.errors import HydraException
 
 from ginr.config import ConfigError, compose
-from ginr.memory.plan import _describe, _prepared, largest_batch, measure_peak, parse_budget, plan
+from ginr.memory.plan import _prepared, largest_batch, measure_peak, parse_budget, plan, report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError, HydraException) as err:
         print(f"error: {(str(err).strip().splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
         return 2
-    if cfg.trainer.get("checkpoint_queries"):
-        print("error: trainer.checkpoint_queries is not modelled by the planner (its checkpointed recompute does "
-              "not run under the simulated CUDA autocast); measure it with python -m ginr.bench --only lean",
-              file=sys.stderr)  # fmt: skip
-        return 2
     result = plan(cfg)
     measured = None
     if torch.cuda.is_available():
@@ -40,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             measured = measure_peak(cfg)
         except torch.cuda.OutOfMemoryError:
             print("measured: out of memory on this GPU")
-    print(_describe(cfg, result))
-    print(result.table(measured))
+    print(report(cfg, result, measured))
     if budget is not None:
         fits = largest_batch(cfg, budget)
         print(f"largest data.batch_size predicted to fit in {budgets[-1]} ({budget / 1e9:.2f} GB): {fits}")

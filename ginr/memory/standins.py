@@ -2,28 +2,27 @@
 
 - autocast: CPU autocast makes the same bf16 casts of matmuls, with the same weight-cast cache, as CUDA;
   :class:`CudaAutocastPolicy` adds CUDA's float32 list (layer_norm, softmax, exp, ...), which CPU
-  autocast leaves in bf16 but CUDA runs, and so saves for backward, in float32;
+  autocast leaves in bf16 but CUDA runs, and so saves for backward, in float32 (:func:`cuda_autocast_policy`
+  keeps it on in the forwards that activation checkpointing recomputes inside the backward);
 - kernels: ``scaled_dot_product_attention`` becomes a stand-in that allocates and saves what the flash
   (bf16/fp16, no mask) or memory-efficient kernel does; the mamba-ssm selective scan and causal-conv1d
-  kernels become stand-ins that follow their ``autograd.Function``s (same copies, saved tensors, outputs);
-- the encoder's constant latent index, built with boolean masks that fake tensors cannot run, is built
-  on real tensors.
+  kernels become stand-ins that follow their ``autograd.Function``s (same copies, saved tensors, outputs),
+  installed through the kernel seam of :mod:`ginr.ops.backend` (:func:`cuda_standins`).
+
+Nothing of the model is patched: the policy is a torch-function mode, the kernels go through the seam.
 """
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
-from unittest import mock
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
-from torch._subclasses.fake_tensor import unset_fake_temporarily
+from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves, tree_map
-from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-import ginr.models.decoder as decoder_module
-import ginr.models.encoder as encoder_module
-from ginr.ops import backend as scan_backend_module
+from ginr.ops import backend
 
 # CUDA autocast's float32 policies (aten/src/ATen/autocast_mode.h) for the ops these models can reach.
 _FP32 = """layer_norm group_norm exp expm1 log log10 log2 log1p pow rsqrt reciprocal softplus acos asin cosh sinh
@@ -159,43 +158,50 @@ def causal_conv1d_kernel(x, weight, bias=None, activation=None):
     return _CausalConvKernel.apply(x, weight, bias)
 
 
-def _latent_positions(*args, _original=encoder_module.latent_positions):
-    with unset_fake_temporarily():  # a constant index: keep it real
-        return _original(*args)
+class _PolicyInBackward:
+    """``Tensor.backward`` is itself a torch function, run with the modes popped, so a forward that
+    checkpointing recomputes inside the backward would escape the policy: enter a policy again around each
+    outermost module forward that runs inside the backward (the models checkpoint modules only; in a plain
+    function, ops before its first module would escape). The exit hook is ``always_call``: checkpointing's
+    early stop ends a recompute by raising out of the forward."""
 
+    def __init__(self):
+        self.owner: nn.Module | None = None
+        self.policy = CudaAutocastPolicy()
 
-def _insert_latents(tokens, latents, positions, _original=encoder_module.insert_latents):
-    # The original builds its index with boolean masks, which fake tensors cannot run: take the index
-    # from the original on real stand-ins, then allocate as it does (one cat, one gather).
-    num_tokens, num_latents = tokens.shape[1], latents.shape[0]
-    with unset_fake_temporarily():
-        ids = torch.arange(num_tokens + num_latents, dtype=torch.float64)
-        index = _original(ids[:num_tokens].view(1, -1, 1), ids[num_tokens:].view(-1, 1), positions)
-        index = index[0, :, 0].long()
-    latents = latents.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-    return torch.cat([tokens, latents], dim=1)[:, index]
+    def pre(self, module: nn.Module, args) -> None:
+        if self.owner is None and torch._C._current_graph_task_id() != -1:
+            self.owner = module
+            self.policy.__enter__()
 
-
-def _checkpoint(function, *args, _original=torch_checkpoint, **kwargs):
-    def run(*inner, **inner_kwargs):
-        with CudaAutocastPolicy():  # the recompute in backward needs the policy too
-            return function(*inner, **inner_kwargs)
-
-    return _original(run, *args, **kwargs)
+    def post(self, module: nn.Module, args, output) -> None:
+        if module is self.owner:
+            self.owner = None
+            self.policy.__exit__(None, None, None)
 
 
 @contextmanager
-def cuda_standins(scan_backend: str, conv_kernel: bool) -> Iterator[None]:
-    """Route the encoder's kernels as they would run on the GPU, for the duration of a fake run."""
-    with (
-        mock.patch.object(scan_backend_module, "resolve_backend", lambda requested, device: scan_backend),
-        mock.patch.object(scan_backend_module, "selective_scan_cuda", selective_scan_kernel),
-        mock.patch.object(
-            scan_backend_module, "causal_conv1d_cuda", causal_conv1d_kernel if conv_kernel else None
-        ),
-        mock.patch.object(encoder_module, "latent_positions", _latent_positions),
-        mock.patch.object(encoder_module, "insert_latents", _insert_latents),
-        mock.patch.object(encoder_module, "checkpoint", _checkpoint),
-        mock.patch.object(decoder_module, "checkpoint", _checkpoint),
-    ):
-        yield
+def cuda_autocast_policy() -> Iterator[None]:
+    """:class:`CudaAutocastPolicy` for a whole training step: its forward and the forwards that activation
+    checkpointing re-runs inside its backward (``torch.utils.checkpoint`` restores the autocast state
+    there, and the policy acts wherever CPU autocast is on)."""
+    follow = _PolicyInBackward()
+    pre = register_module_forward_pre_hook(follow.pre)
+    post = register_module_forward_hook(follow.post, always_call=True)
+    try:
+        with CudaAutocastPolicy():
+            yield
+    finally:
+        pre.remove()
+        post.remove()
+
+
+def cuda_standins(scan_backend: str, conv_kernel: bool) -> AbstractContextManager:
+    """The encoder's kernels as the GPU run would have them: the selective-scan stand-in (and the
+    causal-conv1d one when ``conv_kernel``) through :func:`ginr.ops.backend.simulate_kernels`, on the
+    ``cuda`` backend; nothing to change on the ``torch`` backend. The fused mixer (``mamba_inner_fn``,
+    taken where causal-conv1d is installed) is not simulated: the unfused kernels stand in for it."""
+    if scan_backend != "cuda":
+        return nullcontext()
+    conv = causal_conv1d_kernel if conv_kernel else None
+    return backend.simulate_kernels(selective_scan=selective_scan_kernel, causal_conv1d=conv)

@@ -4,11 +4,15 @@ mamba-ssm 2.3.2.post1 raises at import wherever its compiled extension is missin
 both imports are guarded here and nowhere else. A backend is ``cuda`` (the compiled kernels) or ``torch``
 (pure PyTorch in :mod:`ginr.ops`); ``auto`` takes ``cuda`` when the kernels import and the tensors are on
 a GPU. The environment variable ``GINR_MAMBA_BACKEND`` overrides the configured choice.
+
+:func:`simulate_kernels` swaps in stand-ins for the kernels, so that the memory planner runs the GPU's code
+path on CPU (fake) tensors.
 """
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal, get_args
 
 import torch
@@ -35,6 +39,7 @@ def _import_kernels() -> tuple[Callable | None, Callable | None, Callable | None
 # mamba_inner_cuda fuses conv, projections, scan and gate of a whole mixer in one autograd function.
 selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, KERNEL_STATUS = _import_kernels()
 _logged: set[tuple[str, str]] = set()
+_simulated = False  # inside simulate_kernels: stand-ins run the "cuda" path on any device
 
 
 def check_backend(name: str) -> str:
@@ -46,7 +51,7 @@ def check_backend(name: str) -> str:
 def resolve_backend(requested: str, device: torch.device) -> str:
     """The backend to run on ``device``: the env var wins over ``requested``; logged once per choice."""
     requested = check_backend(os.environ.get(ENV_VAR, requested))
-    on_gpu = device.type == "cuda"
+    on_gpu = device.type == "cuda" or _simulated
     if requested == "cuda":
         if selective_scan_cuda is None or not on_gpu:
             why = KERNEL_STATUS if selective_scan_cuda is None else f"tensors are on {device.type}"
@@ -57,7 +62,24 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     else:
         chosen = "cuda" if selective_scan_cuda is not None and on_gpu else "torch"
     key = (requested, chosen)
-    if key not in _logged:
+    if key not in _logged and not _simulated:
         _logged.add(key)
         log.info("mamba backend: %s (requested %s; %s)", chosen, requested, KERNEL_STATUS)
     return chosen
+
+
+@contextmanager
+def simulate_kernels(
+    selective_scan: Callable, causal_conv1d: Callable | None = None, mamba_inner: Callable | None = None
+) -> Iterator[None]:
+    """For this scope the kernels are these callables (None: that kernel is absent) and the ``cuda`` path
+    is taken on any device, as on a GPU with those kernels; restored on exit. Swaps this module's globals:
+    not thread-safe, and meant for the memory planner's fake-tensor runs."""
+    global selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, _simulated
+    saved = selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, _simulated
+    selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda = selective_scan, causal_conv1d, mamba_inner
+    _simulated = True
+    try:
+        yield
+    finally:
+        selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, _simulated = saved
