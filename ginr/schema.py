@@ -63,6 +63,8 @@ class Trainer:
     queries_per_image: Positive | None
     eval_every: Positive
     eval_max_images: Positive | None
+    test_max_images: Positive | None
+    eval_precision: Literal["fp32", "train"]
     log_every: Positive
     ckpt_every: Positive
     render_chunk: Positive

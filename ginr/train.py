@@ -23,7 +23,8 @@ log = logging.getLogger("ginr.train")
 
 
 def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
-    """Train as ``cfg`` says; return the last evaluation's metrics (``test/psnr``, ``test/best_psnr``, ...)."""
+    """Train as ``cfg`` says; return the last validation's metrics (``val/psnr``, ``val/best_psnr``, ...) and,
+    for a complete run, the test split's (``test/psnr``, ...) of the checkpoint selected on val."""
     cfg = prepare(cfg)
     run_dir = Path(cfg.run_dir)
     if cfg.trainer.resume:  # continue in the run directory the checkpoint belongs to
@@ -82,7 +83,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except (ConfigError, ckpt.CheckpointError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    return metrics.get("test/best_psnr")
+    return metrics.get("val/best_psnr")  # the sweep objective: selection reads val only
 
 
 def main() -> None:

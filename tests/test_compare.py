@@ -35,9 +35,12 @@ def runs(tmp_path: Path) -> Path:
     write_run(
         mr / "0",
         {
-            "test/psnr": [(100, 20.0), (200, 25.0), (300, 24.0)],
+            "val/psnr": [(100, 20.0), (200, 25.0), (300, 24.0)],
+            "test/psnr": [(300, 24.5)],
             "test/psnr_x2": [(300, 23.456)],
+            "test/margin_x2": [(300, -1.25)],
             "test/psnr_x4": [(300, 21.0)],
+            "test/margin_x4": [(300, 0.5)],
             "train/loss": [(100, 0.5), (300, 0.1)],
             "perf/ms_per_step": [(100, 50.0), (200, 12.3), (300, 10.0)],
             "perf/images_per_s": [(100, 100.0), (200, 200.0), (300, 150.0)],
@@ -47,7 +50,7 @@ def runs(tmp_path: Path) -> Path:
     )
     write_run(
         mr / "1",
-        {"test/psnr": [(100, 18.0), (200, 22.0)], "perf/ms_per_step": [(100, 20.0), (200, 30.0)]},
+        {"val/psnr": [(100, 18.0), (200, 22.0)], "perf/ms_per_step": [(100, 20.0), (200, 30.0)]},
         status("B", "running", 250, params=2_500_000),
     )
     write_run(
@@ -56,17 +59,17 @@ def runs(tmp_path: Path) -> Path:
         status("C", "failed", 20, error="CUDA out of memory"),
     )
     # no status.json: named by its path relative to the common parent, wall time from the events
-    write_run(tmp_path / "loose" / "d", {"test/psnr": [(50, 21.0), (650, 19.0)]}, None)
+    write_run(tmp_path / "loose" / "d", {"val/psnr": [(50, 21.0), (650, 19.0)]}, None)
     return tmp_path
 
 
 EXPECTED_MD = """\
-| run     | state    | step / max_steps | best PSNR | final PSNR | PSNR x2 | PSNR x4 | params (M) | ms/step | images/s | peak mem (GB) | wall (s) |
-| ------- | -------- | ---------------: | --------: | ---------: | ------: | ------: | ---------: | ------: | -------: | ------------: | -------: |
-| A       | finished |      1000 / 1000 |     25.00 |      24.00 |   23.46 |   21.00 |       1.23 |    12.3 |      150 |          2.25 |      123 |
-| B       | running  |       250 / 1000 |     22.00 |      22.00 |       - |       - |       2.50 |    25.0 |        - |             - |       10 |
-| loose/d | unknown  |          650 / - |     21.00 |      19.00 |       - |       - |          - |       - |        - |             - |       60 |
-| C       | failed   |        20 / 1000 |         - |          - |       - |       - |          - |       - |        - |             - |        1 |
+| run     | state    | step / max_steps | best val PSNR | final val PSNR | test PSNR | test x2 | x2 vs best upscaler | test x4 | x4 vs best upscaler | params (M) | ms/step | images/s | peak mem (GB) | wall (s) |
+| ------- | -------- | ---------------: | ------------: | -------------: | --------: | ------: | ------------------: | ------: | ------------------: | ---------: | ------: | -------: | ------------: | -------: |
+| A       | finished |      1000 / 1000 |         25.00 |          24.00 |     24.50 |   23.46 |               -1.25 |   21.00 |               +0.50 |       1.23 |    12.3 |      150 |          2.25 |      123 |
+| B       | running  |       250 / 1000 |         22.00 |          22.00 |         - |       - |                   - |       - |                   - |       2.50 |    25.0 |        - |             - |       10 |
+| loose/d | unknown  |          650 / - |         21.00 |          19.00 |         - |       - |                   - |       - |                   - |          - |       - |        - |             - |       60 |
+| C       | failed   |        20 / 1000 |             - |              - |         - |       - |                   - |       - |                   - |          - |       - |        - |             - |        1 |
 """
 
 
@@ -85,6 +88,7 @@ def test_main_writes_table_csv_and_plots(runs: Path, tmp_path: Path, capsys) -> 
     a, b, d, c = rows
     assert (a["step"], a["max_steps"], a["best_psnr"], a["final_psnr"]) == ("1000", "1000", "25.00", "24.00")
     assert (a["psnr_x2"], a["psnr_x4"], a["params_m"]) == ("23.46", "21.00", "1.23")
+    assert (a["test_psnr"], a["margin_x2"], a["margin_x4"]) == ("24.50", "-1.25", "+0.50")
     assert (a["ms_per_step"], a["images_per_s"], a["peak_mem_gb"], a["wall_time_s"]) == (
         "12.3",
         "150",

@@ -83,10 +83,16 @@ def test_image_folder_grayscale(tmp_path: Path) -> None:
 def test_image_folder_split_is_deterministic_and_partitions(tmp_path: Path) -> None:
     a, b = _folder(tmp_path / "a"), _folder(tmp_path / "b")
     train = ImageFolder(root=str(a), split="train", resolution=8)
+    val = ImageFolder(root=str(a), split="val", resolution=8)
     test = ImageFolder(root=str(a), split="test", resolution=8)
     rel = lambda ds: [p.relative_to(ds.root).as_posix() for p in ds.files]
-    assert len(train) + len(test) == 40 and not set(rel(train)) & set(rel(test))
-    assert 1 <= len(test) <= 10
+    assert len(train) + len(val) + len(test) == 40
+    assert (
+        not set(rel(train)) & set(rel(test))
+        and not set(rel(train)) & set(rel(val))
+        and not set(rel(val)) & set(rel(test))
+    )
+    assert 1 <= len(test) <= 10 and 1 <= len(val) <= 10
     assert any(name.endswith(".webp") for name in rel(train) + rel(test))
     # Same relative paths give the same split, wherever the folder lives.
     assert rel(ImageFolder(root=str(b), split="test", resolution=8)) == rel(test)
@@ -97,9 +103,19 @@ def test_image_folder_train_test_subfolders(tmp_path: Path) -> None:
     for i in range(3):
         _stripes(tmp_path / "train" / f"{i}.png")
     _stripes(tmp_path / "test" / "deep" / "only.JPG")
-    assert len(ImageFolder(root=str(tmp_path), split="train", resolution=8)) == 3
+    with pytest.raises(ValueError, match=r"none of the 3 images in .*train falls in split 'val'"):
+        ImageFolder(root=str(tmp_path), split="val", resolution=8)
+    for i in range(3, 30):
+        _stripes(tmp_path / "train" / f"{i}.png")
+    train = ImageFolder(root=str(tmp_path), split="train", resolution=8)
+    val = ImageFolder(root=str(tmp_path), split="val", resolution=8)  # carved out of train/ by hash
+    assert sorted(p.name for p in train.files + val.files) == sorted(f"{i}.png" for i in range(30))
+    assert val.files and not set(train.files) & set(val.files)
     test = ImageFolder(root=str(tmp_path), split="test", resolution=8)
     assert [p.name for p in test.files] == ["only.JPG"]
+    _stripes(tmp_path / "val" / "v.png")  # a val/ subfolder is the val split, and train/ stays whole
+    assert [p.name for p in ImageFolder(root=str(tmp_path), split="val", resolution=8).files] == ["v.png"]
+    assert len(ImageFolder(root=str(tmp_path), split="train", resolution=8)) == 30
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:
@@ -117,7 +133,7 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         ds[0]
     with pytest.raises(FileNotFoundError, match="test"):
         ImageFolder(root=str(tmp_path / "bad"), split="test", resolution=8)
-    for kwargs in ({"split": "val"}, {"channels": 4}, {"crop": "random"}, {"resolution": 0}):
+    for kwargs in ({"split": "valid"}, {"channels": 4}, {"crop": "random"}, {"resolution": 0}):
         with pytest.raises(ValueError):
             ImageFolder(**{"root": str(tmp_path), "split": "train", "resolution": 8, **kwargs})
 
@@ -145,7 +161,13 @@ def test_skin_tone_variants_share_split_and_fraction_is_about_ten_percent() -> N
         splits.setdefault(group_key(name), set()).add(hash_split(group_key(name)))
     assert len(splits) == 2000 and all(len(s) == 1 for s in splits.values())
     test_fraction = sum(s == {"test"} for s in splits.values()) / len(splits)
-    assert 0.08 < test_fraction < 0.12
+    val_fraction = sum(s == {"val"} for s in splits.values()) / len(splits)
+    assert 0.08 < test_fraction < 0.12 and 0.08 < val_fraction < 0.12
+    # val is carved out of train: the test groups are those of the former two-way split
+    assert all(hash_split(k, val_fraction=0.0) in ("train", "test") for k in splits)
+    assert {k for k, s in splits.items() if s == {"test"}} == {
+        k for k in splits if hash_split(k, val_fraction=0.0) == "test"
+    }
 
 
 def _webp() -> bytes:
@@ -181,7 +203,11 @@ def fake_tarball(tmp_path: Path, monkeypatch: MP) -> Path:
 def test_emoji3d_builds_cache_then_loads_it(tmp_path: Path, fake_tarball: Path, monkeypatch: MP) -> None:
     root = tmp_path / "cache"
     train = Emoji3D(root=str(root), split="train", resolution=8, tarball=str(fake_tarball))
-    assert sorted(p.name for p in (root / "emoji3d").iterdir()) == ["r8_test.npz", "r8_train.npz"]
+    assert sorted(p.name for p in (root / "emoji3d").iterdir()) == [
+        "r8_test.v2.npz",
+        "r8_train.v2.npz",
+        "r8_val.v2.npz",
+    ]
     assert len(train) == 3 and train.channels == 3 and all(n.endswith(".webp") for n in train.names)
     x = train[0]
     assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
@@ -210,7 +236,7 @@ def test_emoji3d_bad_resolution_and_split(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"8 to 256"):
         Emoji3D(root=str(tmp_path), split="train", resolution=300)
     with pytest.raises(ValueError, match="split"):
-        Emoji3D(root=str(tmp_path), split="val")
+        Emoji3D(root=str(tmp_path), split="valid")
 
 
 def test_emoji3d_download_failure_and_success(tmp_path: Path, fake_tarball: Path, monkeypatch: MP) -> None:
@@ -245,9 +271,15 @@ def test_cifar10_wrapper_on_fake_batches(tmp_path: Path, monkeypatch: MP) -> Non
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a", "b"]}))
     monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)
     train = CIFAR10(root=str(tmp_path), split="train", download=False)
-    assert len(train) == 10 and len(CIFAR10(root=str(tmp_path), split="test", download=False)) == 2
+    val = CIFAR10(root=str(tmp_path), split="val", download=False)
+    assert (
+        len(train) == 9
+        and len(val) == 1
+        and len(CIFAR10(root=str(tmp_path), split="test", download=False)) == 2
+    )
+    assert sorted(train.indices + val.indices) == list(range(10))  # val held out of the official train set
     x = train[0]
-    raw = torch.from_numpy(train.base.data[0]).permute(2, 0, 1).float() / 255
+    raw = torch.from_numpy(train.base.data[train.indices[0]]).permute(2, 0, 1).float() / 255
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and torch.equal(x, raw)
     assert CIFAR10(root=str(tmp_path), split="train", resolution=16, download=False)[0].shape == (3, 16, 16)
 
@@ -262,7 +294,7 @@ def test_celeba_crop_then_resize() -> None:
 
 def test_split_check_and_missing_torchvision(tmp_path: Path, monkeypatch: MP) -> None:
     assert check_split("test") == "test"
-    with pytest.raises(ValueError, match=r"'valid'.*train, test"):
+    with pytest.raises(ValueError, match=r"'valid'.*train, val, test"):
         CelebA(root=str(tmp_path), split="valid", download=False)
     monkeypatch.setitem(sys.modules, "torchvision", None)
     monkeypatch.setitem(sys.modules, "torchvision.datasets", None)

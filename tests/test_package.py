@@ -41,6 +41,7 @@ def test_wheel_in_a_fresh_venv_trains_a_step(tmp_path):
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel)
     _images(data / "train", 8)
+    _images(data / "val", 2)
     _images(data / "test", 2)
     where = run(python, "-c", "import ginr.config as c; print(c.CONFIG_DIR)", cwd=tmp_path).stdout.strip()
     assert Path(where).is_relative_to(site) and (Path(where) / "train.yaml").is_file()

@@ -47,22 +47,33 @@ def scalars(run_dir, tag):
 def test_few_steps_write_events_checkpoints_and_evaluate(smoke_cfg, tmp_path):
     run_dir = tmp_path / "run"
     metrics = train(smoke_cfg())
-    assert {"test/psnr", "test/psnr_x2", "test/best_psnr"} <= set(metrics)
-    for tag in ("train/loss", "train/psnr", "test/psnr", "test/psnr_x2", "train/lr", "perf/ms_per_step"):
+    assert {"val/psnr", "val/psnr_x2", "val/best_psnr", "test/psnr", "test/psnr_x2", "test/margin_x2"} <= set(
+        metrics
+    )
+    for tag in ("train/loss", "train/psnr", "val/psnr", "val/psnr_x2", "train/lr", "perf/ms_per_step"):
         assert scalars(run_dir, tag), f"no {tag} events"
-    assert [s for s, _ in scalars(run_dir, "test/psnr")] == [3, 6]
+    assert [s for s, _ in scalars(run_dir, "val/psnr")] == [3, 6]  # selection reads val
+    assert [s for s, _ in scalars(run_dir, "test/psnr")] == [6]  # test once, at the end
+    assert [s for s, _ in scalars(run_dir, "val/baseline/bicubic_x2")] == [3]  # baselines logged once
+    assert metrics["test/images"] == 8 and metrics["val/images"] == 8  # debug=smoke caps both
+    best = max(scalars(run_dir, "val/psnr"), key=lambda e: e[1])[0]
+    assert metrics["test/checkpoint_step"] == best
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "finished" and status["step"] == 6
     assert (run_dir / "config.yaml").is_file()
     state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert state["step"] == 6 and {"optimizer", "scheduler", "scaler", "rng", "config"} <= set(state)
     results = evaluate.run(run_dir, out=tmp_path / "eval", max_images=4)
-    assert set(results) == {"psnr", "psnr_64"}
+    resolutions = {"", "_64"}
+    assert set(results) == {f"{m}{r}" for m in ("psnr", "psnr_clamped", "ssim") for r in resolutions} | {
+        f"{m}_64" for m in ("nearest", "bicubic", "lanczos")
+    }
     assert (tmp_path / "eval" / "renders.png").stat().st_size > 0
+    assert len((tmp_path / "eval" / "per_image.csv").read_text().splitlines()) == 1 + 4
     hparams = EventAccumulator(str(run_dir / "tb" / "hparams"), size_guidance={"scalars": 0})
     hparams.Reload()
-    (logged,) = hparams.Scalars("hparam/test/best_psnr")
-    assert logged.value == pytest.approx(metrics["test/best_psnr"])
+    (logged,) = hparams.Scalars("hparam/val/best_psnr")
+    assert logged.value == pytest.approx(metrics["val/best_psnr"])
 
 
 @pytest.mark.slow

@@ -25,16 +25,19 @@ class RunSummary:
     state: str = "unknown"
     step: int | None = None
     max_steps: int | None = None
-    best_psnr: float | None = None
-    final_psnr: float | None = None
-    psnr_x2: float | None = None
+    best_psnr: float | None = None  # val: what selects
+    final_psnr: float | None = None  # val, last evaluation
+    test_psnr: float | None = None  # test, once at the end, of the checkpoint selected on val
+    psnr_x2: float | None = None  # test
+    margin_x2: float | None = None  # test PSNR x2 minus the best classical upscaler's
     psnr_x4: float | None = None
+    margin_x4: float | None = None
     params_m: float | None = None
     ms_per_step: float | None = None
     images_per_s: float | None = None
     peak_mem_gb: float | None = None
     wall_time_s: float | None = None
-    # test PSNR curve: (step, seconds since the run's first scalar event, PSNR)
+    # val PSNR curve: (step, seconds since the run's first scalar event, PSNR)
     curve: list[tuple[int, float, float]] = field(default_factory=list)
 
 
@@ -115,17 +118,18 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
     vals = {tag: [e[2] for e in events] for tag, events in scalars.items() if events}
     last = lambda tag: vals[tag][-1] if tag in vals else None
     median = lambda tag: statistics.median(vals[tag]) if tag in vals else None
-    if "test/psnr" in vals:
-        run.best_psnr, run.final_psnr = max(vals["test/psnr"]), last("test/psnr")
-        run.curve = [(s, t - t0, v) for s, t, v in scalars["test/psnr"]]
-    run.psnr_x2, run.psnr_x4 = last("test/psnr_x2"), last("test/psnr_x4")
+    if "val/psnr" in vals:
+        run.best_psnr, run.final_psnr = max(vals["val/psnr"]), last("val/psnr")
+        run.curve = [(s, t - t0, v) for s, t, v in scalars["val/psnr"]]
+    run.test_psnr, run.psnr_x2, run.psnr_x4 = last("test/psnr"), last("test/psnr_x2"), last("test/psnr_x4")
+    run.margin_x2, run.margin_x4 = last("test/margin_x2"), last("test/margin_x4")
     run.ms_per_step, run.images_per_s = median("perf/ms_per_step"), median("perf/images_per_s")
     run.peak_mem_gb = max(vals.get("perf/peak_mem_gb", []), default=None)
     return run
 
 
 def sort_runs(runs: Sequence[RunSummary]) -> list[RunSummary]:
-    """Best test PSNR first; runs without test PSNR last (stable, so otherwise in path order)."""
+    """Best val PSNR first (selection reads val); runs without it last (stable, so otherwise in path order)."""
     return sorted(runs, key=lambda r: (r.best_psnr is None, -(r.best_psnr or 0.0)))
 
 
@@ -144,10 +148,13 @@ COLUMNS: list[tuple[str, str, Callable[[RunSummary], str]]] = [
     ("run", "run", lambda r: r.name),
     ("state", "state", lambda r: r.state),
     ("step / max_steps", "step", _step),  # to_csv splits this one into step, max_steps
-    ("best PSNR", "best_psnr", lambda r: _num(2)(r.best_psnr)),
-    ("final PSNR", "final_psnr", lambda r: _num(2)(r.final_psnr)),
-    ("PSNR x2", "psnr_x2", lambda r: _num(2)(r.psnr_x2)),
-    ("PSNR x4", "psnr_x4", lambda r: _num(2)(r.psnr_x4)),
+    ("best val PSNR", "best_psnr", lambda r: _num(2)(r.best_psnr)),
+    ("final val PSNR", "final_psnr", lambda r: _num(2)(r.final_psnr)),
+    ("test PSNR", "test_psnr", lambda r: _num(2)(r.test_psnr)),
+    ("test x2", "psnr_x2", lambda r: _num(2)(r.psnr_x2)),
+    ("x2 vs best upscaler", "margin_x2", lambda r: "" if r.margin_x2 is None else f"{r.margin_x2:+.2f}"),
+    ("test x4", "psnr_x4", lambda r: _num(2)(r.psnr_x4)),
+    ("x4 vs best upscaler", "margin_x4", lambda r: "" if r.margin_x4 is None else f"{r.margin_x4:+.2f}"),
     ("params (M)", "params_m", lambda r: _num(2)(r.params_m)),
     ("ms/step", "ms_per_step", lambda r: _num(1)(r.ms_per_step)),
     ("images/s", "images_per_s", lambda r: _num(0)(r.images_per_s)),
@@ -202,10 +209,10 @@ def plot(runs: Sequence[RunSummary], path: Path, x: Literal["step", "time"] = "s
     for r in plotted:
         ax.plot([p[col] for p in r.curve], [p[2] for p in r.curve], marker=".", label=r.name)
     ax.set_xlabel("step" if x == "step" else "wall-clock time (s)")
-    ax.set_ylabel("test PSNR (dB)")
+    ax.set_ylabel("val PSNR (dB)")
     ax.grid(alpha=0.3)
     if plotted:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     else:
-        ax.text(0.5, 0.5, "no test/psnr scalars", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no val/psnr scalars", ha="center", va="center", transform=ax.transAxes)
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -2,8 +2,8 @@
 
 The images come from the npm package ``@lobehub/fluent-emoji-3d@1.1.0``. The tarball is downloaded
 once into ``root/emoji3d/``, checked against its sha256, read in memory (nothing is extracted), and
-each resolution is preprocessed once into ``root/emoji3d/r{resolution}_{split}.npz`` (uint8
-``N x H x W x 3`` plus the file names). Later runs only load that cache.
+each resolution is preprocessed once into ``root/emoji3d/r{resolution}_{split}.v2.npz`` (uint8
+``N x H x W x 3`` plus the file names; v2: with a val split). Later runs only load that cache.
 """
 
 import gzip
@@ -40,6 +40,10 @@ def group_key(name: str) -> str:
     """
     stem = name.rsplit("/", 1)[-1].removesuffix(".webp")
     return "-".join(cp for cp in stem.lower().split("-") if cp not in SKIN_TONES)
+
+
+def cache_name(resolution: int, split: str) -> str:
+    return f"r{resolution}_{split}.v2.npz"
 
 
 def check_resolution(resolution: int) -> int:
@@ -148,8 +152,8 @@ def save_npz(path: Path, images: np.ndarray, names: list[str]) -> None:
 class Emoji3D(Dataset):
     """Fluent Emoji 3D at ``resolution`` x ``resolution``, RGB on white; items (3, H, W) float32 in [0, 1].
 
-    The train/test split (~90/10) hashes each emoji with its skin-tone modifiers removed, so
-    skin-tone variants never straddle the split. ``tarball`` points to a local copy of the package
+    The train/val/test split (~80/10/10) hashes each emoji with its skin-tone modifiers removed, so
+    skin-tone variants never straddle two splits; val is carved out of train, test is unchanged. ``tarball`` points to a local copy of the package
     instead of downloading it.
     """
 
@@ -167,7 +171,7 @@ class Emoji3D(Dataset):
         self.split = check_split(split)
         self.resolution = check_resolution(resolution)
         self.cache_dir = Path(root).expanduser() / "emoji3d"
-        self.cache_file = self.cache_dir / f"r{resolution}_{split}.npz"
+        self.cache_file = self.cache_dir / cache_name(resolution, split)
         if not self.cache_file.exists():
             self._build_cache(download=download, tarball=tarball)
         with np.load(self.cache_file, allow_pickle=False) as cache:
@@ -186,7 +190,7 @@ class Emoji3D(Dataset):
                     raise RuntimeError(_unavailable_message(path, f"{path} missing and download=False"))
                 download_tarball(path)
         for split, (images, names) in preprocess(path, self.resolution).items():
-            save_npz(self.cache_dir / f"r{self.resolution}_{split}.npz", images, names)
+            save_npz(self.cache_dir / cache_name(self.resolution, split), images, names)
 
     def __len__(self) -> int:
         return self.images.shape[0]

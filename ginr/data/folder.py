@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from ginr.data.splits import check_split, hash_split
+from ginr.data.splits import VAL_FRACTION, check_split, hash_split, hash_unit
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 CROPS = ("center", "none")
@@ -57,9 +57,9 @@ def load_image(path: Path, *, size: tuple[int, int], channels: int, crop: str) -
 class ImageFolder(Dataset):
     """Images under ``root``; items (channels, H, W) float32 in [0, 1].
 
-    If ``root`` has ``train/`` and ``test/`` subfolders they are the splits; otherwise ~10% of the
-    images go to test, chosen by a hash of their path relative to ``root`` (stable across runs and
-    machines). ``crop="center"`` centre-crops to the target aspect ratio before resizing;
+    If ``root`` has ``train/`` and ``test/`` subfolders they are the splits (with ``val/``, or else ~10% of
+    ``train/`` as val); otherwise ~10% of the images go to val and ~10% to test, chosen by a hash of their
+    path relative to ``root`` (stable across runs and machines). ``crop="center"`` centre-crops to the target aspect ratio before resizing;
     ``crop="none"`` resizes directly. Images are decoded lazily, in ``__getitem__``.
     """
 
@@ -83,7 +83,7 @@ class ImageFolder(Dataset):
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a directory")
         if (self.root / "train").is_dir() and (self.root / "test").is_dir():
-            self.files = _find_images(self.root / split)
+            self.files = self._from_subfolders(split)
             if not self.files:
                 raise FileNotFoundError(self._no_images(self.root / split))
             return
@@ -94,8 +94,23 @@ class ImageFolder(Dataset):
         if not self.files:
             raise ValueError(
                 f"none of the {len(found)} images in {self.root} falls in split {split!r} "
-                "(~10% go to test by hash); add more images or use train/ and test/ subfolders"
+                "(~10% go to val and ~10% to test by hash); add more images or use train/, val/ and test/ "
+                "subfolders"
             )
+
+    def _from_subfolders(self, split: str) -> list[Path]:
+        """train/, test/ and val/; without val/, ~10% of train/ (by hash of the path) is val."""
+        if split == "test" or (self.root / "val").is_dir():
+            return _find_images(self.root / split)
+        in_val = lambda p: hash_unit("val/" + p.relative_to(self.root).as_posix()) < VAL_FRACTION
+        found = _find_images(self.root / "train")
+        files = [p for p in found if in_val(p) == (split == "val")]
+        if found and not files:
+            raise ValueError(
+                f"none of the {len(found)} images in {self.root / 'train'} falls in split {split!r} (~10% of "
+                "train/ go to val by hash); add more images or a val/ subfolder"
+            )
+        return files
 
     @staticmethod
     def _no_images(folder: Path) -> str:

@@ -1,9 +1,14 @@
-"""Dataset splits: the names every dataset accepts and a deterministic hash split."""
+"""Dataset splits: the names every dataset accepts and a deterministic hash split.
+
+``train`` fits the weights, ``val`` selects (best checkpoint, sweep objective, defaults), ``test`` is
+reported at the end of a run and by ``ginr.evaluate``, never used to choose anything.
+"""
 
 import hashlib
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 TEST_FRACTION = 0.1
+VAL_FRACTION = 0.1
 
 
 def check_split(split: str) -> str:
@@ -13,10 +18,15 @@ def check_split(split: str) -> str:
     return split
 
 
-def hash_split(key: str, test_fraction: float = TEST_FRACTION) -> str:
-    """Deterministic split of ``key``: ``"test"`` for about ``test_fraction`` of all keys, else ``"train"``.
+def hash_unit(key: str) -> float:
+    """A number in [0, 1) fixed by ``key``: sha256 rather than ``hash()``, so it is the same in every
+    process and Python version."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
 
-    Uses sha256 rather than ``hash()`` so the split is the same in every process and Python version.
-    """
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return "test" if int.from_bytes(digest[:8], "big") < test_fraction * 2**64 else "train"
+
+def hash_split(key: str, test_fraction: float = TEST_FRACTION, val_fraction: float = VAL_FRACTION) -> str:
+    """Deterministic split of ``key``: ``"test"`` for about ``test_fraction`` of all keys, ``"val"`` for
+    about ``val_fraction``, else ``"train"``. The test keys do not depend on ``val_fraction``: val is
+    carved out of what was train."""
+    unit = hash_unit(key)
+    return "test" if unit < test_fraction else "val" if unit < test_fraction + val_fraction else "train"

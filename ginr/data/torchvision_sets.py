@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ginr.data.splits import check_split
+from ginr.data.splits import VAL_FRACTION, check_split
 
 CELEBA_CROP = 178
 
@@ -45,7 +45,9 @@ def to_tensor(img: Image.Image, resolution: int, crop: int | None = None) -> tor
 
 
 class CIFAR10(Dataset):
-    """CIFAR-10 images (labels dropped), 32x32 unless ``resolution`` says otherwise; (3, H, W) in [0, 1]."""
+    """CIFAR-10 images (labels dropped), 32x32 unless ``resolution`` says otherwise; (3, H, W) in [0, 1].
+
+    val is a fixed 10% of the official training set (a seeded permutation), train the other 90%."""
 
     channels = 3
 
@@ -53,14 +55,19 @@ class CIFAR10(Dataset):
         self.split = check_split(split)
         self.resolution = _check_resolution(resolution)
         self.base = _datasets().CIFAR10(
-            root=str(Path(root).expanduser()), train=split == "train", download=download
+            root=str(Path(root).expanduser()), train=split != "test", download=download
         )
+        self.indices = list(range(len(self.base)))
+        if split != "test":
+            order = torch.randperm(len(self.base), generator=torch.Generator().manual_seed(0)).tolist()
+            cut = round(VAL_FRACTION * len(order))
+            self.indices = sorted(order[:cut] if split == "val" else order[cut:])
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.indices)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image, _ = self.base[index]
+        image, _ = self.base[self.indices[index]]
         return to_tensor(image, self.resolution)
 
 
@@ -77,7 +84,10 @@ class CelebA(Dataset):
         self.split = check_split(split)
         self.resolution = _check_resolution(resolution)
         self.base = _datasets().CelebA(
-            root=str(Path(root).expanduser()), split=split, target_type=[], download=download
+            root=str(Path(root).expanduser()),
+            split="valid" if split == "val" else split,
+            target_type=[],
+            download=download,
         )
 
     def __len__(self) -> int:

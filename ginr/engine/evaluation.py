@@ -1,19 +1,47 @@
-"""Test-set evaluation: PSNR at the training resolution and, against real higher-resolution ground truth,
-at larger renders; reconstruction grids. Shared by training and ``python -m ginr.evaluate``."""
+"""Evaluation on a held-out split (val during training, test at its end and in ``ginr.evaluate``).
+
+At the training resolution: per-image PSNR of unclamped predictions (the GINR protocol, the headline),
+clamped PSNR and SSIM beside it. At each higher resolution, against real higher-resolution ground truth:
+the same for the model's render, and PSNR of the classical upscalers (nearest, bicubic, Lanczos) of the
+same low-resolution input against the same truth. Means are over images.
+"""
+
+from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ginr.engine.logging import reconstruction_grid
-from ginr.engine.metrics import psnr
+from ginr.engine.metrics import UPSCALERS, psnr, ssim, upscale
 from ginr.engine.step import autocast
 from ginr.models.ginr import GINR
+
+
+@dataclass
+class Evaluation:
+    """``means`` per metric key (``psnr``, ``psnr_clamped``, ``ssim`` at the input resolution; ``psnr_<r>``,
+    ``psnr_clamped_<r>``, ``ssim_<r>`` and ``<upscaler>_<r>`` at a resolution ``r``); ``rows`` per image."""
+
+    means: dict[str, float]
+    rows: list[dict[str, float]] = field(repr=False)
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+
+def _scores(pred: torch.Tensor, truth: torch.Tensor, suffix: str) -> dict[str, torch.Tensor]:
+    return {
+        f"psnr{suffix}": psnr(pred, truth),
+        f"psnr_clamped{suffix}": psnr(pred, truth, clamp=True),
+        f"ssim{suffix}": ssim(pred, truth),
+    }
 
 
 @torch.no_grad()
 def evaluate(
     model: GINR,
-    test_set: Dataset,
+    dataset: Dataset,
     *,
     highres: dict[int, Dataset],
     batch_size: int,
@@ -21,50 +49,82 @@ def evaluate(
     amp_dtype: torch.dtype | None,
     chunk: int,
     max_images: int | None = None,
-) -> dict[str, float]:
-    """Mean per-image PSNR (dB, predictions clamped to [0, 1]): ``psnr`` at the input resolution and
-    ``psnr_<r>`` for renders at each resolution ``r`` of ``highres`` (same images, same order)."""
+    baselines: bool = True,
+) -> Evaluation:
+    """Score ``model`` on the first ``max_images`` images of ``dataset`` (all by default) and, at each
+    resolution ``r`` of ``highres`` (the same images, same order, at ``r``), its renders and, with
+    ``baselines``, the classical upscalers of the input."""
     was_training = model.training
     model.eval()
-    sums: dict[str, float] = {}
-    count = 0
-    for start, images in _batches(test_set, batch_size, max_images):
+    total = len(dataset) if max_images is None else min(max_images, len(dataset))
+    rows: list[dict[str, float]] = []
+    for start, images in _batches(dataset, batch_size, total):
         images = images.to(device)
-        height, width = images.shape[-2:]
         with autocast(device, amp_dtype):
             latents = model.encode(images)
-            results = {"psnr": psnr(model.render(latents, height, width, chunk=chunk), images)}
-            for resolution, dataset in highres.items():
-                truth = torch.stack([dataset[i] for i in range(start, start + len(images))]).to(device)
+            recon = model.render(latents, *images.shape[-2:], chunk=chunk)
+        scores = _scores(recon, images, "")
+        for resolution, highres_set in highres.items():
+            truth = torch.stack([highres_set[i] for i in range(start, start + len(images))]).to(device)
+            with autocast(device, amp_dtype):
                 render = model.render(latents, *truth.shape[-2:], chunk=chunk)
-                results[f"psnr_{resolution}"] = psnr(render, truth)
-        for key, values in results.items():
-            sums[key] = sums.get(key, 0.0) + values.sum().item()
-        count += len(images)
+            scores |= _scores(render, truth, f"_{resolution}")
+            if baselines:
+                for method in UPSCALERS:
+                    scores[f"{method}_{resolution}"] = psnr(upscale(images, *truth.shape[-2:], method), truth)
+        values = {key: value.tolist() for key, value in scores.items()}
+        rows += [{"index": start + i, **{k: v[i] for k, v in values.items()}} for i in range(len(images))]
     model.train(was_training)
-    return {key: total / count for key, total in sums.items()}
+    keys = [k for k in (rows[0] if rows else {}) if k != "index"]
+    return Evaluation({k: sum(r[k] for r in rows) / len(rows) for k in keys}, rows)
 
 
-def _batches(dataset: Dataset, batch_size: int, max_images: int | None):
-    total = len(dataset) if max_images is None else min(max_images, len(dataset))
-    loader = DataLoader(torch.utils.data.Subset(dataset, range(total)), batch_size=batch_size)
+def _batches(dataset: Dataset, batch_size: int, total: int):
     start = 0
-    for images in loader:
+    for images in DataLoader(Subset(dataset, range(total)), batch_size=batch_size):
         yield start, images
         start += len(images)
 
 
+def scalar_tags(means: dict[str, float], resolution: int) -> dict[str, float]:
+    """Metric keys as TensorBoard tags, resolutions as scales of the input: ``psnr_64`` -> ``psnr_x2``,
+    ``bicubic_64`` -> ``baseline/bicubic_x2``; plus ``margin_x2``: the model's PSNR minus the best
+    classical upscaler's, where both are there."""
+    tags: dict[str, float] = {}
+    for key, value in means.items():
+        name, _, res = key.rpartition("_")
+        if not res.isdigit():
+            tags[key] = value
+            continue
+        scale = f"x{int(res) // resolution}" if int(res) % resolution == 0 else f"{res}px"
+        tags[f"baseline/{name}_{scale}" if name in UPSCALERS else f"{name}_{scale}"] = value
+        if name == "psnr" and all(f"{m}_{res}" in means for m in UPSCALERS):
+            tags[f"margin_{scale}"] = value - max(means[f"{m}_{res}"] for m in UPSCALERS)
+    return tags
+
+
 @torch.no_grad()
 def reconstructions(
-    model: GINR, images: torch.Tensor, *, scale: int, amp_dtype: torch.dtype | None, chunk: int
+    model: GINR,
+    images: torch.Tensor,
+    *,
+    truth: torch.Tensor | None = None,
+    scale: int = 4,
+    amp_dtype: torch.dtype | None,
+    chunk: int,
 ) -> torch.Tensor:
-    """Ground truth | reconstruction | ``scale``x render for each image -> (3, H', W') grid."""
+    """A picture grid, one row per image: with higher-resolution ``truth``, input | bicubic | model |
+    truth at that size; without, input | reconstruction | ``scale``x render -> (3, H', W')."""
     was_training = model.training
     model.eval()
     height, width = images.shape[-2:]
     with autocast(images.device, amp_dtype):
         latents = model.encode(images)
-        recon = model.render(latents, height, width, chunk=chunk)
-        zoom = model.render(latents, height * scale, width * scale, chunk=chunk)
+        if truth is not None:
+            render = model.render(latents, *truth.shape[-2:], chunk=chunk)
+            panels = [images, upscale(images, *truth.shape[-2:], "bicubic"), render, truth]
+        else:
+            recon = model.render(latents, height, width, chunk=chunk)
+            panels = [images, recon, model.render(latents, height * scale, width * scale, chunk=chunk)]
     model.train(was_training)
-    return reconstruction_grid(images.cpu(), recon.float().cpu(), zoom.float().cpu())
+    return reconstruction_grid(*(p.float().cpu() for p in panels))

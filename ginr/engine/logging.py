@@ -17,14 +17,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def reconstruction_grid(truth: torch.Tensor, recon: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
-    """Rows of ground truth | reconstruction | super-resolved render, all shown at the render's size.
+def reconstruction_grid(*panels: torch.Tensor) -> torch.Tensor:
+    """One row per image, the panels side by side, each shown at the largest panel's size (nearest).
 
-    truth, recon (K, C, H, W); zoom (K, C, sH, sW) -> (3, K * sH, 3 * sW) in [0, 1].
+    panels (K, C, h_i, w_i) -> (3, K * H, len(panels) * W) in [0, 1].
     """
-    size = zoom.shape[-2:]
-    panels = [F.interpolate(x.float(), size=size, mode="nearest") for x in (truth, recon)] + [zoom.float()]
-    rows = torch.cat(panels, dim=-1).clamp(0, 1)  # (K, C, sH, 3 sW)
+    size = max((p.shape[-2:] for p in panels), key=lambda s: s[0] * s[1])
+    resized = [F.interpolate(p.float(), size=tuple(size), mode="nearest") for p in panels]
+    rows = torch.cat(resized, dim=-1).clamp(0, 1)  # (K, C, H, n W)
     grid = torch.cat(list(rows), dim=-2)
     return grid.expand(3, -1, -1) if grid.shape[0] == 1 else grid
 

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from ginr.coords import pixel_grid
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
-from ginr.engine.build import build_dataset, build_train_step, count_parameters, pick_device
+from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
 from ginr.engine.data import StepBatchSampler, query_indices, train_loader
-from ginr.engine.evaluation import evaluate, reconstructions
+from ginr.engine.evaluation import evaluate, reconstructions, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.step import StepResult, select_queries
 
@@ -58,6 +58,8 @@ class Trainer:
         self.step_fn = build_train_step(cfg, self.device, distributed=self.dist)
         self.model, self.amp = self.step_fn.model, self.step_fn.amp
         self.step, self.best_psnr, self.bad_steps, self.consecutive_bad = 0, -math.inf, 0, 0
+        self.eval_amp = self.amp if tcfg.eval_precision == "train" else None
+        self.baselines_logged = False
         if tcfg.resume:
             self._resume(tcfg.resume)
         self._load_data()
@@ -72,8 +74,13 @@ class Trainer:
         with self._main_first():  # the main rank downloads and caches; the others then read the cache
             try:
                 self.train_set = build_dataset(cfg, "train")
-                self.test_set = build_dataset(cfg, "test")
-                self.highres = {r: build_dataset(cfg, "test", r) for r in cfg.data.eval_resolutions}
+                self.held_out = {  # split -> (images at the training resolution, {r: the same at r})
+                    split: (
+                        build_dataset(cfg, split),
+                        {r: build_dataset(cfg, split, r) for r in cfg.data.eval_resolutions},
+                    )
+                    for split in ("val", "test")
+                }
             except (
                 InstantiationException,
                 OSError,
@@ -171,6 +178,8 @@ class Trainer:
                 self.save("last")
             if self.stop_reason is not None:
                 break
+        if self.stop_reason is None or self.stop_reason.startswith("time limit"):  # the run is complete
+            metrics |= self._test()
         return metrics
 
     def _out_of_memory(self) -> RuntimeError:
@@ -236,30 +245,63 @@ class Trainer:
         ):
             self.stop_reason = "another rank stopped"
 
+    def _score(self, model: torch.nn.Module, split: str, max_images: int | None) -> dict[str, float]:
+        """Evaluate ``model`` on ``split``; log its scalars and a picture grid under ``<split>/``."""
+        cfg, (dataset, highres) = self.cfg, self.held_out[split]
+        result = evaluate(
+            model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=self.device,
+            amp_dtype=self.eval_amp, chunk=cfg.trainer.render_chunk, max_images=max_images,
+            baselines=split == "test" or not self.baselines_logged,  # baselines do not change during a run
+        )  # fmt: skip
+        self.baselines_logged |= split == "val"
+        scalars = {f"{split}/{k}": v for k, v in scalar_tags(result.means, cfg.data.resolution).items()}
+        scalars[f"{split}/images"] = result.count
+        self.logger.scalars(self.step, scalars)
+        shown = torch.stack([dataset[i] for i in range(min(cfg.logger.images, len(dataset)))]).to(self.device)
+        truth = None
+        if highres:
+            first = highres[min(highres)]
+            truth = torch.stack([first[i] for i in range(len(shown))]).to(self.device)
+        grid = reconstructions(
+            model, shown, truth=truth, amp_dtype=self.eval_amp, chunk=cfg.trainer.render_chunk
+        )
+        self.logger.image(self.step, f"{split}/reconstructions", grid)
+        headline = ", ".join(
+            f"{k} {v:.2f}" for k, v in scalars.items() if "/psnr" in k and "clamped" not in k
+        )
+        log.info("step %d: %s (%d images)", self.step, headline, result.count)
+        return scalars
+
     def _evaluate(self) -> dict[str, float]:
+        """Validation: selects the best checkpoint."""
         if not self.dist.is_main:
             dist.barrier(self.dist)
             return {}
-        cfg = self.cfg
-        results = evaluate(
-            self.model, self.test_set, highres=self.highres, batch_size=cfg.data.batch_size, device=self.device,
-            amp_dtype=self.amp, chunk=cfg.trainer.render_chunk, max_images=cfg.trainer.eval_max_images,
-        )  # fmt: skip
-        res = cfg.data.resolution
-        scalars = {
-            f"test/{'psnr' if k == 'psnr' else f'psnr_x{int(k[5:]) // res}'}": v for k, v in results.items()
-        }
-        self.logger.scalars(self.step, scalars)
-        shown = torch.stack([self.test_set[i] for i in range(min(cfg.logger.images, len(self.test_set)))])
-        grid = reconstructions(
-            self.model, shown.to(self.device), scale=4, amp_dtype=self.amp, chunk=cfg.trainer.render_chunk
-        )
-        self.logger.image(self.step, "test/reconstructions", grid)
-        if results["psnr"] > self.best_psnr:
-            self.best_psnr = results["psnr"]
+        scalars = self._score(self.model, "val", self.cfg.trainer.eval_max_images)
+        if scalars["val/psnr"] > self.best_psnr:
+            self.best_psnr = scalars["val/psnr"]
             self.save("best")
-        log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f} dB" for k, v in scalars.items()))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         dist.barrier(self.dist)
-        return {**scalars, "test/best_psnr": self.best_psnr}
+        return {**scalars, "val/best_psnr": self.best_psnr}
+
+    def _test(self) -> dict[str, float]:
+        """The test split, once, at the end of a complete run: the checkpoint selected on val (every image
+        unless ``trainer.test_max_images`` says otherwise; ``test/images`` says how many)."""
+        if not self.dist.is_main:
+            dist.barrier(self.dist)
+            return {}
+        best = self.run_dir / "checkpoints" / "best.ckpt"
+        model, step = self.model, self.step
+        if best.is_file():
+            state = ckpt.load_checkpoint(best, map_location=self.device)
+            model, step = build_model(self.cfg).to(self.device), state["step"]
+            model.load_state_dict(state["model"])
+        scalars = {
+            **self._score(model, "test", self.cfg.trainer.test_max_images),
+            "test/checkpoint_step": step,
+        }
+        self.logger.scalars(self.step, {"test/checkpoint_step": step})
+        dist.barrier(self.dist)
+        return scalars
