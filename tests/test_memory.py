@@ -117,14 +117,21 @@ def test_parse_budget_rejects_bad_sizes(text):
 
 
 def test_cli_prints_the_table_and_the_largest_batch(capsys):
-    args = [*SMALL, "experiment=scent_ff", "trainer.queries_per_image=32", "data.batch_size=2", "budget=1GB"]
+    args = [
+        *SMALL,
+        "experiment=scent_ff",
+        "trainer.queries_per_image=32",
+        "data.batch_size=2",
+        "--budget",
+        "1GB",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "predicted peak" in out and "decoder scale 1 modulation stack" in out
     assert "largest data.batch_size predicted to fit in 1GB" in out
-    assert main(["budget=12XB"]) == 2
+    assert main(["--budget", "12XB"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: budget='12XB'") and "\n" not in err
+    assert err.startswith("error: --budget '12XB' is not a memory size") and "\n" not in err
 
 
 class _Allocations(TorchDispatchMode):

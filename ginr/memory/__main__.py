@@ -1,12 +1,13 @@
 """Predict the peak GPU memory of one training step from the config alone.
 
-    python -m ginr.memory experiment=scent_ff [hydra-style overrides...] [budget=24GB]   (or ginr-memory)
+    python -m ginr.memory [config overrides, as for ginr.train...] [--budget 24GB]   (or ginr-memory)
 
 Prints the predicted peak by component (and, on a CUDA machine, the measured peak beside it) and, with
-``budget=``, the largest ``data.batch_size`` predicted to fit. What the prediction models, and where it
+``--budget``, the largest ``data.batch_size`` predicted to fit. What the prediction models, and where it
 was checked against measured peaks: :mod:`ginr.memory.plan`; the check itself: ``python -m ginr.memory.check``.
 """
 
+import argparse
 import sys
 
 import torch
@@ -17,15 +18,13 @@ from ginr.memory.plan import _prepared, largest_batch, measure_peak, parse_budge
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(__doc__)
-        return 0
-    budgets = [a.split("=", 1)[1] for a in args if a.startswith("budget=")]
-    overrides = [a for a in args if not a.startswith("budget=")]
+    parser = argparse.ArgumentParser(prog="python -m ginr.memory", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for python -m ginr.train")
+    parser.add_argument("--budget", help="GPU memory to fit in, e.g. 24GB, 24GiB or 500MB")
+    args = parser.parse_args(argv)
     try:
-        budget = parse_budget(budgets[-1]) if budgets else None
-        cfg = _prepared(compose(overrides))
+        budget = parse_budget(args.budget) if args.budget is not None else None
+        cfg = _prepared(compose(args.overrides))
     except (ValueError, ConfigError, HydraException) as err:
         print(f"error: {(str(err).strip().splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
         return 2
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report(cfg, result, measured))
     if budget is not None:
         fits = largest_batch(cfg, budget)
-        print(f"largest data.batch_size predicted to fit in {budgets[-1]} ({budget / 1e9:.2f} GB): {fits}")
+        print(f"largest data.batch_size predicted to fit in {args.budget} ({budget / 1e9:.2f} GB): {fits}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
     python -m ginr.memory.check OUT_DIR [--results RESULTS_JSON] [--budget-s SECONDS]
 
-- on a CUDA machine, every point of :data:`POINTS` (the experiments at the reference configuration, and
+- on a CUDA machine, every point of :func:`points` (the experiments at the reference configuration, and
   ``scent_ff`` with checkpointing, in fp32, at batch 16 and in the memory-lean mode): the prediction and
   the measured peak of the same step (:func:`ginr.memory.plan.measure_peak`), the planner's table beside it
   in ``OUT_DIR/memory_<point>.txt``;
@@ -25,24 +25,32 @@ from pathlib import Path
 
 import torch
 
-from ginr.config import compose, prepare
+from ginr.config import compose, experiments, mixes_queries, prepare
 from ginr.memory.plan import measure_peak, plan, report
 from ginr.ops import backend
 
 TOLERANCE = 0.05
 _CKPT = ("decoder.checkpoint=true", "encoder.checkpoint=true")
-POINTS: dict[str, tuple[str, ...]] = {
-    "scent_ff": ("experiment=scent_ff", "trainer.precision=bf16"),
-    "scent_attn": ("experiment=scent_attn", "trainer.precision=bf16"),
-    "scent_xattn": ("experiment=scent_xattn", "trainer.precision=bf16"),
-    "mamba_ginr": ("experiment=mamba_ginr", "trainer.precision=bf16"),
-    "scent": ("experiment=scent", "trainer.precision=bf16"),
-    "scent_attn_naive": ("experiment=scent_attn", "decoder.attn_impl=naive", "trainer.precision=bf16"),
-    "scent_ff_ckpt": ("experiment=scent_ff", "trainer.precision=bf16", *_CKPT),
-    "scent_ff_fp32": ("experiment=scent_ff", "trainer.precision=fp32"),
-    "scent_ff_batch16": ("experiment=scent_ff", "trainer.precision=bf16", "data.batch_size=16"),
-    "scent_ff_lean": ("experiment=scent_ff", "trainer.precision=bf16", "trainer.checkpoint_queries=64", _CKPT[1]),
-}  # fmt: skip
+
+
+def points() -> dict[str, tuple[str, ...]]:
+    """Every experiment at the reference configuration (bf16), naive attention for those whose blocks
+    mix queries, and the default experiment with checkpointing, in fp32, at batch 16 and memory-lean."""
+    bf16 = "trainer.precision=bf16"
+    out = {name: (f"experiment={name}", bf16) for name in experiments()}
+    for name in experiments():
+        if mixes_queries(prepare(compose([f"experiment={name}"]))):
+            out[f"{name}_naive"] = (f"experiment={name}", "decoder.attn_impl=naive", bf16)
+    default = compose().name
+    out |= {
+        f"{default}_ckpt": (f"experiment={default}", bf16, *_CKPT),
+        f"{default}_fp32": (f"experiment={default}", "trainer.precision=fp32"),
+        f"{default}_batch16": (f"experiment={default}", bf16, "data.batch_size=16"),
+        f"{default}_lean": (f"experiment={default}", bf16, "trainer.checkpoint_queries=64", _CKPT[1]),
+    }
+    return out
+
+
 TRAINING_GROUPS = ("main", "batch", "queries", "lean")  # the benchmark's cases that run a training step
 
 
@@ -81,10 +89,10 @@ def _failed(row: Row, err: Exception) -> None:
 
 
 def check_live(out: Path, deadline: float) -> list[Row]:
-    """Every point of POINTS, predicted and measured on this GPU."""
+    """Every point of :func:`points`, predicted and measured on this GPU."""
     fused = backend.mamba_inner_cuda is not None
     rows = []
-    for name, overrides in POINTS.items():
+    for name, overrides in points().items():
         row = Row(name, " ".join(overrides))
         rows.append(row)
         if time.monotonic() > deadline:

@@ -21,9 +21,11 @@ attention (ff_ff, xattn_ff, attn_ff, resblock, scent) within 0.2% at batch 64, i
 without checkpointing; -2.0% to +4.8% at batch 4 (1,024 to 65,536 queries) and +1.4% at batch 16, small
 steps over-predicted by up to 0.13 GB; naive attention -4.2% (bf16) and -3.6% (fp32). Outside the claim:
 naive attention with checkpointing (-17.3% bf16, -15.5% fp32: in every naive case the GPU holds about one
-float32 attention matrix, 2.1 GB, more in the backward than simulated), runs with the fused mixer (+7% to +30% against
-``optimised.json``), and the memory-lean mode, modelled but so far measured only with the fused mixer
-(``tools/gpu_bench.sh`` checks it, with the other points of :data:`ginr.memory.check.POINTS`).
+float32 attention matrix, 2.1 GB, more in the backward than simulated) and runs with the fused mixer (+7% to
++30% against ``optimised.json``). ``python -m ginr.memory.check`` on the same H100 (2026-11-22,
+``experiments/benchmarks/memory_check.md``): every experiment at the reference configuration, and
+``scent_ff`` with checkpointing, in fp32, at batch 16 and in the memory-lean mode, all within 5% (naive
+attention -4.1%, lean -2.6%, batch 16 +1.4%, the rest within 0.1%).
 """
 
 import functools
@@ -116,7 +118,7 @@ def parse_budget(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]+)\s*", str(text))
     if not match or match[2].lower() not in UNITS or float(match[1]) <= 0:
         raise ValueError(
-            f"budget={text!r} is not a memory size: expected a positive number and a unit, e.g. 24GB, 24GiB or 500MB"
+            f"--budget {text!r} is not a memory size: expected a positive number and a unit, e.g. 24GB, 24GiB or 500MB"
         )
     return int(float(match[1]) * UNITS[match[2].lower()])
 
@@ -264,5 +266,5 @@ def oom_hint(cfg: DictConfig, budget_bytes: int) -> str:
     return (
         f"the memory planner predicts a peak of {predicted.total / 1e9:.1f} GB at data.batch_size="
         f"{predicted.batch_size}; the largest batch predicted to fit in {budget_bytes / 1e9:.1f} GB is {fits} "
-        f"(details: python -m ginr.memory <overrides> budget={budget_bytes / 1e9:.0f}GB)"
+        f"(details: python -m ginr.memory <overrides> --budget {budget_bytes / 1e9:.0f}GB)"
     )
