@@ -234,3 +234,23 @@ def test_checkpointed_query_chunks_give_same_outputs_and_gradients(kind):
 def test_checkpointed_query_chunks_refuse_query_mixing_blocks():
     with pytest.raises(ValueError, match="not attn_ff"):
         GINR(encoder=make_encoder(), decoder=make_decoder("attn_ff"), checkpoint_queries=50)
+
+
+@pytest.mark.parametrize("modulation", ["additive", "multiplicative"])
+def test_multiband_chain_is_not_a_sum_of_per_scale_terms(modulation):
+    # A sum of per-scale terms g0(f0) + g1(f1) has zero mixed second difference in (f0, f1); the carried
+    # value through a learned layer and a nonlinearity makes the fine scale depend on the coarse one.
+    decoder = make_model("ff_ff", modulation=modulation).decoder.eval()
+    f0, f1, d0, d1 = (torch.randn(1, 5, decoder.bands[0].head.in_features) for _ in range(4))
+    out = lambda a, b: decoder.chain([a, b])
+    mixed = out(f0 + d0, f1 + d1) - out(f0 + d0, f1) - out(f0, f1 + d1) + out(f0, f1)
+    assert mixed.abs().max() > 1e-3
+
+
+def test_additive_and_multiplicative_modulation_differ_on_the_same_weights():
+    torch.manual_seed(0)
+    additive = make_model("ff_ff", modulation="additive").eval()
+    multiplicative = make_model("ff_ff", modulation="multiplicative").eval()
+    multiplicative.load_state_dict(additive.state_dict())
+    images, coords = torch.rand(1, 3, 16, 16), torch.rand(1, 7, 2) * 2 - 1
+    assert not torch.allclose(additive(images, coords), multiplicative(images, coords))

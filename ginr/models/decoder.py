@@ -1,18 +1,25 @@
 """SCENT-style decoders: coordinates (B, N, 2) + latent tokens (B, M, Dz) -> values (B, N, C).
 
-:class:`MultiBandDecoder` (the family the experiments compare)::
+:class:`MultiBandDecoder` (the family the experiments compare), after LA-GINR's multi-band decoder::
 
     q = proj(fourier_q(coords));  m = q + CrossAttn(q, latents)             modulation vector
+    h = 0
     for each scale s, coarse to fine:
         g = fourier_s(coords)
-        h = band_stack_s(g) * mod_stack_s(m) + skip_s(g) + h                 chain carries coarse -> fine
+        f = band_stack_s(g) + mod_stack_s(m) + skip_s(g)                    additive modulation
+        h = GELU(carry_s(f + h))                                            chain: learned layer + nonlinearity
         out = out + head_s(h)
+
+``modulation="multiplicative"`` takes ``band_stack_s(g) * mod_stack_s(m)`` instead of the sum (the earlier
+form of this codebase). The band stacks see only coordinates; the carried value makes the finer scales
+depend on the coarser ones, so the output is not a sum of per-scale terms.
 
 Each stack is Linear + GELU, then ``num_layers - 1`` blocks of one type (``ginr.models.blocks``).
 :class:`ScentDecoder` is the plain SCENT decoder: cross-attention, query skip, feedforwards, linear.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -46,22 +53,34 @@ class Stack(nn.Module):
         return x
 
 
+Modulation = Literal["additive", "multiplicative"]
+
+
 class Band(nn.Module):
-    """One scale of the multi-band decoder."""
+    """One scale of the multi-band decoder: its modulated feature, and the carried value through it."""
 
     def __init__(
-        self, *, bandwidth: float, num_fourier: int, learnable: bool, dim: int, out_channels: int, **stack
-    ):
+        self, *, bandwidth: float, num_fourier: int, learnable: bool, dim: int, out_channels: int,
+        modulation: Modulation, **stack,
+    ):  # fmt: skip
         super().__init__()
         self.fourier = FourierFeatures(num_features=num_fourier, bandwidth=bandwidth, learnable=learnable)
         self.band = Stack(in_dim=self.fourier.out_dim, dim=dim, **stack)
         self.modulation = Stack(in_dim=dim, dim=dim, **stack)
         self.skip = nn.Linear(self.fourier.out_dim, dim)
+        self.carry = nn.Sequential(nn.Linear(dim, dim), nn.GELU())
         self.head = nn.Linear(dim, out_channels)
+        self.multiplicative = modulation == "multiplicative"
 
-    def forward(self, coords, modulation, hidden, latents):
+    def feature(self, coords: torch.Tensor, modulation: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """(B, N, D): this scale's band features of the coordinates, modulated."""
         g = self.fourier(coords)
-        hidden = self.band(g, latents) * self.modulation(modulation, latents) + self.skip(g) + hidden
+        band, mod = self.band(g, latents), self.modulation(modulation, latents)
+        return (band * mod if self.multiplicative else band + mod) + self.skip(g)
+
+    def forward(self, feature: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(carried value, this scale's output) from the feature and the value carried from coarser scales."""
+        hidden = self.carry(feature + hidden)
         return hidden, self.head(hidden)
 
 
@@ -102,6 +121,7 @@ class MultiBandDecoder(nn.Module):
         attn_impl: AttnImpl = "sdpa",
         locality: NonNegative = 0.0,
         num_latents: Positive = 256,
+        modulation: Modulation = "additive",
         checkpoint: bool = False,
     ):
         super().__init__()
@@ -122,6 +142,7 @@ class MultiBandDecoder(nn.Module):
                 learnable=learnable_bandwidth,
                 dim=hidden_dim,
                 out_channels=out_channels,
+                modulation=modulation,
                 **stack,
             )
             for bw in bandwidths
@@ -133,9 +154,13 @@ class MultiBandDecoder(nn.Module):
         q = self.query_proj(self.query_fourier(coords))
         bias = self.locality(coords) if self.locality is not None else None
         modulation = q + self.modulation(q, context=latents, bias=bias)
-        hidden, out = torch.zeros_like(q), 0
-        for band in self.bands:
-            hidden, value = band(coords, modulation, hidden, latents)
+        return self.chain([band.feature(coords, modulation, latents) for band in self.bands])
+
+    def chain(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The per-scale features (coarse to fine) -> values (B, N, C) through the carried value."""
+        hidden, out = torch.zeros_like(features[0]), 0
+        for band, feature in zip(self.bands, features, strict=True):
+            hidden, value = band(feature, hidden)
             out = out + value
         return out
 
