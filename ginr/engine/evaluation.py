@@ -86,11 +86,15 @@ def _batches(dataset: Dataset, batch_size: int, total: int):
         start += len(images)
 
 
-def scalar_tags(means: dict[str, float], resolution: int) -> dict[str, float]:
+def scalar_tags(
+    means: dict[str, float], resolution: int, baselines: dict[str, float] | None = None
+) -> dict[str, float]:
     """Metric keys as TensorBoard tags, resolutions as scales of the input: ``psnr_64`` -> ``psnr_x2``,
     ``bicubic_64`` -> ``baseline/bicubic_x2``; plus ``margin_x2``: the model's PSNR minus the best
-    classical upscaler's, where both are there."""
+    classical upscaler's, from ``means`` or from ``baselines`` (the upscalers' scores of an earlier
+    evaluation of the same images, which do not change)."""
     tags: dict[str, float] = {}
+    upscaled = {**(baselines or {}), **means}
     for key, value in means.items():
         name, _, res = key.rpartition("_")
         if not res.isdigit():
@@ -98,8 +102,8 @@ def scalar_tags(means: dict[str, float], resolution: int) -> dict[str, float]:
             continue
         scale = f"x{int(res) // resolution}" if int(res) % resolution == 0 else f"{res}px"
         tags[f"baseline/{name}_{scale}" if name in UPSCALERS else f"{name}_{scale}"] = value
-        if name == "psnr" and all(f"{m}_{res}" in means for m in UPSCALERS):
-            tags[f"margin_{scale}"] = value - max(means[f"{m}_{res}"] for m in UPSCALERS)
+        if name == "psnr" and all(f"{m}_{res}" in upscaled for m in UPSCALERS):
+            tags[f"margin_{scale}"] = value - max(upscaled[f"{m}_{res}"] for m in UPSCALERS)
     return tags
 
 

@@ -19,6 +19,7 @@ from ginr.engine.build import build_dataset, build_model, build_train_step, coun
 from ginr.engine.data import StepBatchSampler, query_indices, train_loader
 from ginr.engine.evaluation import evaluate, reconstructions, scalar_tags
 from ginr.engine.logging import RunLogger
+from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepResult, select_queries
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class Trainer:
         self.model, self.amp = self.step_fn.model, self.step_fn.amp
         self.step, self.best_psnr, self.bad_steps, self.consecutive_bad = 0, -math.inf, 0, 0
         self.eval_amp = self.amp if tcfg.eval_precision == "train" else None
-        self.baselines_logged = False
+        self.val_baselines: dict[
+            str, float
+        ] = {}  # the classical upscalers' val scores, from the first evaluation
         if tcfg.resume:
             self._resume(tcfg.resume)
         self._load_data()
@@ -251,10 +254,12 @@ class Trainer:
         result = evaluate(
             model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=self.device,
             amp_dtype=self.eval_amp, chunk=cfg.trainer.render_chunk, max_images=max_images,
-            baselines=split == "test" or not self.baselines_logged,  # baselines do not change during a run
+            baselines=split == "test" or not self.val_baselines,  # they do not change during a run
         )  # fmt: skip
-        self.baselines_logged |= split == "val"
-        scalars = {f"{split}/{k}": v for k, v in scalar_tags(result.means, cfg.data.resolution).items()}
+        if split == "val" and not self.val_baselines:
+            self.val_baselines = {k: v for k, v in result.means.items() if k.split("_")[0] in UPSCALERS}
+        tags = scalar_tags(result.means, cfg.data.resolution, self.val_baselines if split == "val" else None)
+        scalars = {f"{split}/{k}": v for k, v in tags.items()}
         scalars[f"{split}/images"] = result.count
         self.logger.scalars(self.step, scalars)
         shown = torch.stack([dataset[i] for i in range(min(cfg.logger.images, len(dataset)))]).to(self.device)
