@@ -301,3 +301,49 @@ def test_split_check_and_missing_torchvision(tmp_path: Path, monkeypatch: MP) ->
     for cls in (CIFAR10, CelebA):
         with pytest.raises(ImportError, match=r'pip install -e "\.\[vision\]"'):
             cls(root=str(tmp_path), split="train", download=False)
+
+
+def _fake_celeba(root: Path) -> None:
+    """Files laid out as torchvision reads CelebA: img_align_celeba/*.jpg (178 x 218) and the lists."""
+    folder = root / "celeba"
+    (folder / "img_align_celeba").mkdir(parents=True)
+    names = [f"{i:06d}.jpg" for i in range(1, 8)]
+    partition = [0, 0, 0, 1, 1, 2, 2]  # train x 3, valid x 2, test x 2 (torchvision fails on a split of one)
+    for i, name in enumerate(names):
+        array = np.zeros((218, 178, 3), np.uint8)
+        array[:20] = array[-20:] = 255  # white bands fall outside the 178 x 178 centre crop
+        array[20:-20, :, i % 3] = 200
+        Image.fromarray(array).save(folder / "img_align_celeba" / name, quality=100)
+    (folder / "list_eval_partition.txt").write_text(
+        "".join(f"{n} {p}\n" for n, p in zip(names, partition, strict=True))
+    )
+    (folder / "identity_CelebA.txt").write_text("".join(f"{n} 1\n" for n in names))
+    attrs = " ".join(f"a{i}" for i in range(40))
+    (folder / "list_attr_celeba.txt").write_text(
+        f"{len(names)}\n{attrs}\n" + "".join(f"{n} " + " ".join(["1"] * 40) + "\n" for n in names)
+    )
+    (folder / "list_bbox_celeba.txt").write_text(
+        f"{len(names)}\nimage_id x_1 y_1 width height\n" + "".join(f"{n} 0 0 1 1\n" for n in names)
+    )
+    marks = " ".join(f"m{i}" for i in range(10))
+    (folder / "list_landmarks_align_celeba.txt").write_text(
+        f"{len(names)}\n{marks}\n" + "".join(f"{n} " + " ".join(["0"] * 10) + "\n" for n in names)
+    )
+
+
+def test_celeba178_protocol_on_files_laid_out_like_celeba(tmp_path: Path, monkeypatch: MP) -> None:
+    import torchvision.datasets.celeba as celeba
+
+    from ginr.config import compose, prepare
+    from ginr.engine.build import build_dataset, build_model
+
+    _fake_celeba(tmp_path)
+    monkeypatch.setattr(celeba.CelebA, "_check_integrity", lambda self: True)
+    cfg = prepare(compose(["data=celeba178", f"paths.data_dir={tmp_path}", "+data.dataset.download=false"]))
+    sizes = {split: len(build_dataset(cfg, split)) for split in ("train", "val", "test")}
+    assert sizes == {"train": 3, "val": 2, "test": 2}  # the official partition; val is CelebA's "valid"
+    image = build_dataset(cfg, "val")[0]
+    assert image.shape == (3, 178, 178) and image.min() < 0.9  # centre crop: the white bands are gone
+    tokenizer = build_model(cfg).encoder.tokenizer
+    assert (tokenizer.patch_size, tokenizer.padding) == (9, 1)
+    assert tokenizer(image[None]).shape[1] == 400  # (178 + 2) / 9 = 20 patches a side

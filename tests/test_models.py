@@ -254,3 +254,17 @@ def test_additive_and_multiplicative_modulation_differ_on_the_same_weights():
     multiplicative.load_state_dict(additive.state_dict())
     images, coords = torch.rand(1, 3, 16, 16), torch.rand(1, 7, 2) * 2 - 1
     assert not torch.allclose(additive(images, coords), multiplicative(images, coords))
+
+
+def test_patch_padding_pads_every_side_and_centres_follow():
+    from ginr.models.encoder import PatchTokenizer
+
+    tokenizer = PatchTokenizer(channels=1, dim=4, patch_size=3, padding=1)
+    centres = tokenizer.centres(7, 7, torch.device("cpu"))
+    assert centres.shape == (9, 2)  # (7 + 2) / 3 = 3 patches a side
+    # the first patch covers padded pixels 0..2 = image pixels -1..1: its centre is image pixel 0's
+    assert centres[0].tolist() == pytest.approx([2 * 0.5 / 7 - 1] * 2)
+    blank, dot = torch.zeros(1, 1, 7, 7), torch.zeros(1, 1, 7, 7)
+    dot[0, 0, 0, 0] = 1.0  # the top-left pixel lands in the first patch only, one pixel in from its corner
+    changed = (tokenizer(dot) - tokenizer(blank)).abs().sum(-1)[0] > 0
+    assert tokenizer(blank).shape == (1, 9, 4) and changed.tolist() == [True] + [False] * 8

@@ -57,31 +57,36 @@ def insert_latents(tokens: torch.Tensor, latents: torch.Tensor, positions: torch
 
 class PatchTokenizer(nn.Module):
     """Patches embedded linearly plus fixed Fourier features of the patch centres, so one set of weights
-    takes any resolution. Images whose sides are not multiples of the patch are zero-padded."""
+    takes any resolution. Images are zero-padded by ``padding`` pixels on every side (as a strided
+    convolution's padding), then at the bottom and right up to a multiple of the patch."""
 
     def __init__(
-        self, *, channels: int, dim: int, patch_size: int, num_fourier: int = 32, bandwidth: float = 16.0
-    ):
+        self, *, channels: int, dim: int, patch_size: int, padding: int = 0, num_fourier: int = 32,
+        bandwidth: float = 16.0,
+    ):  # fmt: skip
         super().__init__()
-        self.channels, self.patch_size = channels, patch_size
+        self.channels, self.patch_size, self.padding = channels, patch_size, padding
         self.proj = nn.Linear(channels * patch_size**2, dim)
         self.fourier = FourierFeatures(num_features=num_fourier, bandwidth=bandwidth)
         self.pos = nn.Linear(self.fourier.out_dim, dim)
 
     def centres(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """(gh * gw, 2) patch centres (y, x) in the pixel-centre convention of ``ginr.coords``."""
-        p = self.patch_size
-        ys = (torch.arange(math.ceil(height / p), device=device) * p + p / 2) * 2 / height - 1
-        xs = (torch.arange(math.ceil(width / p), device=device) * p + p / 2) * 2 / width - 1
+        p, pad = self.patch_size, self.padding
+        ys = (
+            torch.arange(math.ceil((height + 2 * pad) / p), device=device) * p + p / 2 - pad
+        ) * 2 / height - 1
+        xs = (torch.arange(math.ceil((width + 2 * pad) / p), device=device) * p + p / 2 - pad) * 2 / width - 1
         return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, C, H, W) -> tokens (B, ceil(H/p) * ceil(W/p), D)."""
+        """images (B, C, H, W) -> tokens (B, ceil((H + 2 pad)/p) * ceil((W + 2 pad)/p), D)."""
         _, channels, height, width = images.shape
         if channels != self.channels:
             raise ValueError(f"encoder expects {self.channels}-channel images, got {channels} channels")
-        p = self.patch_size
-        images = F.pad(images, (0, -width % p, 0, -height % p))
+        p, pad = self.patch_size, self.padding
+        height_padded, width_padded = height + 2 * pad, width + 2 * pad
+        images = F.pad(images, (pad, pad + -width_padded % p, pad, pad + -height_padded % p))
         patches = rearrange(images, "b c (gh p1) (gw p2) -> b (gh gw) (c p1 p2)", p1=p, p2=p)
         return self.proj(patches) + self.pos(self.fourier(self.centres(height, width, images.device)))
 
@@ -131,6 +136,7 @@ class BiMambaEncoder(nn.Module):
         depth: Positive = 6,
         mlp_dim: Positive = 1024,
         patch_size: Positive = 2,
+        patch_padding: Count = 0,
         num_latents: Positive = 256,
         placement: Placement = "interleave",
         d_state: Positive = 16,
@@ -145,7 +151,9 @@ class BiMambaEncoder(nn.Module):
         super().__init__()
         latent_positions(1, 1, placement)  # validates the name before any weights are built
         self.dim, self.num_latents, self.placement, self.checkpoint = dim, num_latents, placement, checkpoint
-        self.tokenizer = PatchTokenizer(channels=channels, dim=dim, patch_size=patch_size)
+        self.tokenizer = PatchTokenizer(
+            channels=channels, dim=dim, patch_size=patch_size, padding=patch_padding
+        )
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
         mixer = {"d_state": d_state, "d_conv": d_conv, "expand": expand, "backend": backend}
         self.blocks = nn.ModuleList(BiMambaBlock(dim, mlp_dim=mlp_dim, **mixer) for _ in range(depth))
