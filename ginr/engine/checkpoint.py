@@ -8,10 +8,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
+
+MODEL_KEYS = ("encoder", "decoder", "data.channels")  # what a checkpoint's weights depend on
 
 
 class CheckpointError(RuntimeError):
     pass
+
+
+def check_compatible(saved: dict, cfg: DictConfig, path: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``cfg`` builds the model the checkpoint's config built."""
+    current = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    saved = OmegaConf.create(saved)
+    diffs = [k for k in MODEL_KEYS if OmegaConf.select(saved, k) != OmegaConf.select(current, k)]
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} was trained with another {', '.join(diffs)} config")
 
 
 def rng_state() -> dict[str, Any]:

@@ -23,7 +23,6 @@ from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepResult, select_queries
 
 log = logging.getLogger(__name__)
-MODEL_KEYS = ("encoder", "decoder", "data.channels")
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
 OutOfMemoryHint = Callable[[DictConfig, int], str]
 
@@ -34,14 +33,6 @@ class TrainingDiverged(RuntimeError):
 
 class DataError(RuntimeError):
     """The dataset could not be loaded; the message names the file or folder and what to do."""
-
-
-def check_compatible(saved: dict, cfg: DictConfig, path: Path) -> None:
-    current = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    saved = OmegaConf.create(saved)
-    diffs = [k for k in MODEL_KEYS if OmegaConf.select(saved, k) != OmegaConf.select(current, k)]
-    if diffs:
-        raise ckpt.CheckpointError(f"checkpoint {path} was trained with another {', '.join(diffs)} config")
 
 
 class Trainer:
@@ -84,12 +75,8 @@ class Trainer:
                     )
                     for split in ("val", "test")
                 }
-            except (
-                InstantiationException,
-                OSError,
-                ValueError,
-                RuntimeError,
-            ) as err:  # missing, corrupt, offline
+            except (InstantiationException, OSError, ValueError, RuntimeError) as err:
+                # missing, corrupt or offline: one line naming the dataset
                 cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
                 raise DataError(f"{cfg.data.dataset._target_.rsplit('.', 1)[-1]}: {cause}") from err
         sampler = StepBatchSampler(
@@ -111,7 +98,7 @@ class Trainer:
     def _resume(self, path: str) -> None:
         path = ckpt.resolve_checkpoint(path)
         state = ckpt.load_checkpoint(path, map_location=self.device)
-        check_compatible(state["config"], self.cfg, path)
+        ckpt.check_compatible(state["config"], self.cfg, path)
         self.step_fn.load_state_dict(state)
         self.step, self.best_psnr, self.bad_steps = (
             state["step"],
@@ -138,15 +125,10 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         k, index = self.cfg.trainer.queries_per_image, None
         if k is not None:
-            index = query_indices(
-                self.step,
-                self.cfg.seed,
-                self.dist.rank,
-                self.dist.world_size,
-                len(images),
-                self.coords.shape[0],
-                k,
-            ).to(self.device)
+            world = (self.dist.rank, self.dist.world_size)
+            index = query_indices(self.step, self.cfg.seed, *world, len(images), self.coords.shape[0], k).to(
+                self.device
+            )
         return self.step_fn(images, *select_queries(images, self.coords, index))
 
     def run(self) -> dict[str, float]:
