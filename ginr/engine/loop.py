@@ -76,7 +76,6 @@ class Trainer:
                     for split in ("val", "test")
                 }
             except (InstantiationException, OSError, ValueError, RuntimeError) as err:
-                # missing, corrupt or offline: one line naming the dataset
                 cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
                 raise DataError(f"{cfg.data.dataset._target_.rsplit('.', 1)[-1]}: {cause}") from err
         sampler = StepBatchSampler(
