@@ -36,7 +36,7 @@ def make_decoder(kind, channels=3, **kw):
         )
     return MultiBandDecoder(
         block=BLOCKS[kind], latent_dim=DIM, out_channels=channels, hidden_dim=DIM, num_layers=3,
-        bandwidths=(8.0, 32.0), num_fourier=8, heads=2, dim_head=8, num_latents=16, **kw,
+        bandwidths=(0.16, 0.64), num_fourier=8, heads=2, dim_head=8, num_latents=16, **kw,
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from tests.conftest import EXPERIMENTS, compose
 NOT_APPLICABLE = {
     ("scent", "decoder.num_layers"),  # the plain SCENT decoder counts feedforwards there
     ("scent", "decoder.bandwidths"),
+    ("scent", "decoder.modulation"),
     ("scent", "decoder.block.ff_mult"),
     ("mamba_ginr", "decoder.block.ff_mult"),  # resblock has no feedforward
 }

@@ -14,7 +14,11 @@
 form of this codebase). The band stacks see only coordinates; the carried value makes the finer scales
 depend on the coarser ones, so the output is not a sum of per-scale terms.
 
-Each stack is Linear + GELU, then ``num_layers - 1`` blocks of one type (``ginr.models.blocks``).
+Bandwidths are fractions of the Nyquist frequency of the training ``resolution`` (``ginr.coords.nyquist``),
+so one config means the same spectrum at 32 px and at 178 px; 1.0 puts a scale's frequencies (their
+standard deviation for the Gaussian spectrum, their maximum for the log spectrum) at the finest detail the
+training images hold. Each stack is Linear + GELU, then ``num_layers - 1`` blocks of one type
+(``ginr.models.blocks``).
 :class:`ScentDecoder` is the plain SCENT decoder: cross-attention, query skip, feedforwards, linear.
 """
 
@@ -26,8 +30,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ginr.constraints import NonNegative, Positive, PositiveFloat
+from ginr.coords import nyquist
 from ginr.models.blocks import mixes_queries
-from ginr.models.layers import Attention, AttnImpl, FeedForward, FourierFeatures, PreNorm
+from ginr.models.layers import Attention, AttnImpl, FeedForward, FourierFeatures, PreNorm, Spectrum
 
 BlockFactory = Callable[..., nn.Module]
 
@@ -60,11 +65,10 @@ class Band(nn.Module):
     """One scale of the multi-band decoder: its modulated feature, and the carried value through it."""
 
     def __init__(
-        self, *, bandwidth: float, num_fourier: int, learnable: bool, dim: int, out_channels: int,
-        modulation: Modulation, **stack,
-    ):  # fmt: skip
+        self, *, fourier: FourierFeatures, dim: int, out_channels: int, modulation: Modulation, **stack
+    ):
         super().__init__()
-        self.fourier = FourierFeatures(num_features=num_fourier, bandwidth=bandwidth, learnable=learnable)
+        self.fourier = fourier
         self.band = Stack(in_dim=self.fourier.out_dim, dim=dim, **stack)
         self.modulation = Stack(in_dim=dim, dim=dim, **stack)
         self.skip = nn.Linear(self.fourier.out_dim, dim)
@@ -82,6 +86,16 @@ class Band(nn.Module):
         """(carried value, this scale's output) from the feature and the value carried from coarser scales."""
         hidden = self.carry(feature + hidden)
         return hidden, self.head(hidden)
+
+
+def fourier_factory(
+    resolution: int, num_fourier: int, spectrum: Spectrum, learnable: bool
+) -> Callable[[float], FourierFeatures]:
+    """Bandwidth as a fraction of ``resolution``'s Nyquist frequency -> its Fourier features."""
+    limit = nyquist(resolution)
+    return lambda fraction: FourierFeatures(
+        num_features=num_fourier, bandwidth=fraction * limit, spectrum=spectrum, learnable=learnable
+    )
 
 
 class LocalityBias(nn.Module):
@@ -112,8 +126,10 @@ class MultiBandDecoder(nn.Module):
         out_channels: Positive = 3,
         hidden_dim: Positive = 512,
         num_layers: Positive = 3,
-        bandwidths: Sequence[PositiveFloat] = (4.0, 16.0),
-        query_bandwidth: PositiveFloat = 4.0,
+        resolution: Positive = 32,
+        bandwidths: Sequence[PositiveFloat] = (0.25, 1.0),
+        query_bandwidth: PositiveFloat = 0.125,
+        spectrum: Spectrum = "log",
         num_fourier: Positive = 64,
         learnable_bandwidth: bool = False,
         heads: Positive = 8,
@@ -127,9 +143,8 @@ class MultiBandDecoder(nn.Module):
         super().__init__()
         if not bandwidths:
             raise ValueError("decoder bandwidths must name at least one scale, got an empty list")
-        self.query_fourier = FourierFeatures(
-            num_features=num_fourier, bandwidth=query_bandwidth, learnable=learnable_bandwidth
-        )
+        fourier = fourier_factory(resolution, num_fourier, spectrum, learnable_bandwidth)
+        self.query_fourier = fourier(query_bandwidth)
         self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
         xattn = Attention(hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
         self.modulation = PreNorm(hidden_dim, xattn, context_dim=latent_dim)
@@ -137,9 +152,7 @@ class MultiBandDecoder(nn.Module):
         stack = {"num_layers": num_layers, "block": block, "checkpoint": checkpoint}
         self.bands = nn.ModuleList(
             Band(
-                bandwidth=bw,
-                num_fourier=num_fourier,
-                learnable=learnable_bandwidth,
+                fourier=fourier(bw),
                 dim=hidden_dim,
                 out_channels=out_channels,
                 modulation=modulation,
@@ -177,7 +190,9 @@ class ScentDecoder(nn.Module):
         out_channels: Positive = 3,
         hidden_dim: Positive = 512,
         num_layers: Positive = 2,
-        query_bandwidth: PositiveFloat = 4.0,
+        resolution: Positive = 32,
+        query_bandwidth: PositiveFloat = 0.125,
+        spectrum: Spectrum = "log",
         num_fourier: Positive = 64,
         learnable_bandwidth: bool = False,
         heads: Positive = 8,
@@ -187,9 +202,8 @@ class ScentDecoder(nn.Module):
         checkpoint: bool = False,
     ):
         super().__init__()
-        self.query_fourier = FourierFeatures(
-            num_features=num_fourier, bandwidth=query_bandwidth, learnable=learnable_bandwidth
-        )
+        fourier = fourier_factory(resolution, num_fourier, spectrum, learnable_bandwidth)
+        self.query_fourier = fourier(query_bandwidth)
         self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
         xattn = Attention(hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
         self.cross_attn = PreNorm(hidden_dim, xattn, context_dim=latent_dim)

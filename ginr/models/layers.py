@@ -86,26 +86,53 @@ class Attention(nn.Module):
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
-class FourierFeatures(nn.Module):
-    """Gaussian Fourier features ``[sin(x W), cos(x W)]`` with ``W ~ N(0, bandwidth^2)``.
+Spectrum = Literal["gaussian", "log"]
+SPECTRA = get_args(Spectrum)
 
-    ``bandwidth`` is the standard deviation of the angular frequencies, in radians per unit of the
-    [-1, 1] coordinate. Computed in float32 even under autocast: high frequencies need the precision.
+
+class FourierFeatures(nn.Module):
+    """Fourier features ``[sin(x W), cos(x W)]`` of coordinates in the ``ginr.coords`` convention.
+
+    Frequencies are angular, in radians per unit of the [-1, 1] coordinate: an ``R``-pixel grid resolves
+    up to ``ginr.coords.nyquist(R) = pi R / 2``. ``spectrum="gaussian"`` draws ``W ~ N(0, bandwidth^2)``
+    (random directions; ``bandwidth`` is the standard deviation). ``spectrum="log"`` is deterministic and
+    axis-aligned: ``num_features / in_dim`` frequencies per axis, log-spaced from ``pi / 2`` (half a cycle
+    across the image) up to ``bandwidth``. Computed in float32 even under autocast: high frequencies need
+    the precision.
     """
 
+    lowest = math.pi / 2
+
     def __init__(
-        self, *, in_dim: int = 2, num_features: int = 64, bandwidth: float = 16.0, learnable: bool = False
-    ):
+        self, *, in_dim: int = 2, num_features: int = 64, bandwidth: float = 16.0, spectrum: Spectrum = "gaussian",
+        learnable: bool = False,
+    ):  # fmt: skip
         super().__init__()
         if bandwidth <= 0:
             raise ValueError(f"Fourier bandwidth must be > 0, got {bandwidth}")
+        if spectrum not in SPECTRA:
+            raise ValueError(f"Fourier spectrum must be one of {', '.join(SPECTRA)}, got {spectrum!r}")
         self.out_dim = 2 * num_features
-        self.register_buffer("freqs", torch.randn(in_dim, num_features))
+        if spectrum == "gaussian":
+            freqs = torch.randn(in_dim, num_features)
+        else:
+            freqs = self.log_spectrum(in_dim, num_features, bandwidth)
+        self.register_buffer("freqs", freqs)
         log_bw = torch.tensor(math.log(bandwidth))
         if learnable:
             self.log_bandwidth = nn.Parameter(log_bw)
         else:
             self.register_buffer("log_bandwidth", log_bw)
+
+    @classmethod
+    def log_spectrum(cls, in_dim: int, num_features: int, bandwidth: float) -> torch.Tensor:
+        """(in_dim, num_features) axis-aligned frequencies, log-spaced per axis, divided by ``bandwidth``."""
+        if num_features % in_dim:
+            raise ValueError(f"log spectrum needs num_fourier divisible by {in_dim} axes, got {num_features}")
+        if bandwidth <= cls.lowest:
+            raise ValueError(f"log spectrum needs a bandwidth above pi / 2 rad per unit, got {bandwidth:.4g}")
+        top_down = torch.logspace(0.0, math.log10(cls.lowest / bandwidth), num_features // in_dim).double()
+        return torch.block_diag(*[top_down.flip(0)[None]] * in_dim).float()
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """coords (..., in_dim) -> (..., 2 * num_features), float32."""
