@@ -61,6 +61,7 @@ class Trainer:
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     compile: bool
     queries_per_image: Positive | None
+    query_sampling: Literal["per_image", "per_batch"]
     eval_every: Positive
     eval_max_images: Positive | None
     test_max_images: Positive | None

@@ -268,3 +268,34 @@ def test_patch_padding_pads_every_side_and_centres_follow():
     dot[0, 0, 0, 0] = 1.0  # the top-left pixel lands in the first patch only, one pixel in from its corner
     changed = (tokenizer(dot) - tokenizer(blank)).abs().sum(-1)[0] > 0
     assert tokenizer(blank).shape == (1, 9, 4) and changed.tolist() == [True] + [False] * 8
+
+
+@pytest.mark.parametrize("kind", [*BLOCKS, "scent"])
+@pytest.mark.parametrize("locality", [0.0, 1.0])
+def test_shared_coordinates_give_the_same_outputs_and_gradients_as_per_image_copies(kind, locality):
+    """Coordinates of batch 1 run the coordinate-only work once; copies per image run it B times."""
+    torch.manual_seed(0)
+    extra = {"locality": locality} if kind != "scent" else {}
+    if kind == "scent" and locality:
+        pytest.skip("the plain SCENT decoder has no locality bias")
+    model = make_model(kind, learnable_bandwidth=True, **extra).double()
+    images, coords = torch.rand(3, 3, 16, 16, dtype=torch.float64), pixel_grid(8, 8, dtype=torch.float64)
+    outputs, grads = [], []
+    for c in (coords, coords.expand(3, -1, -1).contiguous()):
+        model.zero_grad()
+        out = model(images, c)
+        out.square().mean().backward()
+        outputs.append(out)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def test_shared_coordinates_run_the_band_stacks_at_batch_one():
+    model = make_model("ff_ff")
+    seen = []
+    model.decoder.bands[0].band.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    model(torch.rand(4, 3, 16, 16), pixel_grid(8, 8))
+    model(torch.rand(4, 3, 16, 16), pixel_grid(8, 8).expand(4, -1, -1))
+    assert seen == [1, 4]

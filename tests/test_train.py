@@ -185,3 +185,26 @@ def test_cli_missing_image_folder_is_one_line_and_exit_code_2(tmp_path):
     assert proc.returncode == 2
     assert "error: ImageFolder:" in proc.stderr and "nowhere" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_query_sampling_draws_distinct_pixels_per_image_or_one_set_per_batch(shared):
+    from ginr.coords import pixel_grid
+    from ginr.engine.data import query_indices
+    from ginr.engine.step import select_queries
+
+    images, grid = torch.rand(4, 3, 8, 8), pixel_grid(8, 8)
+    index = query_indices(7, 0, 0, 1, 4, 64, 10, shared=shared)
+    coords, targets = select_queries(images, grid, index)
+    assert coords.shape == ((10, 2) if shared else (4, 10, 2)) and targets.shape == (4, 10, 3)
+    rows = index.expand(4, -1) if shared else index
+    assert all(len(set(row.tolist())) == 10 for row in rows)  # distinct within an image
+    assert (len({tuple(row.tolist()) for row in rows}) == 1) == shared
+    # each target is the pixel at its coordinate
+    per_image = coords.expand(4, -1, -1) if shared else coords
+    ij = ((per_image + 1) * 8 - 1) / 2
+    for b in range(4):
+        expected = images[b, :, ij[b, :, 0].round().long(), ij[b, :, 1].round().long()].T
+        torch.testing.assert_close(targets[b], expected)
+    # a rank of a two-process run sees its slice of the same draw (the shared set whole)
+    assert torch.equal(query_indices(7, 0, 1, 2, 2, 64, 10, shared=shared), index if shared else index[2:])

@@ -55,11 +55,22 @@ def train_loader(dataset: Dataset, sampler: StepBatchSampler, num_workers: int, 
 
 
 def query_indices(
-    step: int, seed: int, rank: int, world_size: int, batch: int, num_pixels: int, k: int
+    step: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    batch: int,
+    num_pixels: int,
+    k: int,
+    *,
+    shared: bool = False,
 ) -> torch.Tensor:
     """(batch, k) random pixel indices per image of this rank's share of the global batch at ``step``,
-    distinct within an image; the same pixels for an image whatever the number of processes."""
+    distinct within an image; the same pixels for an image whatever the number of processes. ``shared``:
+    one draw (k,) for every image of the global batch, so the decoder's coordinate-only work is shared."""
     generator = torch.Generator().manual_seed(hash((seed, step)) % 2**63)
+    if shared:
+        return torch.rand(num_pixels, generator=generator).argsort()[:k]
     scores = torch.rand(batch * world_size, num_pixels, generator=generator)[
         rank * batch : (rank + 1) * batch
     ]

@@ -125,9 +125,10 @@ class Trainer:
         k, index = self.cfg.trainer.queries_per_image, None
         if k is not None:
             world = (self.dist.rank, self.dist.world_size)
-            index = query_indices(self.step, self.cfg.seed, *world, len(images), self.coords.shape[0], k).to(
-                self.device
-            )
+            shared = self.cfg.trainer.query_sampling == "per_batch"
+            index = query_indices(
+                self.step, self.cfg.seed, *world, len(images), self.coords.shape[0], k, shared=shared
+            ).to(self.device)
         return self.step_fn(images, *select_queries(images, self.coords, index))
 
     def run(self) -> dict[str, float]:

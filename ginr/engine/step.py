@@ -35,12 +35,14 @@ def forward_loss(
 def select_queries(
     images: torch.Tensor, grid: torch.Tensor, index: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(coords, targets) of a batch: every pixel of the shared ``grid`` (N, 2) when ``index`` is None,
-    else the pixels ``index`` (B, K) of each image -> coords (B, K, 2), targets (B, K, C)."""
+    """(coords, targets) of a batch: every pixel of the shared ``grid`` (N, 2) when ``index`` is None;
+    the pixels ``index`` (K,) of every image -> shared coords (K, 2), targets (B, K, C); or the pixels
+    ``index`` (B, K) of each image -> coords (B, K, 2), targets (B, K, C)."""
     targets = image_to_values(images)
     if index is None:
         return grid, targets
     coords = grid[index]
+    index = index.expand(len(images), -1) if index.dim() == 1 else index
     return coords, targets.gather(1, index.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
 
 

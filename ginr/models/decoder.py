@@ -1,5 +1,9 @@
 """SCENT-style decoders: coordinates (B, N, 2) + latent tokens (B, M, Dz) -> values (B, N, C).
 
+Coordinates of batch 1 are shared by every image: the work that depends only on them (Fourier features,
+the query projection, the band stacks unless their blocks attend to the latents) runs once at batch 1
+and broadcasts where it meets the latents, so it costs one image's compute instead of B.
+
 :class:`MultiBandDecoder` (the family the experiments compare), after LA-GINR's multi-band decoder::
 
     q = proj(fourier_q(coords));  m = q + CrossAttn(q, latents)             modulation vector
@@ -114,7 +118,7 @@ class LocalityBias(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """coords (B, N, 2) -> bias (B, 1, N, M)."""
-        return -self.scale * torch.cdist(coords.float(), self.positions).square().unsqueeze(1)
+        return -self.scale * torch.cdist(coords.to(self.positions.dtype), self.positions).square().unsqueeze(1)
 
 
 class MultiBandDecoder(nn.Module):
@@ -163,7 +167,7 @@ class MultiBandDecoder(nn.Module):
         self.mixes_queries = mixes_queries(self.bands)
 
     def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, Dz), coords (B, N, 2) -> (B, N, C)."""
+        """latents (B, M, Dz), coords (B | 1, N, 2) -> (B, N, C)."""
         q = self.query_proj(self.query_fourier(coords))
         bias = self.locality(coords) if self.locality is not None else None
         modulation = q + self.modulation(q, context=latents, bias=bias)
@@ -214,7 +218,7 @@ class ScentDecoder(nn.Module):
         self.checkpoint = checkpoint
 
     def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, Dz), coords (B, N, 2) -> (B, N, C)."""
+        """latents (B, M, Dz), coords (B | 1, N, 2) -> (B, N, C)."""
         q = self.query_proj(self.query_fourier(coords))
         x = q + self.cross_attn(q, context=latents)
         for ff in self.ffs:

@@ -25,9 +25,11 @@ class GINR(nn.Module):
         return self.encoder(images)
 
     def decode(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, D), coords (B, N, 2) or (N, 2) shared by the batch -> values (B, N, C)."""
+        """latents (B, M, D), coords (B, N, 2) per image, or (N, 2) / (1, N, 2) shared by the batch ->
+        values (B, N, C). Shared coordinates stay at batch 1 through the decoder's coordinate-only work
+        (Fourier features, query projection, each band stack), which is then computed once per batch."""
         if coords.dim() == 2:
-            coords = coords.expand(latents.shape[0], -1, -1)
+            coords = coords.unsqueeze(0)
         chunk = self.checkpoint_queries
         if chunk is None or not torch.is_grad_enabled() or coords.shape[1] <= chunk:
             return self.decoder(latents, coords)

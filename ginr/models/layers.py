@@ -70,10 +70,15 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """x (B, N, Dq), context (B, M, Dc), bias (B | 1, 1, N, M) added to the logits -> (B, N, Dq)."""
+        """x (B, N, Dq), context (B, M, Dc), bias (B | 1, 1, N, M) added to the logits -> (B, N, Dq).
+
+        ``x`` may have batch 1 against a batch of contexts (queries shared by every image): its
+        projection is computed once and broadcast.
+        """
         context = x if context is None else context
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        q = q.expand(k.shape[0], -1, -1, -1)
         if bias is not None:
             bias = bias.to(q.dtype)
         if self.impl == "sdpa":
@@ -137,5 +142,5 @@ class FourierFeatures(nn.Module):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """coords (..., in_dim) -> (..., 2 * num_features), float32."""
         with torch.autocast(coords.device.type, enabled=False):
-            proj = coords.float() @ (self.freqs * self.log_bandwidth.exp())
+            proj = coords.to(self.freqs.dtype) @ (self.freqs * self.log_bandwidth.exp())
             return torch.cat([proj.sin(), proj.cos()], dim=-1)
