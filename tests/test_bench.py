@@ -72,7 +72,7 @@ def test_report_of_gpu_results(tmp_path):
     )
     assert "activations at 16384 vs 1024 queries (16x): 16.0x" in text
     assert "speed-up of the cuda backend over torch: 4.0x" in text
-    assert "| bf16 | 50.0 | 40.0 | 1.25x |" in text
+    assert "| scent_ff | 50.0 | 40.0 | 1.25x | 100 | 20.00 |" in text
     assert "| scent_ff | bf16 | off | 50.0 | 1280 | 28.00 | 27.00 | 20000 | 40.0% |" in text
     plot_memory_vs_queries(results, tmp_path / "m.png")
     plot_ms_per_step(results, tmp_path / "s.png")
@@ -95,8 +95,15 @@ def test_presets_and_selection():
     assert {c.group for c in quick} == {"main", "queries"} and all(c.precision == "bf16" for c in quick)
     assert max(c.queries for c in quick) == 16384
     compiled = [c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]
-    assert [c.name for c in compiled] == ["compile/scent_ff/bf16"]  # the speed targets are bf16
-    assert case_config(compiled[0].overrides).trainer.compile  # the step is built compiled, not only named so
+    # the training default on a GPU: every variant, and the memory-lean mode, compiled; the rest eager
+    assert [c.name for c in compiled] == [
+        *(f"compile/{v}/bf16" for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn", "scent_attn_naive")),
+        "compile/lean/scent_ff/chunk64", "compile/lean/scent_ff/chunk256",
+    ]  # fmt: skip
+    assert all(
+        case_config(c.overrides).trainer.compile for c in compiled
+    )  # built compiled, not only named so
+    assert not any(case_config(c.overrides).trainer.compile for c in reference if c.group == "main")
     lean = [c.name for c in reference if c.group == "lean"]
     assert lean == [
         "lean/mamba_ginr/chunk64",

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile'd steps of the default experiment"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="also write each training case's kernel table to OUT/profile/"
+    )
     parser.add_argument("--peak-tflops", type=float, help="peak rate for MFU, in TFLOP/s, for every case")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]

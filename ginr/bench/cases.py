@@ -36,6 +36,7 @@ class Timing:
 
 
 CHECKPOINTING = ("decoder.checkpoint=true", "encoder.checkpoint=true")
+EAGER = ("trainer.compile=false",)  # every case eager (hardware=gpu compiles) unless it is a compile/ case
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,9 +79,9 @@ class Preset:
 ALL_GROUPS = ("main", "lean", "queries", "batch", "encoder", "render")
 PRESETS = {
     # sweep batch 4: the 16x point (16384 queries) fits on an 80 GB GPU for every block type
-    "reference": Preset((), 64, 1024, (1024, 4096, 16384, 65536), 4, (16, 64), ("bf16", "fp32"), ALL_GROUPS,
+    "reference": Preset(EAGER, 64, 1024, (1024, 4096, 16384, 65536), 4, (16, 64), ("bf16", "fp32"), ALL_GROUPS,
                         1024, (65536, 16384), Timing(3, 8, 20.0), 330.0),
-    "quick": Preset((), 64, 1024, (1024, 4096, 16384), 4, (), ("bf16",), ("main", "queries"),
+    "quick": Preset(EAGER, 64, 1024, (1024, 4096, 16384), 4, (), ("bf16",), ("main", "queries"),
                     1024, (), Timing(2, 5, 10.0), 240.0),
     "cpu": Preset(("hardware=cpu",), 2, 64, (16, 64, 256), 2, (2, 4), ("bf16", "fp32"), ALL_GROUPS,
                   16, (64, 16), Timing(1, 2, 2.0), None, (16,)),
@@ -130,11 +131,17 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                  checkpoint=True, batch=preset.batch, queries=preset.queries)
             for v in per_query for c in preset.lean_chunks
         ]  # fmt: skip
-    if compile:
+    if compile:  # what training runs on a GPU by default: every variant compiled, and the lean mode
+        compiled = ("trainer.compile=true",)
         cases += [
-            Case(f"compile/{default}/{p}", "compile", default, every[default] + ("trainer.compile=true",),
-                 precision=p, batch=preset.batch, queries=preset.queries, compile=True)
-            for p in preset.precisions if p == "bf16"
+            Case(f"compile/{v}/bf16", "compile", v, every[v] + compiled, batch=preset.batch,
+                 queries=preset.queries, compile=True)
+            for v in every
+        ] + [
+            Case(f"compile/lean/{default}/chunk{c}", "compile", default,
+                 every[default] + (f"trainer.checkpoint_queries={c}", CHECKPOINTING[1], *compiled),
+                 checkpoint=True, batch=preset.batch, queries=preset.queries, compile=True)
+            for c in preset.lean_chunks
         ]  # fmt: skip
     return cases
 

@@ -162,31 +162,31 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         ]
     compiled = _group(results, "compile")
     if compiled:
-        lines += [f"## torch.compile ({compiled[0]['variant']}, ckpt off)", ""]
+        lines += ["## torch.compile (bf16; the training default on a GPU)", ""]
         rows = []
         for r in compiled:
-            eager = next(
-                (
-                    e
-                    for e in main
-                    if e["variant"] == r["variant"]
-                    and e["precision"] == r["precision"]
-                    and not e["checkpoint"]
-                ),
-                None,
+            case = r["name"].removeprefix("compile/").removesuffix("/bf16")
+            twin = (
+                f"lean/{case.removeprefix('lean/')}"
+                if case.startswith("lean/")
+                else f"main/{case}/bf16/ckpt-off"
             )
+            eager = next((e for e in [*main, *lean] if e["name"] == twin), None)
             e_ms, c_ms = (eager or {}).get("ms"), r.get("ms")
             rows.append(
                 [
-                    r["precision"],
+                    case,
                     _num(e_ms),
                     _num(c_ms) if r["status"] == "ok" else r["status"],
                     _num(e_ms / c_ms if e_ms and c_ms else None, "{:.2f}x"),
+                    _num(r["batch"] / (c_ms / 1000) if c_ms else None, "{:.0f}"),
                     _gb(r.get("peak_bytes")),
+                    _num(100 * r["mfu"] if r.get("mfu") else None, "{:.1f}%"),
                 ]
             )
         lines += _table(
-            ["precision", "eager ms/step", "compiled ms/step", "speed-up", "compiled peak GB"], rows
+            ["case", "eager ms/step", "compiled ms/step", "speed-up", "images/s", "compiled peak GB", "MFU"],
+            rows,
         ) + [""]
     return "\n".join(lines)
 

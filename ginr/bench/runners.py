@@ -8,6 +8,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -81,14 +82,33 @@ def measure(
 
 
 def run_train(
-    case: Case, cfg: DictConfig, device: torch.device, timing: Timing, count_flops: bool
-) -> Measurement:
+    case: Case, cfg: DictConfig, device: torch.device, timing: Timing, count_flops: bool,
+    profile: Path | None = None,
+) -> Measurement:  # fmt: skip
     step = build_train_step(cfg, device)
     sets = [
         synthetic_batch(case.batch, cfg.data.channels, cfg.data.resolution, case.queries, device)
         for _ in range(3)
     ]
-    return measure(lambda i: step(*sets[i % len(sets)]), device, timing, count_flops=count_flops)
+    measured = measure(lambda i: step(*sets[i % len(sets)]), device, timing, count_flops=count_flops)
+    if profile is not None:
+        write_profile(lambda i: step(*sets[i % len(sets)]), device, profile)
+    return measured
+
+
+def write_profile(fn: Callable[[int], object], device: torch.device, path: Path, steps: int = 3) -> None:
+    """The kernels of ``steps`` calls of ``fn`` by total device time (torch.profiler), as a text table."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for i in range(steps):
+            fn(i)
+        _sync(device)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90)
+    path.write_text(f"{steps} steps\n{table}\n")
 
 
 def run_encoder(case: Case, cfg: DictConfig, device: torch.device, timing: Timing) -> Measurement:
@@ -204,7 +224,8 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
         elif case.group == "render":
             m = run_render(case, cfg, device, preset.timing)
         else:
-            m = run_train(case, cfg, device, preset.timing, count_flops=not case.compile)
+            profile = args.out / "profile" / f"{case.name.replace('/', '_')}.txt" if args.profile else None
+            m = run_train(case, cfg, device, preset.timing, count_flops=not case.compile, profile=profile)
     except Exception as err:  # one failing case must not cost the others
         out_of_memory = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
         first_line = (str(err).strip().splitlines() or [""])[0]

@@ -134,7 +134,7 @@ class Trainer:
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()
         metrics: dict[str, float] = {}
-        window = self._new_window()
+        window, compile_reported = self._new_window(), False
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
@@ -147,6 +147,12 @@ class Trainer:
                 raise self._out_of_memory() from err
             self.step += 1
             window["time"] += time.perf_counter() - tick
+            if self.step_fn.compile_s is not None and not compile_reported:
+                log.info(
+                    "torch.compile: the first step took %.1f s, compilation included", self.step_fn.compile_s
+                )
+                self.logger.scalars(self.step, {"perf/compile_s": self.step_fn.compile_s})
+                compile_reported = True
             self._count_bad(result.ok)
             if result.ok:  # summed on the device: the window is reduced and read once, at the log step
                 window["sums"] += torch.stack([result.loss, result.psnr, result.grad_norm]).float()

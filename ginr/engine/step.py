@@ -5,6 +5,8 @@ A step is ``forward_backward`` (autocast forward, float32 MSE, scaled backward) 
 (unscale, clip, a finite check agreed across ranks, optimizer and scheduler step, zero_grad).
 """
 
+import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -12,9 +14,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._dynamo import OptimizedModule
+from torch._dynamo.exc import TorchDynamoException
 
 from ginr.coords import image_to_values, pixel_grid
 from ginr.engine.metrics import psnr
+
+log = logging.getLogger(__name__)
 
 
 def autocast(device: torch.device | str, dtype: torch.dtype | None) -> AbstractContextManager:
@@ -97,6 +103,7 @@ class TrainStep:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.amp, self.grad_clip, self.all_finite = amp, grad_clip, all_finite
         self.net = model if net is None else net
+        self.compile_s: float | None = None  # the first compiled step's seconds, once it has run
         device = next(model.parameters()).device
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
@@ -104,8 +111,27 @@ class TrainStep:
         self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, predictions) after the backward pass has filled the gradients."""
+        if self.compile_s is None and isinstance(self.net, OptimizedModule):
+            return self._first_compiled(images, coords, targets)
         loss, pred = forward_loss(self.net, images, coords, targets, self.amp)
         self.scaler.scale(loss).backward()
+        return loss, pred
+
+    def _first_compiled(
+        self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first step of a compiled net: timed (``compile_s``: compilation + one step); where
+        compilation fails, the net falls back to eager for good and says so."""
+        tick = time.perf_counter()
+        try:
+            loss, pred = forward_loss(self.net, images, coords, targets, self.amp)
+        except TorchDynamoException as err:
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            log.warning("torch.compile failed (%s); training eagerly", first_line[:200])
+            self.net = self.net._orig_mod
+            loss, pred = forward_loss(self.net, images, coords, targets, self.amp)
+        self.scaler.scale(loss).backward()
+        self.compile_s = time.perf_counter() - tick
         return loss, pred
 
     def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -118,7 +118,9 @@ class LocalityBias(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """coords (B, N, 2) -> bias (B, 1, N, M)."""
-        return -self.scale * torch.cdist(coords.to(self.positions.dtype), self.positions).square().unsqueeze(1)
+        return -self.scale * torch.cdist(coords.to(self.positions.dtype), self.positions).square().unsqueeze(
+            1
+        )
 
 
 class MultiBandDecoder(nn.Module):
