@@ -100,10 +100,13 @@ def test_presets_and_selection():
         *(f"compile/{v}/bf16" for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn", "scent_attn_naive")),
         "compile/lean/scent_ff/chunk64", "compile/lean/scent_ff/chunk256",
     ]  # fmt: skip
+    sizes = PRESETS["reference"].sizes  # run_case puts the preset's overrides first
     assert all(
-        case_config(c.overrides).trainer.compile for c in compiled
-    )  # built compiled, not only named so
-    assert not any(case_config(c.overrides).trainer.compile for c in reference if c.group == "main")
+        case_config((*sizes, *c.overrides)).trainer.compile for c in compiled
+    )  # compiled, not only named so
+    assert not any(
+        case_config((*sizes, *c.overrides)).trainer.compile for c in reference if c.group == "main"
+    )
     lean = [c.name for c in reference if c.group == "lean"]
     assert lean == [
         "lean/mamba_ginr/chunk64",

@@ -208,3 +208,38 @@ def test_query_sampling_draws_distinct_pixels_per_image_or_one_set_per_batch(sha
         torch.testing.assert_close(targets[b], expected)
     # a rank of a two-process run sees its slice of the same draw (the shared set whole)
     assert torch.equal(query_indices(7, 0, 1, 2, 2, 64, 10, shared=shared), index if shared else index[2:])
+
+
+@pytest.mark.parametrize("backend_fails", [False, True])
+def test_compiled_step_is_timed_once_and_falls_back_to_eager_when_compilation_fails(backend_fails, caplog):
+    from ginr.engine.step import TrainStep, synthetic_batch
+
+    def backend(graph, inputs):
+        if backend_fails:
+            raise RuntimeError("no compiler here")
+        return graph.forward  # the "eager" backend: compiles nothing, keeps the test fast
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):  # (images, coords) -> (B, N, C), the model's calling convention
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 3)
+
+        def forward(self, images, coords):
+            return self.lin(coords).expand(images.shape[0], -1, -1) * images.mean()
+
+    net = Net()
+    step = TrainStep(net, torch.optim.SGD(net.parameters(), lr=0.1), amp=None, grad_clip=1.0,
+                     net=torch.compile(net, backend=backend))  # fmt: skip
+    images, coords, targets = synthetic_batch(2, 3, 2, 4, "cpu")
+    assert step.compile_s is None
+    first = step(images, coords, targets)
+    assert step.compile_s is not None and step.compile_s > 0 and first.ok
+    assert ("torch.compile failed" in caplog.text) == backend_fails
+    assert (step.net is net) == backend_fails  # eager for good after a failure
+    compile_s = step.compile_s
+    step(images, coords, targets)
+    assert step.compile_s == compile_s  # timed once
+    torch._dynamo.reset()
