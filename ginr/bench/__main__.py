@@ -10,6 +10,7 @@ glob), e.g. ``--only main/scent_ff queries/``. A case that runs out of GPU memor
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
@@ -36,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also write each training case's kernel table to OUT/profile/"
     )
+    parser.add_argument(
+        "--budget-s", type=float, help="start no case after this many seconds (default: the preset's)"
+    )
     parser.add_argument("--peak-tflops", type=float, help="peak rate for MFU, in TFLOP/s, for every case")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    if args.budget_s is not None:
+        preset = dataclasses.replace(preset, budget_s=args.budget_s)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cases = [c for c in build_cases(preset, compile=args.compile) if selected(c.name, args.only)]
     if not cases:
