@@ -73,7 +73,7 @@ class Preset:
     chunks: tuple[int, ...]
     timing: Timing
     budget_s: float | None  # cases left when it is spent are recorded as skipped
-    lean_chunks: tuple[int, ...] = (64, 256)  # trainer.checkpoint_queries of the memory-lean cases
+    lean_chunks: tuple[int, ...] = (64, 256, 512)  # trainer.checkpoint_queries of the memory-lean cases
 
 
 ALL_GROUPS = ("main", "lean", "queries", "batch", "encoder", "render")
