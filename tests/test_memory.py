@@ -374,16 +374,17 @@ def test_check_predicts_the_recorded_steps_of_a_benchmark_run(tmp_path):
         assert "1 of 2 points within 5%" in (tmp_path / "out" / "memory_check.md").read_text()
 
 
-RECORDED = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "reference.json"
+RECORDED = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "speed.json"
 
 
 def test_predictions_stay_within_tolerance_of_the_recorded_h100_peaks(tmp_path):
-    # a few of the points behind the accuracy claim (ginr.memory.plan), re-predicted on the CPU
+    # points behind the accuracy claim (ginr.memory.plan), re-predicted on the CPU: those with the encoder
+    # checkpointed, where the GPU's fused mixer (not modelled) leaves no activations behind
     names = {
-        "main/ff_ff/bf16/ckpt-on",
-        "main/ff_ff/fp32/ckpt-off",
-        "batch/ff_ff/16",
+        "main/scent_ff/bf16/ckpt-on",
         "main/scent/bf16/ckpt-on",
+        "lean/scent_ff/chunk64",
+        "lean/scent_ff/chunk256",
     }
     recorded = json.loads(RECORDED.read_text())
     recorded["cases"] = [c for c in recorded["cases"] if c["name"] in names]

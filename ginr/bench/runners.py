@@ -38,15 +38,17 @@ def _sync(device: torch.device) -> None:
 def measure(
     fn: Callable[[int], object], device: torch.device, timing: Timing, *, count_flops: bool = False
 ) -> Measurement:
-    """Warm up, optionally count FLOPs on one call, then time ``fn(i)`` (i rotates the inputs)."""
+    """Warm up, optionally count FLOPs on one call, then time ``fn(i)`` (i rotates the inputs). The case's
+    time budget starts after the first call, so compilation does not cut the number of timed calls."""
     out, calls = Measurement(), 0
-    started = time.perf_counter()
     for _ in range(max(1, timing.warmup)):
         tick = time.perf_counter()
         fn(calls)
         calls += 1
         _sync(device)
         step_s = time.perf_counter() - tick
+        if calls == 1:
+            started = time.perf_counter()
     if count_flops:
         with FlopCounterMode(display=False) as counter:
             fn(calls)

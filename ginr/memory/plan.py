@@ -14,18 +14,14 @@ selective-scan backend (mamba-ssm's kernel, with or without causal-conv1d's conv
 several GPUs (DDP's buckets), the fused mixer (``mamba_inner_fn``, which the GPU run takes where causal-conv1d
 is installed; simulated as the unfused kernels), the allocator's 512-byte rounding and fragmentation.
 
-Accuracy, as checked against ``max_memory_allocated`` on an H100 (torch 2.11, mamba-ssm without
-causal-conv1d; ``python -m ginr.memory.check --results experiments/benchmarks/reference.json`` re-predicts
-the 41 training steps recorded there): within 5% at 39 of them. Every decoder with SDPA or without
-attention (ff_ff, xattn_ff, attn_ff, resblock, scent) within 0.2% at batch 64, in bf16 and fp32, with and
-without checkpointing; -2.0% to +4.8% at batch 4 (1,024 to 65,536 queries) and +1.4% at batch 16, small
-steps over-predicted by up to 0.13 GB; naive attention -4.2% (bf16) and -3.6% (fp32). Outside the claim:
-naive attention with checkpointing (-17.3% bf16, -15.5% fp32: in every naive case the GPU holds about one
-float32 attention matrix, 2.1 GB, more in the backward than simulated) and runs with the fused mixer (+7% to
-+30% against ``optimised.json``). ``python -m ginr.memory.check`` on the same H100 (2026-11-22,
-``experiments/benchmarks/memory_check.md``): every experiment at the reference configuration, and
-``scent_ff`` with checkpointing, in fp32, at batch 16 and in the memory-lean mode, all within 5% (naive
-attention -4.1%, lean -2.6%, batch 16 +1.4%, the rest within 0.1%).
+Accuracy, against ``max_memory_allocated`` on an H100 (2026-11-22, torch 2.11,
+``experiments/benchmarks/memory_check.md``): within 1.2% at every recorded step whose encoder is
+checkpointed (``scent`` and ``scent_ff`` with checkpointing, memory-lean at 64, 256 and 512 queries per
+chunk). Those runs had causal-conv1d, so where the encoder is not checkpointed they took the fused mixer,
+which is not modelled: over-predicted by 12% to 44%. Before the decoder shared its coordinate-only work,
+the same planner was checked on unfused runs at 41 steps (every block type, bf16 and fp32, batch 4 to 64,
+1,024 to 65,536 queries): 39 within 5%; naive attention with checkpointing under-predicted by about 16%
+(the GPU holds one more float32 attention matrix in the backward than simulated).
 """
 
 import functools
