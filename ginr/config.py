@@ -5,7 +5,9 @@ Hardware is a config group: ``hardware=gpu`` is the full schedule, ``hardware=cp
 for a CPU machine; ``python -m ginr.train`` picks it from the machine unless the command line names one.
 """
 
+import difflib
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,6 +25,7 @@ from ginr.schema import ConfigError
 __all__ = [
     "CONFIG_DIR",
     "ConfigError",
+    "check_overrides",
     "compose",
     "default_hardware",
     "experiments",
@@ -48,6 +52,49 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         return hydra_compose("train", overrides=overrides)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR), job_name="ginr"):
         return hydra_compose("train", overrides=overrides)
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Compose ``overrides`` once and turn Hydra's errors (an unknown group option, an unknown key, a
+    malformed override) into a one-line :class:`ConfigError` naming the nearest valid names."""
+    try:
+        compose(overrides)
+    except MissingConfigException as err:
+        group, _, value = (err.missing_cfg_file or "").rpartition("/")
+        options = sorted(err.options or [])
+        close = difflib.get_close_matches(value, options, n=1)
+        hint = f" (did you mean {group}={close[0]}?)" if close else ""
+        raise ConfigError(
+            f"{group}={value} is not allowed: {group} is one of {', '.join(options)}{hint}"
+        ) from None
+    except ConfigCompositionException as err:
+        match = re.search(r"override '([^']+)'", str(err))
+        if match is None:
+            raise ConfigError(str(err).strip().splitlines()[0]) from None
+        key = match.group(1).lstrip("+~")
+        known = _keys(compose(()))
+        parent = key.rpartition(".")[0]
+        if parent in known:  # a typo in the last name: compare names within its section
+            names = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+            close = [names[n] for n in difflib.get_close_matches(key.rpartition(".")[2], names, n=1)]
+        else:
+            close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{key} is not a config key{hint}") from None
+    except OverrideParseException as err:
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+
+
+def _keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of ``node``, sections and values."""
+    keys = []
+    for key in node:
+        path = f"{prefix}{key}"
+        keys.append(path)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            keys += _keys(child, f"{path}.")
+    return keys
 
 
 def default_hardware() -> str:

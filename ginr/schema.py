@@ -68,6 +68,7 @@ class Trainer:
     eval_precision: Literal["fp32", "train"]
     log_every: Positive
     ckpt_every: Positive
+    ckpt_every_min: PositiveFloat | None
     render_chunk: Positive
     checkpoint_queries: Positive | None
     time_limit_min: PositiveFloat | None

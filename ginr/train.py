@@ -13,7 +13,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config import ConfigError, default_hardware, prepare
+from ginr.config import ConfigError, check_overrides, default_hardware, prepare
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.loop import DataError, Trainer
@@ -28,7 +28,7 @@ def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
     cfg = prepare(cfg)
     run_dir = Path(cfg.run_dir)
     if cfg.trainer.resume:  # continue in the run directory the checkpoint belongs to
-        run_dir = ckpt.resolve_checkpoint(cfg.trainer.resume).parent.parent
+        run_dir = ckpt.run_dir_of(cfg.trainer.resume)
     trainer = Trainer(cfg, run_dir, display_name or cfg.name, oom_hint=oom_hint)
     if trainer.dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -88,8 +88,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """``python -m ginr.train [overrides]``: Hydra's command line, with ``hardware`` picked for this
-    machine unless given."""
-    if not any(arg.lstrip("+~").split("=", 1)[0] == "hardware" for arg in sys.argv[1:]):
+    machine unless given, the overrides checked first (one line and exit 2 for an unknown group option
+    or key), and a resumed run written into its own run directory."""
+    given = {arg.lstrip("+~").split("=", 1)[0]: arg.split("=", 1)[-1] for arg in sys.argv[1:] if "=" in arg}
+    if "hardware" not in given:
         choice = default_hardware()
         if choice == "cpu":
             print(
@@ -98,6 +100,16 @@ def main() -> None:
                 file=sys.stderr,
             )
         sys.argv.insert(1, f"hardware={choice}")  # before any --flag, which Hydra parses first
+    sweeping = any(arg in ("-m", "--multirun") for arg in sys.argv) or "sweep" in given
+    if not sweeping:
+        try:
+            check_overrides([a for a in sys.argv[1:] if "=" in a and not a.lstrip("+~").startswith("hydra.")])
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        if given.get("trainer.resume", "null") != "null" and "hydra.run.dir" not in given:
+            run_dir = ckpt.run_dir_of(given["trainer.resume"])  # logs and outputs stay with the run
+            sys.argv += [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
     _hydra_main()
 
 

@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from ginr.engine.logging import effective_state
+
 
 @dataclass
 class RunSummary:
@@ -101,7 +103,7 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
     name = status.get("name") or (
         os.path.relpath(path.resolve(), Path(root).resolve()) if root else path.name
     )
-    run = RunSummary(path=path, name=name, state=status.get("state") or "unknown")
+    run = RunSummary(path=path, name=name, state=effective_state(status))
 
     all_events = [e for events in scalars.values() for e in events]
     t0 = min((e[1] for e in all_events), default=None)

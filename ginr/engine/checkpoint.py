@@ -1,6 +1,7 @@
 """Checkpoints written atomically (temporary file, fsync, rename): a crash, a kill or a full disk while
 writing leaves the previous checkpoint intact."""
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("encoder", "decoder", "data.channels")  # what a checkpoint's weights depend on
 
@@ -90,3 +93,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}: not a ginr checkpoint")
     return state
+
+
+def run_dir_of(resume: str | Path) -> Path:
+    """The run directory a ``trainer.resume`` value belongs to: the directory itself, or a checkpoint
+    file's ``<run>/checkpoints/`` parent's parent."""
+    path = Path(resume).expanduser()
+    return path if path.is_dir() else path.parent.parent
+
+
+def load_for_resume(
+    resume: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]]:
+    """(path, state) to resume from: a checkpoint file as given, or the newest readable checkpoint of a
+    run directory (``last``, else ``best``: a corrupt or missing ``last.ckpt`` costs the steps since
+    ``best.ckpt``, not the run)."""
+    path = Path(resume).expanduser()
+    if not path.is_dir():
+        return path, load_checkpoint(path, map_location)
+    found, problems = [], []
+    for name in ("last", "best"):
+        candidate = path / "checkpoints" / f"{name}.ckpt"
+        if not candidate.is_file():
+            continue
+        try:
+            found.append((candidate, load_checkpoint(candidate, map_location)))
+        except CheckpointError as err:
+            log.warning("skipping %s", err)
+            problems.append(str(err))
+    if not found:
+        detail = "; ".join(problems) if problems else "no checkpoints/last.ckpt or best.ckpt"
+        raise CheckpointError(f"nothing to resume in {path}: {detail}")
+    return max(found, key=lambda item: item[1]["step"])

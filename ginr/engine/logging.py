@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,24 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def effective_state(status: dict[str, Any]) -> str:
+    """The state a ``status.json`` records, except that a "running" run whose process is gone from this
+    host (a SIGKILL, a crash of the machine's session) reads as "killed"."""
+    state = status.get("state") or "unknown"
+    here = status.get("host") == socket.gethostname() and status.get("pid")
+    return "killed" if state == "running" and here and not process_alive(int(status["pid"])) else state
 
 
 def reconstruction_grid(*panels: torch.Tensor) -> torch.Tensor:
@@ -44,7 +63,8 @@ class RunLogger:
         self.enabled, self.run_dir = enabled, run_dir
         self.started = time.time()
         self.status = {"state": "running", "name": name, "step": start_step, "max_steps": max_steps,
-                       "params": params, "wall_time_s": 0.0, "error": None}  # fmt: skip
+                       "params": params, "wall_time_s": 0.0, "error": None, "pid": os.getpid(),
+                       "host": socket.gethostname()}  # fmt: skip
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter  # only the logging rank needs tensorboard
@@ -72,7 +92,8 @@ class RunLogger:
     def set_status(self, state: str, step: int, error: str | None = None, **extra: Any) -> None:
         if self.enabled:
             elapsed = time.time() - self.started
-            self.status.update(state=state, step=step, error=error, wall_time_s=round(elapsed, 1), **extra)
+            self.status.update(state=state, step=step, error=error, wall_time_s=round(elapsed, 1),
+                               updated=round(time.time(), 1), **extra)  # fmt: skip
             write_json_atomic(self.run_dir / "status.json", self.status)
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:

@@ -62,6 +62,7 @@ class Trainer:
             start_step=self.step, params=count_parameters(self.model), progress=cfg.logger.progress,
         )  # fmt: skip
         self.stop_reason: str | None = None
+        self.saved_at = time.monotonic()
 
     def _load_data(self) -> None:
         cfg = self.cfg
@@ -94,9 +95,8 @@ class Trainer:
         if self.dist.is_main:
             dist.barrier(self.dist)
 
-    def _resume(self, path: str) -> None:
-        path = ckpt.resolve_checkpoint(path)
-        state = ckpt.load_checkpoint(path, map_location=self.device)
+    def _resume(self, resume: str) -> None:
+        path, state = ckpt.load_for_resume(resume, map_location=self.device)
         ckpt.check_compatible(state["config"], self.cfg, path)
         self.step_fn.load_state_dict(state)
         self.step, self.best_psnr, self.bad_steps = (
@@ -107,7 +107,15 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", path, self.step)
 
+    def _checkpoint_due(self) -> bool:
+        """Whether ``trainer.ckpt_every_min`` minutes have passed since the last checkpoint (every rank
+        agrees: only the main rank writes, and it reads its own clock)."""
+        minutes = self.cfg.trainer.ckpt_every_min
+        return minutes is not None and time.monotonic() - self.saved_at > 60 * minutes
+
     def save(self, name: str) -> None:
+        if name == "last":
+            self.saved_at = time.monotonic()
         if not self.dist.is_main:
             return
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
@@ -165,7 +173,7 @@ class Trainer:
             last = self.step == tcfg.max_steps or self.stop_reason is not None
             if self.step % tcfg.eval_every == 0 or last:
                 metrics = self._evaluate()
-            if self.step % tcfg.ckpt_every == 0 or last:
+            if self.step % tcfg.ckpt_every == 0 or last or self._checkpoint_due():
                 self.save("last")
             if self.stop_reason is not None:
                 break
