@@ -100,11 +100,17 @@ def test_image_folder_split_is_deterministic_and_partitions(tmp_path: Path) -> N
 
 
 def test_image_folder_train_test_subfolders(tmp_path: Path) -> None:
-    for i in range(3):
-        _stripes(tmp_path / "train" / f"{i}.png")
+    _stripes(tmp_path / "train" / "0.png")
     _stripes(tmp_path / "test" / "deep" / "only.JPG")
-    with pytest.raises(ValueError, match=r"none of the 3 images in .*train falls in split 'val'"):
+    with pytest.raises(
+        ValueError, match=r"train has 1 readable image: carving val out of train/ needs at least 2"
+    ):
         ImageFolder(root=str(tmp_path), split="val", resolution=8)
+    for i in range(1, 3):  # none of the three hashes into val: the one nearest by hash is moved there
+        _stripes(tmp_path / "train" / f"{i}.png")
+    few = [ImageFolder(root=str(tmp_path), split=s, resolution=8).files for s in ("train", "val")]
+    names = sorted(p.name for p in few[0] + few[1])
+    assert [len(f) for f in few] == [2, 1] and names == ["0.png", "1.png", "2.png"]
     for i in range(3, 30):
         _stripes(tmp_path / "train" / f"{i}.png")
     train = ImageFolder(root=str(tmp_path), split="train", resolution=8)
@@ -128,12 +134,18 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "bad" / "train").mkdir(parents=True)
     (tmp_path / "bad" / "test").mkdir()
     (tmp_path / "bad" / "train" / "broken.png").write_bytes(b"definitely not a png")
-    ds = ImageFolder(root=str(tmp_path / "bad"), split="train", resolution=8)
-    with pytest.raises(RuntimeError, match="broken.png"):
-        ds[0]
+    with pytest.raises(ValueError, match=r"none of the 1 images under .*train can be read: broken.png \("):
+        ImageFolder(root=str(tmp_path / "bad"), split="train", resolution=8)
     with pytest.raises(FileNotFoundError, match="test"):
         ImageFolder(root=str(tmp_path / "bad"), split="test", resolution=8)
-    for kwargs in ({"split": "valid"}, {"channels": 4}, {"crop": "random"}, {"resolution": 0}):
+    bad_kwargs = (
+        {"split": "valid"},
+        {"channels": 4},
+        {"crop": "random"},
+        {"resolution": 0},
+        {"on_bad_file": "no"},
+    )
+    for kwargs in bad_kwargs:
         with pytest.raises(ValueError):
             ImageFolder(**{"root": str(tmp_path), "split": "train", "resolution": 8, **kwargs})
 

@@ -1,16 +1,53 @@
-"""Any folder of images as a dataset: png, jpg, jpeg, webp or bmp, searched recursively."""
+"""Any folder of images as a dataset: png, jpg, jpeg, webp or bmp, searched recursively.
 
+Before any work, every image a split is drawn from is decoded once (:func:`scan_images`): unreadable
+files are reported one line each and skipped, or refused (``on_bad_file``). The result is kept per file
+(size, mtime) for the process and, given ``cache_dir``, in ``cache_dir/image_folder/*.scan.json``, so
+later constructions only ``stat`` unchanged files and never write into the image folder.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ginr.data.splits import VAL_FRACTION, check_split, hash_split, hash_unit
+from ginr.data.splits import SPLITS, VAL_FRACTION, check_split, hash_split, hash_unit
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 CROPS = ("center", "none")
+BAD_FILE_POLICIES = ("skip", "error")
+SCAN_VERSION = 1
+SHOWN_BAD_FILES = 3
+
+log = logging.getLogger(__name__)
+
+
+class Scanned(NamedTuple):
+    size: int
+    mtime_ns: int
+    reason: str | None  # why the file cannot be read; None: it decodes
+
+
+_SCANNED: dict[str, Scanned] = {}  # absolute path -> its last scan in this process
+_REPORTED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) already warned about
+
+
+class UnreadableImage(RuntimeError):
+    """``path`` cannot be decoded; ``reason`` says why in one line."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot decode image {path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
@@ -30,17 +67,43 @@ def _find_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
-def load_image(path: Path, *, size: tuple[int, int], channels: int, crop: str) -> torch.Tensor:
-    """Decode ``path`` to a (channels, H, W) float32 tensor in [0, 1]; transparency goes onto white."""
+def _reason(err: BaseException) -> str:
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image format PIL can read"
+    if isinstance(err, FileNotFoundError):
+        return "file not found"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _decode(path: Path, channels: int) -> Image.Image:
+    """The whole image, upright, as ``L`` or ``RGB``; transparency goes onto white."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        img = img.convert("L" if channels == 1 else "RGB")
+    if img.width < 1 or img.height < 1:
+        raise ValueError(f"empty image ({img.width}x{img.height})")
+    return img
+
+
+def check_image(path: Path) -> str | None:
+    """None if ``path`` decodes completely to at least 1x1 pixel, else why not (one line)."""
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            img = img.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise RuntimeError(f"cannot decode image {path}: {err}") from err
+        _decode(path, 3)
+    except Exception as err:  # any failure of any decoder makes the file unreadable
+        return _reason(err)
+    return None
+
+
+def load_image(path: Path, *, size: tuple[int, int], channels: int, crop: str) -> torch.Tensor:
+    """Decode ``path`` to a (channels, H, W) float32 tensor in [0, 1]; transparency goes onto white.
+    Raises :class:`UnreadableImage` if it cannot be decoded."""
+    try:
+        img = _decode(path, channels)
+    except Exception as err:
+        raise UnreadableImage(path, _reason(err)) from err
     height, width = size
     if crop == "center":
         # Largest centred box with the target's aspect ratio (a square for an int resolution).
@@ -54,13 +117,114 @@ def load_image(path: Path, *, size: tuple[int, int], channels: int, crop: str) -
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
+def scan_cache_path(folder: Path, cache_dir: str | Path) -> Path:
+    """Where the scan of ``folder`` is cached: ``cache_dir/image_folder/<name>-<hash of its path>.scan.json``."""
+    resolved = str(folder.resolve())
+    digest = hashlib.sha256(resolved.encode("utf-8")).hexdigest()[:12]
+    return Path(cache_dir).expanduser() / "image_folder" / f"{folder.name or 'root'}-{digest}.scan.json"
+
+
+def _read_cache(path: Path, folder: Path) -> dict[str, Scanned]:
+    """The cached entries by path relative to ``folder``; nothing if the file is missing or malformed."""
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != SCAN_VERSION or data.get("folder") != str(folder.resolve()):
+            return {}
+        return {
+            rel: Scanned(int(size), int(mtime), reason if isinstance(reason, str) else None)
+            for rel, (size, mtime, reason) in data["files"].items()
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _write_cache(path: Path, folder: Path, entries: dict[str, Scanned]) -> None:
+    """Write ``entries`` atomically; a cache that cannot be written only costs a rescan next time."""
+    files = {rel: list(entry) for rel, entry in entries.items()}
+    data = {"version": SCAN_VERSION, "folder": str(folder.resolve()), "files": files}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("cannot write the image scan cache %s (%s); the images will be decoded again", path, err)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def scan_images(folder: Path, files: list[Path], cache_dir: str | Path | None = None) -> dict[Path, str]:
+    """Decode each of ``files`` (all under ``folder``) unless it was scanned before with the same size and
+    mtime, in this process or in the cache under ``cache_dir``; return the unreadable ones with why."""
+    cache = scan_cache_path(folder, cache_dir) if cache_dir is not None else None
+    stored = _read_cache(cache, folder) if cache is not None else {}
+    entries: dict[str, Scanned] = {}
+    todo: list[tuple[str, Path, int, int]] = []
+    for path in files:
+        rel = path.relative_to(folder).as_posix()
+        try:
+            stat = path.stat()
+        except OSError as err:
+            entries[rel] = Scanned(-1, -1, _reason(err))
+            continue
+        known = _SCANNED.get(str(path)) or stored.get(rel)
+        if known is not None and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            entries[rel] = known
+        else:
+            todo.append((rel, path, stat.st_size, stat.st_mtime_ns))
+    if todo:
+        where = f"; the result is cached in {cache}" if cache is not None else ""
+        log.info("checking %d images under %s: each is decoded once%s", len(todo), folder, where)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1, len(todo))) as pool:
+            reasons = list(pool.map(check_image, [path for _, path, _, _ in todo]))
+        for (rel, _, size, mtime), reason in zip(todo, reasons, strict=True):
+            entries[rel] = Scanned(size, mtime, reason)
+    for rel, entry in entries.items():
+        if entry.size >= 0:
+            _SCANNED[str(folder / rel)] = entry
+    if cache is not None and entries != stored:
+        _write_cache(cache, folder, {k: v for k, v in entries.items() if v.size >= 0})
+    return {folder / rel: e.reason for rel, e in entries.items() if e.reason is not None}
+
+
+def _split_sizes(counts: list[int]) -> list[int]:
+    """The split sizes nearest ``counts`` with none empty (needs ``sum(counts) >= len(counts)``): an empty
+    split takes one image, the largest gives it up."""
+    sizes = [max(1, c) for c in counts]
+    while sum(sizes) > sum(counts):
+        sizes[sizes.index(max(sizes))] -= 1
+    return sizes
+
+
+def _runs(
+    files: list[Path], unit: dict[Path, float], names: list[str], counts: list[int]
+) -> dict[str, list[Path]]:
+    """``files`` ordered by ``unit``, cut into contiguous runs named ``names`` with sizes ``counts``."""
+    order, runs, start = sorted(files, key=unit.__getitem__), {}, 0
+    for name, size in zip(names, _split_sizes(counts), strict=True):
+        runs[name], start = sorted(order[start : start + size]), start + size
+    return runs
+
+
 class ImageFolder(Dataset):
     """Images under ``root``; items (channels, H, W) float32 in [0, 1].
 
     If ``root`` has ``train/`` and ``test/`` subfolders they are the splits (with ``val/``, or else ~10% of
     ``train/`` as val); otherwise ~10% of the images go to val and ~10% to test, chosen by a hash of their
-    path relative to ``root`` (stable across runs and machines). ``crop="center"`` centre-crops to the target aspect ratio before resizing;
-    ``crop="none"`` resizes directly. Images are decoded lazily, in ``__getitem__``.
+    path relative to ``root`` (stable across runs and machines). If that leaves a split empty (a folder of
+    a few dozen images or fewer), the image nearest by hash moves into it; an automatic split needs at
+    least 3 readable images (2 in ``train/`` to carve val out of it), else a one-line ``ValueError``.
+    ``crop="center"`` centre-crops to the target aspect ratio before resizing; ``crop="none"`` resizes
+    directly.
+
+    The images a split is drawn from (``root``, or its subfolders) are decoded once at construction: an
+    unreadable one is logged and left out (``on_bad_file="skip"``; the others keep their split) or
+    refused with a one-line ``ValueError`` (``"error"``). ``unreadable`` maps each to why. ``cache_dir``
+    keeps the scan across processes (see :func:`scan_images`). Items are decoded in ``__getitem__``; an
+    image that fails there (changed since the scan) is logged once, counted in ``skipped`` and replaced by
+    the next readable image of the split, whatever ``on_bad_file``. ``skipped`` counts in the process that
+    read the images: with DataLoader workers (``data.num_workers > 0``) each worker has its own count, and
+    its warnings are the record.
     """
 
     def __init__(
@@ -71,6 +235,8 @@ class ImageFolder(Dataset):
         resolution: int | tuple[int, int],
         channels: int = 3,
         crop: str = "center",
+        on_bad_file: Literal["skip", "error"] = "skip",
+        cache_dir: str | None = None,
     ) -> None:
         self.split = check_split(split)
         self.size = _size(resolution)
@@ -78,39 +244,72 @@ class ImageFolder(Dataset):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         if crop not in CROPS:
             raise ValueError(f"unknown crop {crop!r}; allowed: {', '.join(CROPS)}")
-        self.channels, self.crop = channels, crop
+        if on_bad_file not in BAD_FILE_POLICIES:
+            raise ValueError(f"unknown on_bad_file {on_bad_file!r}; allowed: {', '.join(BAD_FILE_POLICIES)}")
+        self.channels, self.crop, self.on_bad_file, self.cache_dir = channels, crop, on_bad_file, cache_dir
+        self.unreadable: dict[Path, str] = {}
+        self.skipped = 0
+        self._failed: set[int] = set()  # indices that failed in __getitem__
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a directory")
         if (self.root / "train").is_dir() and (self.root / "test").is_dir():
             self.files = self._from_subfolders(split)
-            if not self.files:
-                raise FileNotFoundError(self._no_images(self.root / split))
-            return
-        found = _find_images(self.root)
+        else:
+            self.files = self._automatic_split(split)
+
+    def _readable(self, folder: Path) -> list[Path]:
+        """The images under ``folder`` that decode; the others are reported, then skipped or refused."""
+        found = _find_images(folder)
         if not found:
-            raise FileNotFoundError(self._no_images(self.root))
-        self.files = [p for p in found if hash_split(p.relative_to(self.root).as_posix()) == split]
-        if not self.files:
+            raise FileNotFoundError(self._no_images(folder))
+        bad = scan_images(folder, found, self.cache_dir)
+        self.unreadable.update(bad)
+        listing = ", ".join(
+            f"{p.relative_to(folder).as_posix()} ({why})" for p, why in list(bad.items())[:SHOWN_BAD_FILES]
+        )
+        more = f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+        if bad and self.on_bad_file == "error":
             raise ValueError(
-                f"none of the {len(found)} images in {self.root} falls in split {split!r} "
-                "(~10% go to val and ~10% to test by hash); add more images or use train/, val/ and test/ "
-                "subfolders"
+                f"{len(bad)} of the {len(found)} images under {folder} cannot be read: {listing}{more}; "
+                "remove or repair them, or set data.dataset.on_bad_file=skip to leave them out"
             )
+        for path, why in bad.items():
+            stamp = (str(path), *_SCANNED.get(str(path), Scanned(-1, -1, None))[:2])
+            if stamp not in _REPORTED:
+                _REPORTED.add(stamp)
+                log.warning("skipping unreadable image %s: %s", path, why)
+        if len(bad) == len(found):
+            raise ValueError(f"none of the {len(found)} images under {folder} can be read: {listing}{more}")
+        return [p for p in found if p not in bad]
+
+    def _automatic_split(self, split: str) -> list[Path]:
+        """~80/10/10 by hash of the path relative to ``root``, no split empty."""
+        files = self._readable(self.root)
+        if len(files) < len(SPLITS):
+            raise ValueError(
+                f"{self.root} has {len(files)} readable image(s): its automatic train/val/test split needs at "
+                f"least {len(SPLITS)}, one per split; add images or use train/, val/ and test/ subfolders"
+            )
+        rel = {p: p.relative_to(self.root).as_posix() for p in files}
+        counts = Counter(hash_split(key) for key in rel.values())
+        names = ["test", "val", "train"]  # as hash_split assigns them by ascending hash_unit
+        unit = {p: hash_unit(key) for p, key in rel.items()}
+        return _runs(files, unit, names, [counts[n] for n in names])[split]
 
     def _from_subfolders(self, split: str) -> list[Path]:
-        """train/, test/ and val/; without val/, ~10% of train/ (by hash of the path) is val."""
+        """train/, test/ and val/; without val/, ~10% of train/ (by hash of the path) is val, at least one."""
         if split == "test" or (self.root / "val").is_dir():
-            return _find_images(self.root / split)
-        in_val = lambda p: hash_unit("val/" + p.relative_to(self.root).as_posix()) < VAL_FRACTION
-        found = _find_images(self.root / "train")
-        files = [p for p in found if in_val(p) == (split == "val")]
-        if found and not files:
+            return self._readable(self.root / split)
+        found = self._readable(self.root / "train")
+        if len(found) < 2:
             raise ValueError(
-                f"none of the {len(found)} images in {self.root / 'train'} falls in split {split!r} (~10% of "
-                "train/ go to val by hash); add more images or a val/ subfolder"
+                f"{self.root / 'train'} has {len(found)} readable image: carving val out of train/ needs at "
+                "least 2; add images or a val/ subfolder"
             )
-        return files
+        unit = {p: hash_unit("val/" + p.relative_to(self.root).as_posix()) for p in found}
+        in_val = sum(u < VAL_FRACTION for u in unit.values())
+        return _runs(found, unit, ["val", "train"], [in_val, len(found) - in_val])[split]
 
     @staticmethod
     def _no_images(folder: Path) -> str:
@@ -120,4 +319,21 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return load_image(self.files[index], size=self.size, channels=self.channels, crop=self.crop)
+        """Image ``index``, or the next readable one if it fails to decode (see the class docstring)."""
+        count = len(self.files)
+        for offset in range(count):
+            at = (index + offset) % count
+            if at in self._failed:
+                continue
+            try:
+                return load_image(self.files[at], size=self.size, channels=self.channels, crop=self.crop)
+            except UnreadableImage as err:
+                self._failed.add(at)
+                self.skipped += 1
+                log.warning(
+                    "skipping unreadable image %s: %s (it changed since the scan; %d skipped in this process)",
+                    err.path, err.reason, self.skipped,
+                )  # fmt: skip
+        raise RuntimeError(
+            f"none of the {count} images of split {self.split!r} under {self.root} can be read"
+        )
