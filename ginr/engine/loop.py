@@ -257,6 +257,7 @@ class Trainer:
         tags = scalar_tags(result.means, cfg.data.resolution, self.val_baselines if split == "val" else None)
         scalars = {f"{split}/{k}": v for k, v in tags.items()}
         scalars[f"{split}/images"] = result.count
+        scalars[f"{split}/split_images"] = len(dataset)
         self.logger.scalars(self.step, scalars)
         shown = torch.stack([dataset[i] for i in range(min(cfg.logger.images, len(dataset)))]).to(self.device)
         truth = None
@@ -270,7 +271,7 @@ class Trainer:
         headline = ", ".join(
             f"{k} {v:.2f}" for k, v in scalars.items() if "/psnr" in k and "clamped" not in k
         )
-        log.info("step %d: %s (%d images)", self.step, headline, result.count)
+        log.info("step %d: %s (%d of %d %s images)", self.step, headline, result.count, len(dataset), split)
         return scalars
 
     def _evaluate(self) -> dict[str, float]:
