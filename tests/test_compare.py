@@ -155,3 +155,22 @@ def test_bad_input_exits_2_naming_the_path(tmp_path: Path, capsys, kind: str) ->
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert str(path) in err and err.count("\n") == 1
+
+
+def test_labels_name_what_differs_and_datasets_are_ranked_apart(tmp_path: Path, capsys) -> None:
+    from omegaconf import OmegaConf
+
+    from ginr.config import compose
+
+    settings = {"a": ["seed=0"], "b": ["seed=1"], "c": ["seed=1"], "d": ["data=cifar10", "seed=1"]}
+    for folder, overrides in settings.items():
+        run = write_run(tmp_path / "runs" / folder, {"val/psnr": [(10, 20.0 + len(folder))]}, None)
+        cfg = compose(["experiment=scent_ff", "hardware=cpu", f"run_dir={run}", *overrides])
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    assert compare_main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "## CIFAR10 at 32 px" in md and "## Emoji3D at 32 px" in md  # one ranking per dataset
+    with open(tmp_path / "out" / "compare.csv", newline="") as f:
+        names = [row["run"] for row in csv.DictReader(f)]
+    # within a dataset: the experiment and what differs; two identical settings by their folders
+    assert sorted(names) == ["scent_ff", "scent_ff seed=0", "scent_ff seed=1 (b)", "scent_ff seed=1 (c)"]

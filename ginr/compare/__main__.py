@@ -9,7 +9,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ginr.compare.runs import find_runs, load_run, plot, sort_runs, to_csv, to_markdown
+from ginr.compare.runs import (
+    by_dataset,
+    find_runs,
+    label_runs,
+    load_run,
+    plot,
+    sort_runs,
+    to_csv,
+    to_markdown,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,11 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(2)
 
     root = Path(os.path.commonpath([d.resolve().parent for d in run_dirs]))
-    runs = sort_runs([load_run(d, root) for d in run_dirs])
+    groups = by_dataset([load_run(d, root) for d in run_dirs])
+    for group in groups.values():  # labels name what differs between the runs one table ranks
+        label_runs(group)
+    groups = {data: sort_runs(group) for data, group in groups.items()}
+    runs = [r for group in groups.values() for r in group]
     out = Path(args.out) if args.out else Path(args.paths[0]) if len(args.paths) == 1 else Path("compare")
     out.mkdir(parents=True, exist_ok=True)
 
-    table = to_markdown(runs)
+    if len(groups) == 1:
+        table = to_markdown(runs)
+    else:  # one ranking per dataset
+        table = "\n".join(f"## {data}\n\n{to_markdown(group)}" for data, group in groups.items())
     (out / "compare.md").write_text(table)
     to_csv(runs, out / "compare.csv")
     plot(runs, out / "psnr_vs_step.png", x="step")

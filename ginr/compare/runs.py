@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -41,6 +42,13 @@ class RunSummary:
     wall_time_s: float | None = None
     # val PSNR curve: (step, seconds since the run's first scalar event, PSNR)
     curve: list[tuple[int, float, float]] = field(default_factory=list)
+    config: dict[str, object] = field(default_factory=dict)  # the run's config.yaml, flattened
+    dataset: str = "unknown data"  # what the runs of one table share
+
+
+# Config keys that differ between runs without making them different experiments.
+NOT_A_DIFFERENCE = ("run_dir", "paths.", "trainer.resume", "logger.", "trainer.eval_", "trainer.test_max",
+                    "trainer.log_every", "trainer.ckpt_", "trainer.time_limit_min", "data.num_workers")  # fmt: skip
 
 
 def is_run(path: Path) -> bool:
@@ -84,6 +92,53 @@ def _read_status(path: Path) -> dict:
     return status if isinstance(status, dict) else {}
 
 
+def _read_config(path: Path) -> dict[str, object]:
+    """The run's resolved ``config.yaml`` as ``{dotted.key: value}``; empty if there is none."""
+    try:
+        tree = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    flat: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(tree if isinstance(tree, dict) else {}, "")
+    return flat
+
+
+def label_runs(runs: Sequence[RunSummary]) -> None:
+    """Name each run with a config by its experiment and the settings that differ between the runs
+    (``scent_ff seed=1``), and by its folder where that still leaves two runs with one name."""
+    configured = [r for r in runs if r.config]
+    keys = sorted({k for r in configured for k in r.config})
+    differ = [
+        k for k in keys
+        if k != "name" and not k.startswith(NOT_A_DIFFERENCE) and len({repr(r.config.get(k)) for r in configured}) > 1
+    ]  # fmt: skip
+    for r in configured:
+        settings = " ".join(f"{k}={r.config.get(k)}" for k in differ)
+        r.name = f"{r.config.get('name', r.path.name)} {settings}".strip()
+    counts: dict[str, int] = {}
+    for r in configured:
+        counts[r.name] = counts.get(r.name, 0) + 1
+    for r in configured:
+        if counts[r.name] > 1:
+            r.name = f"{r.name} ({r.path.name})"
+
+
+def by_dataset(runs: Sequence[RunSummary]) -> dict[str, list[RunSummary]]:
+    """Runs grouped by what they trained on: runs of different datasets are not ranked together."""
+    groups: dict[str, list[RunSummary]] = {}
+    for r in runs:
+        groups.setdefault(r.dataset, []).append(r)
+    return dict(sorted(groups.items()))
+
+
 def _read_scalars(tb: Path) -> dict[str, list[tuple[int, float, float]]]:
     """tag -> [(step, wall_time, value)] sorted by step."""
     if not tb.is_dir():
@@ -104,6 +159,10 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
         os.path.relpath(path.resolve(), Path(root).resolve()) if root else path.name
     )
     run = RunSummary(path=path, name=name, state=effective_state(status))
+    run.config = _read_config(path)
+    if run.config:
+        target = str(run.config.get("data.dataset._target_", "?")).rsplit(".", 1)[-1]
+        run.dataset = f"{target} at {run.config.get('data.resolution', '?')} px"
 
     all_events = [e for events in scalars.values() for e in events]
     t0 = min((e[1] for e in all_events), default=None)
