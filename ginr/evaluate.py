@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from ginr.api import Loaded, load
-from ginr.data.folder import EXTENSIONS, load_image
+from ginr.data.folder import EXTENSIONS, UnreadableImage, load_image
 from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
 from ginr.engine.evaluation import evaluate, reconstructions
@@ -138,10 +138,12 @@ def _allowed_images() -> str:
     return ", ".join(sorted(e.lstrip(".") for e in EXTENSIONS))
 
 
-def find_inputs(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
+def find_inputs(paths: str | Path | Sequence[str | Path]) -> list[tuple[Path, str]]:
     """Image files and folders (searched recursively) -> ``(file, name)`` in order, without repeats; the
     name (for output files) is a file's stem, or its path under the folder given. Raises
     :class:`InputError` for a missing path, a file that is not an image or a folder without images."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     if not paths:
         raise InputError(f"no inputs given: expected image files ({_allowed_images()}) or folders of them")
     found: list[tuple[Path, str]] = []
@@ -189,12 +191,9 @@ def check_sizes(sizes: Sequence[int]) -> list[int]:
 
 def _original_size(path: Path) -> tuple[int, int]:
     """(width, height) as shown, after the EXIF orientation that :func:`load_image` applies."""
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = img.getexif().get(0x0112)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise InputError(f"cannot read image {path} ({err}): expected a {_allowed_images()} image") from err
+    with Image.open(path) as img:
+        width, height = img.size
+        orientation = img.getexif().get(0x0112)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
@@ -208,22 +207,56 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
 class Rendered:
     """What :func:`render_images` did: one row per image and size (``rows``, as in ``per_image.csv``; the
     metrics are None where there was no ground truth), the mean of each metric per size over the images
-    scored at it (``means``), how many were scored there (``scored``), of ``images`` in all, ``notes``
-    (sizes without ground truth, inputs smaller than the model's) and the output folder."""
+    scored at it (``means``), how many were scored there (``scored``), of ``images`` rendered (the first
+    ``images`` of ``found``), ``notes`` (sizes without ground truth, inputs smaller than the model's) and
+    the output folder."""
 
     rows: list[dict[str, Any]] = field(repr=False)
+    sizes: list[int]
     means: dict[int, dict[str, float]]
     scored: dict[int, int]
     images: int
+    found: int
     resolution: int
     notes: list[str]
     out: Path
 
 
+def _scores(
+    render: torch.Tensor, truth: torch.Tensor, small: torch.Tensor, *, upscalers: bool
+) -> dict[str, float]:
+    """The render's PSNR (unclamped), clamped PSNR and SSIM against ``truth``; with ``upscalers``, the PSNR
+    of each classical upscaler of the input ``small`` and the render's margin over the best of them."""
+    scores = {
+        "psnr": psnr(render, truth).item(),
+        "psnr_clamped": psnr(render, truth, clamp=True).item(),
+        "ssim": ssim(render, truth).item(),
+    }
+    if upscalers:
+        scores |= {m: psnr(upscale(small, *truth.shape[-2:], m), truth).item() for m in UPSCALERS}
+        scores["margin"] = scores["psnr"] - max(scores[m] for m in UPSCALERS)
+    return scores
+
+
+def _decode_inputs(
+    files: list[tuple[Path, str]], resolution: int, channels: int
+) -> list[tuple[tuple[int, int], torch.Tensor]]:
+    """Each file's original (width, height) and its model input, 8-bit (channels, resolution, resolution);
+    :class:`InputError` for the first that cannot be decoded."""
+    decoded = []
+    for path, _ in files:
+        try:
+            image = load_image(path, size=(resolution, resolution), channels=channels, crop="center")
+        except UnreadableImage as err:
+            raise InputError(f"{err}: expected a readable {_allowed_images()} image") from err
+        decoded.append((_original_size(path), (image * 255).round().byte()))
+    return decoded
+
+
 @torch.no_grad()
 def render_images(
     loaded: Loaded,
-    paths: Sequence[str | Path],
+    paths: str | Path | Sequence[str | Path],
     sizes: Sequence[int] | None = None,
     *,
     out: str | Path | None = None,
@@ -233,16 +266,16 @@ def render_images(
 ) -> Rendered:
     """Encode each image of ``paths`` (files, or folders searched recursively) with ``loaded.model`` and
     render it at each of ``sizes`` (square sides in pixels; default: the run's resolution and
-    ``data.eval_resolutions``), in chunks of ``trainer.render_chunk`` queries.
+    ``data.eval_resolutions``), ``trainer.render_chunk`` queries at a time.
 
-    The input is the image's centre square, resized with Lanczos to ``data.resolution`` (as the
-    ``image_folder`` dataset loads images). Where that square is at least a size, the original downsampled
-    to it (Lanczos) is the ground truth: PSNR (unclamped), clamped PSNR and SSIM of the render, and PSNR of
-    nearest, bicubic and Lanczos upscaling of the same input; elsewhere the size is not scored. Writes
-    ``<name>_<size>.png`` (the render), ``<name>_<size>_grid.png`` (input | bicubic | model | original
-    where there is one), ``per_image.csv`` and ``results.json`` to ``out`` (default: ``<run>/eval_inputs``),
-    and with ``progress`` one line per image to stderr. Every input is decoded before anything is written:
-    bad paths, sizes or images raise :class:`InputError`."""
+    The input is the image's centre square resized with Lanczos to ``data.resolution``, as the
+    ``image_folder`` dataset loads images. Where that square is at least a size, the original's centre
+    square downsampled to the size (Lanczos) is the ground truth: PSNR (unclamped), clamped PSNR and SSIM
+    of the render, and PSNR of nearest, bicubic and Lanczos upscaling of the same input; a size larger than
+    the square is rendered, not scored. Writes ``<name>_<size>.png`` (the render), ``<name>_<size>_grid.png``
+    (input | bicubic | model | original where there is one), ``per_image.csv`` and ``results.json`` to
+    ``out`` (default: ``<run>/eval_inputs``); with ``progress``, one line per image to stderr. Every input
+    is decoded before anything is written: a bad path, size or image raises :class:`InputError`."""
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r} is not allowed: expected one of {', '.join(PRECISIONS)}")
     if max_images is not None and (isinstance(max_images, bool) or max_images < 1):
@@ -252,29 +285,23 @@ def render_images(
     sizes = check_sizes([resolution, *cfg.data.eval_resolutions] if sizes is None else list(sizes))
     found = find_inputs(paths)
     files = found[:max_images]
-    inputs, originals = [], []
-    for path, _ in files:
-        originals.append(_original_size(path))
-        try:
-            image = load_image(path, size=(resolution, resolution), channels=channels, crop="center")
-        except RuntimeError as err:
-            raise InputError(f"{err}: expected a readable {_allowed_images()} image") from err
-        inputs.append((image * 255).round().byte())
+    decoded = _decode_inputs(files, resolution, channels)
     out = Path(out) if out is not None else loaded.checkpoint.parent.parent / "eval_inputs"
     out.mkdir(parents=True, exist_ok=True)
     amp = loaded.amp if precision == "train" else None
     device = next(model.parameters()).device
     if progress and getattr(model.decoder, "mixes_queries", False):
         print(
-            "note: this decoder's blocks attend over all queries of a render at once: memory and time grow "
-            "with the square of the pixel count",
+            "note: this decoder's blocks attend over all queries of a render at once: its memory and time "
+            "grow with the square of the pixel count",
             file=sys.stderr,
         )
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
-    for n, ((path, name), (width, height), image) in enumerate(zip(files, originals, inputs, strict=True), 1):
+    for n, ((path, name), ((width, height), image)) in enumerate(zip(files, decoded, strict=True), 1):
         started = time.perf_counter()
         side = min(width, height)
+        original = f"{width}x{height}" + ("" if width == height else f" (its centre square {side} px)")
         if side < resolution:
             notes.append(
                 f"{name}: the input is upsampled: the original is {width}x{height}, its centre square "
@@ -283,50 +310,44 @@ def render_images(
         small = image.float().div(255).unsqueeze(0).to(device)
         with autocast(device, amp):
             latents = model.encode(small)
-        scored_here = []
+        missing = []
         for size in sizes:
             with autocast(device, amp):
                 render = model.render(latents, size, size, chunk=chunk).float()
-            baselines = {m: upscale(small, size, size, m) for m in UPSCALERS}
-            truth = None
-            if side >= size:
-                truth = load_image(path, size=(size, size), channels=channels, crop="center")
-                truth = truth.unsqueeze(0).to(device)
             row: dict[str, Any] = {"image": str(path), "name": name, "width": width, "height": height,
-                                   "size": size, "scored": truth is not None}  # fmt: skip
-            row |= dict.fromkeys(METRICS)
-            if truth is not None:
-                scored_here.append(size)
-                row |= {"psnr": psnr(render, truth).item(), "psnr_clamped": psnr(render, truth, clamp=True).item(),
-                        "ssim": ssim(render, truth).item()}  # fmt: skip
-                if size != resolution:
-                    row |= {m: psnr(baselines[m], truth).item() for m in UPSCALERS}
-                    row["margin"] = row["psnr"] - max(row[m] for m in UPSCALERS)
+                                   "size": size, "scored": side >= size, **dict.fromkeys(METRICS),
+                                   "render": f"{name}_{size}.png", "grid": f"{name}_{size}_grid.png",
+                                   "note": "" if side >= size else f"no ground truth: the original is {original}"}  # fmt: skip
+            panels = [upscale(small, size, size, "nearest"), upscale(small, size, size, "bicubic"), render]
+            if row["scored"]:
+                truth = load_image(path, size=(size, size), channels=channels, crop="center")
+                panels.append(truth.unsqueeze(0).to(device))
+                row |= _scores(render, panels[-1], small, upscalers=size != resolution)
             else:
-                aspect = "" if width == height else f" (its centre square is {side} px)"
-                notes.append(f"{name}: no ground truth at {size} px: the original is {width}x{height}{aspect}")
-            row["render"] = f"{name}_{size}.png"
-            row["grid"] = f"{name}_{size}_grid.png"
-            rows.append(row)
+                missing.append(size)
             Image.fromarray(_to_uint8(render[0])).save(out / row["render"])
-            panels = [baselines["nearest"], baselines["bicubic"], render] + ([truth] if truth is not None else [])
             Image.fromarray(np.concatenate([_to_uint8(p[0]) for p in panels], axis=1)).save(out / row["grid"])
+            rows.append(row)
+        if missing:
+            notes.append(
+                f"{name}: no ground truth at {', '.join(map(str, missing))} px: the original is {original}"
+            )
         if progress:
-            scored_text = ", ".join(map(str, scored_here)) or "none (no ground truth)"
+            scored = [str(r["size"]) for r in rows[-len(sizes) :] if r["scored"]]
             print(
                 f"[{n}/{len(files)}] {path} ({width}x{height}): rendered at {', '.join(map(str, sizes))} px, "
-                f"scored at {scored_text} ({time.perf_counter() - started:.1f} s)",
+                f"scored at {', '.join(scored) or 'none (no ground truth)'} "
+                f"({time.perf_counter() - started:.1f} s)",
                 file=sys.stderr,
                 flush=True,
             )
     scored = {s: sum(r["scored"] for r in rows if r["size"] == s) for s in sizes}
-    means = {}
+    means: dict[int, dict[str, float]] = {}
     for size in sizes:
         done = [r for r in rows if r["size"] == size and r["scored"]]
         means[size] = {
             k: sum(r[k] for r in done) / len(done) for k in METRICS if done and done[0][k] is not None
         }
-    result = Rendered(rows, means, scored, len(files), resolution, notes, out)
     with open(out / "per_image.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -339,7 +360,7 @@ def render_images(
             indent=2,
         )
     )  # fmt: skip
-    return result
+    return Rendered(rows, sizes, means, scored, len(files), len(found), resolution, notes, out)
 
 
 def sizes_table(result: Rendered) -> str:
@@ -348,17 +369,18 @@ def sizes_table(result: Rendered) -> str:
     head = ["size", "images scored", "PSNR", "PSNR clamped", "SSIM", *UPSCALERS, "margin over best"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     formats = ["{:.2f}", "{:.2f}", "{:.4f}"] + ["{:.2f}"] * len(UPSCALERS) + ["{:+.2f}"]
-    for size, means in result.means.items():
-        cells = [means.get(k) for k in METRICS]
+    for size in result.sizes:
+        cells = [result.means[size].get(k) for k in METRICS]
         text = ["-" if v is None else f.format(v) for f, v in zip(formats, cells, strict=True)]
-        count = f"{result.scored[size]} of {result.images}"
-        lines.append(f"| {size}x{size} | {count} | " + " | ".join(text) + " |")
+        lines.append(
+            f"| {size}x{size} | {result.scored[size]} of {result.images} | " + " | ".join(text) + " |"
+        )
     return "\n".join(lines)
 
 
 def run_inputs(
     ckpt: str | Path,
-    paths: Sequence[str | Path],
+    paths: str | Path | Sequence[str | Path],
     *,
     sizes: Sequence[int] | None = None,
     which: str = "best",
@@ -367,27 +389,27 @@ def run_inputs(
     max_images: int | None = None,
     precision: str = "fp32",
 ) -> Rendered:
-    """:func:`render_images` of ``ckpt`` (as in :func:`run`) on ``paths``, with its table printed."""
+    """:func:`render_images` of ``ckpt`` (its checkpoint chosen as in :func:`run`) on ``paths``, with a
+    summary and :func:`sizes_table` printed. Paths and sizes are checked before the checkpoint is loaded."""
     find_inputs(paths)
     if sizes is not None:
         check_sizes(sizes)
     trained = _load(ckpt, which, device)
-    result = render_images(
-        trained, paths, sizes, out=out, precision=precision, max_images=max_images, progress=True
-    )
-    found = len(find_inputs(paths))
-    limited = f" (the first {result.images} of {found})" if result.images < found else ""
+    result = render_images(trained, paths, sizes, out=out, precision=precision, max_images=max_images)
+    images = f"{result.images} image{'s' * (result.images != 1)}"
+    if result.images < result.found:
+        images += f" (the first {result.images} of {result.found} found)"
+    side = result.resolution
     print(
-        f"checkpoint {trained.checkpoint} (step {trained.step}): {result.images} images{limited}, each its "
-        f"centre square resized (Lanczos) to {result.resolution}x{result.resolution}, rendered at "
-        f"{', '.join(map(str, result.means))} px"
+        f"checkpoint {trained.checkpoint} (step {trained.step}): {images}, each its centre square resized "
+        f"(Lanczos) to {side}x{side}, rendered at {', '.join(map(str, result.sizes))} px"
     )
     print(sizes_table(result))
     for note in result.notes:
         print(note)
     print(
         "ground truth: the original's centre square downsampled (Lanczos) to each size, where it is at least "
-        "that size; renders <name>_<size>.png, grids <name>_<size>_grid.png (input | bicubic | model | "
+        f"that size; renders <name>_<size>.png, grids <name>_<size>_grid.png (input | bicubic | model | "
         f"original), per_image.csv and results.json in {result.out}"
     )
     return result
@@ -406,8 +428,10 @@ def _positive(text: str) -> int:
 def _pixels(text: str) -> int:
     try:
         return check_sizes([int(text)])[0]
-    except (ValueError, InputError):
-        raise argparse.ArgumentTypeError(f"{text} is not allowed: expected a positive integer (pixels)") from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not allowed: expected a positive integer (pixels)"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -434,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", type=_pixels, nargs="+", metavar="PX",
         help="with --inputs: square render sides in pixels (default: the run's resolution and eval_resolutions)",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, help="output directory (default: <run>/eval, or <run>/eval_inputs)")
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default: <run>/eval, or <run>/eval_inputs)"
+    )
     parser.add_argument("--images", type=_positive, default=8, help="images shown in renders.png")
     parser.add_argument("--max-images", type=_positive, help="score only the first N test images (or inputs)")
     parser.add_argument("--data-dir", help="where the run's dataset is cached, if not where it was trained")
