@@ -280,6 +280,7 @@ def render_images(
         raise InputError(f"precision {precision!r} is not allowed: expected one of {', '.join(PRECISIONS)}")
     if max_images is not None and (isinstance(max_images, bool) or max_images < 1):
         raise InputError(f"max_images={max_images!r} is not allowed: expected a positive integer")
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     model, cfg = loaded.model, loaded.config
     resolution, channels, chunk = cfg.data.resolution, cfg.data.channels, cfg.trainer.render_chunk
     sizes = check_sizes([resolution, *cfg.data.eval_resolutions] if sizes is None else list(sizes))

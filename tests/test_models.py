@@ -270,14 +270,14 @@ def test_patch_padding_pads_every_side_and_centres_follow():
     assert tokenizer(blank).shape == (1, 9, 4) and changed.tolist() == [True] + [False] * 8
 
 
-@pytest.mark.parametrize("kind", [*BLOCKS, "scent"])
-@pytest.mark.parametrize("locality", [0.0, 1.0])
+@pytest.mark.parametrize(
+    "kind, locality",
+    [(k, 0.0) for k in [*BLOCKS, "scent"]] + [(k, 1.0) for k in BLOCKS],  # scent: no locality
+)
 def test_shared_coordinates_give_the_same_outputs_and_gradients_as_per_image_copies(kind, locality):
     """Coordinates of batch 1 run the coordinate-only work once; copies per image run it B times."""
     torch.manual_seed(0)
     extra = {"locality": locality} if kind != "scent" else {}
-    if kind == "scent" and locality:
-        pytest.skip("the plain SCENT decoder has no locality bias")
     model = make_model(kind, learnable_bandwidth=True, **extra).double()
     images, coords = torch.rand(3, 3, 16, 16, dtype=torch.float64), pixel_grid(8, 8, dtype=torch.float64)
     outputs, grads = [], []
