@@ -90,7 +90,9 @@ def main() -> None:
     """``python -m ginr.train [overrides]``: Hydra's command line, with ``hardware`` picked for this
     machine unless given, the overrides checked first (one line and exit 2 for an unknown group option
     or key), and a resumed run written into its own run directory."""
-    given = {arg.lstrip("+~").split("=", 1)[0]: arg.split("=", 1)[-1] for arg in sys.argv[1:] if "=" in arg}
+    given = {
+        a.lstrip("+~").split("=", 1)[0]: a.split("=", 1)[1] for a in sys.argv[1:] if "=" in a and a[0] != "-"
+    }
     if "hardware" not in given:
         choice = default_hardware()
         if choice == "cpu":
@@ -103,7 +105,8 @@ def main() -> None:
     sweeping = any(arg in ("-m", "--multirun") for arg in sys.argv) or "sweep" in given
     if not sweeping:
         try:
-            check_overrides([a for a in sys.argv[1:] if "=" in a and not a.lstrip("+~").startswith("hydra.")])
+            overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+            check_overrides([a for a in overrides if not a.lstrip("+~").startswith("hydra.")])
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
