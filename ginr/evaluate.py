@@ -26,7 +26,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
 from PIL import Image
+from torch.utils.data import Dataset
 
 from ginr.api import Loaded, load
 from ginr.data.folder import EXTENSIONS, UnreadableImage, load_image
@@ -42,6 +45,19 @@ METRICS = ("psnr", "psnr_clamped", "ssim", *UPSCALERS, "margin")
 
 class InputError(ValueError):
     """A bad option value or input image, found before any work: one line naming it and what is allowed."""
+
+
+def _truth_at(cfg: DictConfig, split: str, resolution: int) -> Dataset:
+    """The ``split`` at ``resolution`` as ground truth; :class:`InputError` where the dataset has none."""
+    try:
+        return build_dataset(cfg, split, resolution)
+    except (InstantiationException, ValueError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        name = cfg.data.dataset._target_.rsplit(".", 1)[-1]
+        raise InputError(
+            f"no {resolution} px ground truth in {name} ({cause}); to render image files at any size, "
+            "use --inputs IMAGES --sizes ..."
+        ) from err
 
 
 def _load(ckpt: str | Path, which: str, device: str) -> Loaded:
@@ -75,7 +91,7 @@ def run(
         cfg.data.dataset.root = data_dir
     resolutions = list(cfg.data.eval_resolutions if resolutions is None else resolutions)
     dataset = build_dataset(cfg, split)
-    highres = {r: build_dataset(cfg, split, r) for r in resolutions}
+    highres = {r: _truth_at(cfg, split, r) for r in resolutions}
     result = evaluate(
         model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=device, amp_dtype=amp,
         chunk=cfg.trainer.render_chunk, max_images=max_images,
@@ -112,7 +128,7 @@ def run(
 def table(means: dict[str, float], resolution: int) -> str:
     """A markdown table: one row per resolution, the model's PSNR (unclamped, the protocol), clamped PSNR,
     SSIM, and the classical upscalers of the same input beside it, with the model's margin over the best."""
-    head = ["resolution", "PSNR", "PSNR clamped", "SSIM", *UPSCALERS, "margin over best"]
+    head = ["resolution", "images with truth", "PSNR", "PSNR clamped", "SSIM", *UPSCALERS, "margin over best"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     sizes = [resolution] + sorted(
         {int(k.rsplit("_", 1)[1]) for k in means if k.startswith("psnr_") and k[5:].isdigit()}
@@ -130,7 +146,8 @@ def table(means: dict[str, float], resolution: int) -> str:
         ]
         formats = ["{:.2f}", "{:.2f}", "{:.4f}"] + ["{:.2f}"] * len(UPSCALERS) + ["{:+.2f}"]
         text = ["-" if v is None else f.format(v) for f, v in zip(formats, cells, strict=True)]
-        lines.append(f"| {r}x{r} | " + " | ".join(text) + " |")
+        count = means.get(f"images{suffix}")
+        lines.append(f"| {r}x{r} | {'all' if count is None else int(count)} | " + " | ".join(text) + " |")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ skipped or refused, later failures skipped in ``__getitem__``, and no split left
 
 import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -228,3 +229,28 @@ def test_config_key_is_checked_and_the_cache_goes_under_the_data_dir(tmp_path: P
     assert cfg.data.dataset.on_bad_file == "skip" and cfg.data.dataset.cache_dir == str(tmp_path / "data")
     assert len(build_dataset(cfg, "train")) >= 1
     assert len(list((tmp_path / "data" / "image_folder").glob("imgs-*.scan.json"))) == 1
+
+
+def test_a_small_photo_is_not_ground_truth_at_a_larger_size(tmp_path):
+    """A 28 px photo resized to 64 px is an upsampled copy: evaluation renders it but does not score it."""
+    from ginr.engine.evaluation import evaluate
+    from tests.test_models import make_model
+
+    rng = np.random.default_rng(0)
+    for name, side in (("big0", 96), ("small", 28), ("big1", 80)):
+        (tmp_path / "test").mkdir(exist_ok=True)
+        (tmp_path / "train").mkdir(exist_ok=True)
+        array = (rng.random((side, side, 3)) * 255).astype(np.uint8)
+        Image.fromarray(array).save(tmp_path / "test" / f"{name}.png")
+        Image.fromarray(array).save(tmp_path / "train" / f"{name}.png")
+    low = ImageFolder(root=str(tmp_path), split="test", resolution=16)
+    high = ImageFolder(root=str(tmp_path), split="test", resolution=64)
+    assert [high.upsampled(i) for i in range(3)] == [p.stem == "small" for p in high.files]
+    assert not any(low.upsampled(i) for i in range(3))
+    result = evaluate(make_model(), low, highres={64: high}, batch_size=2, device=torch.device("cpu"),
+                      amp_dtype=None, chunk=4096)  # fmt: skip
+    assert result.means["images_64"] == 2 and result.count == 3
+    small = next(r for r in result.rows if high.files[r["index"]].stem == "small")
+    assert math.isnan(small["psnr_64"]) and math.isnan(small["bicubic_64"]) and not math.isnan(small["psnr"])
+    scored = [r["psnr_64"] for r in result.rows if not math.isnan(r["psnr_64"])]
+    assert result.means["psnr_64"] == pytest.approx(sum(scored) / 2)

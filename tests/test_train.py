@@ -68,7 +68,7 @@ def test_few_steps_write_events_checkpoints_and_evaluate(smoke_cfg, tmp_path):
     results = evaluate.run(run_dir, out=tmp_path / "eval", max_images=4)
     resolutions = {"", "_64"}
     assert set(results) == {f"{m}{r}" for m in ("psnr", "psnr_clamped", "ssim") for r in resolutions} | {
-        f"{m}_64" for m in ("nearest", "bicubic", "lanczos")
+        f"{m}_64" for m in ("nearest", "bicubic", "lanczos", "images")
     }
     assert (tmp_path / "eval" / "renders.png").stat().st_size > 0
     assert len((tmp_path / "eval" / "per_image.csv").read_text().splitlines()) == 1 + 4

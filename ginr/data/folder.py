@@ -318,6 +318,19 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def upsampled(self, index: int) -> bool:
+        """Whether item ``index`` is enlarged from a smaller original (after the crop): not ground truth
+        at this resolution, and evaluation does not score it as such."""
+        try:
+            with Image.open(self.files[index]) as img:
+                width, height = ImageOps.exif_transpose(img).size
+        except Exception:  # unreadable now: __getitem__ substitutes another image, said there
+            return False
+        target_h, target_w = self.size
+        if self.crop == "center":
+            return min(width / target_w, height / target_h) < 1
+        return width < target_w or height < target_h
+
     def __getitem__(self, index: int) -> torch.Tensor:
         """Image ``index``, or the next readable one if it fails to decode (see the class docstring)."""
         count = len(self.files)

@@ -6,6 +6,7 @@ the same for the model's render, and PSNR of the classical upscalers (nearest, b
 same low-resolution input against the same truth. Means are over images.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -65,18 +66,30 @@ def evaluate(
             recon = model.render(latents, *images.shape[-2:], chunk=chunk)
         scores = _scores(recon, images, "")
         for resolution, highres_set in highres.items():
-            truth = torch.stack([highres_set[i] for i in range(start, start + len(images))]).to(device)
+            indices = range(start, start + len(images))
+            truth = torch.stack([highres_set[i] for i in indices]).to(device)
             with autocast(device, amp_dtype):
                 render = model.render(latents, *truth.shape[-2:], chunk=chunk)
-            scores |= _scores(render, truth, f"_{resolution}")
+            at_res = _scores(render, truth, f"_{resolution}")
             if baselines:
                 for method in UPSCALERS:
-                    scores[f"{method}_{resolution}"] = psnr(upscale(images, *truth.shape[-2:], method), truth)
+                    at_res[f"{method}_{resolution}"] = psnr(upscale(images, *truth.shape[-2:], method), truth)
+            upsampled = getattr(highres_set, "upsampled", None)  # an enlarged original is not truth
+            if upsampled is not None:
+                fake = torch.tensor([upsampled(i) for i in indices], device=device)
+                at_res = {k: v.masked_fill(fake, float("nan")) for k, v in at_res.items()}
+            scores |= at_res
         values = {key: value.tolist() for key, value in scores.items()}
         rows += [{"index": start + i, **{k: v[i] for k, v in values.items()}} for i in range(len(images))]
     model.train(was_training)
     keys = [k for k in (rows[0] if rows else {}) if k != "index"]
-    return Evaluation({k: sum(r[k] for r in rows) / len(rows) for k in keys}, rows)
+    means = {}
+    for key in keys:
+        scored = [r[key] for r in rows if not math.isnan(r[key])]
+        means[key] = sum(scored) / len(scored) if scored else float("nan")
+    for resolution in highres:  # how many images had real ground truth there
+        means[f"images_{resolution}"] = sum(not math.isnan(r[f"psnr_{resolution}"]) for r in rows)
+    return Evaluation(means, rows)
 
 
 def _batches(dataset: Dataset, batch_size: int, total: int):
