@@ -60,6 +60,10 @@ def _truth_at(cfg: DictConfig, split: str, resolution: int) -> Dataset:
         ) from err
 
 
+def _find_images_under(folder: Path) -> bool:
+    return any(p.suffix.lower() in EXTENSIONS for p in folder.rglob("*"))
+
+
 def _load(ckpt: str | Path, which: str, device: str) -> Loaded:
     """``ckpt``'s ``<which>.ckpt`` (``last`` where a run directory has no ``best``)."""
     path = Path(ckpt).expanduser()
@@ -88,6 +92,12 @@ def run(
     amp = trained.amp if precision == "train" else None
     device = next(model.parameters()).device
     if data_dir:
+        target = cfg.data.dataset._target_.rsplit(".", 1)[-1]
+        if target != "ImageFolder" and Path(data_dir).is_dir() and _find_images_under(Path(data_dir)):
+            raise InputError(
+                f"--data-dir {data_dir} holds images, but it is where the run's {target} is cached: "
+                f"to evaluate those images use --inputs {data_dir}"
+            )
         cfg.data.dataset.root = data_dir
     resolutions = list(cfg.data.eval_resolutions if resolutions is None else resolutions)
     dataset = build_dataset(cfg, split)

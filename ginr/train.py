@@ -13,7 +13,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config import ConfigError, check_overrides, default_hardware, prepare
+from ginr.config import ConfigError, check_overrides, compose, default_hardware, prepare
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.loop import DataError, Trainer
@@ -106,7 +106,9 @@ def main() -> None:
     if not sweeping:
         try:
             overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
-            check_overrides([a for a in overrides if not a.lstrip("+~").startswith("hydra.")])
+            ours = [a for a in overrides if not a.lstrip("+~").startswith("hydra.")]
+            check_overrides(ours)
+            prepare(compose(ours))  # every key and value, before Hydra makes a run folder
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

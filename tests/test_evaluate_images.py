@@ -148,3 +148,18 @@ def test_ssim_over_strips_is_the_ssim_of_the_whole_image(height, width, rows):
     target = torch.rand(2, 3, height, width)
     pred = 0.7 * target + 0.3 * torch.rand_like(target)
     torch.testing.assert_close(strip_ssim(pred, target, rows=rows), ssim(pred, target))
+
+
+def test_a_photo_folder_as_data_dir_is_pointed_to_inputs_not_filled_with_the_dataset(run_dir, images, capsys):
+    assert main([str(run_dir), "--data-dir", str(images)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --data-dir {images} holds images, but it is where the run's Emoji3D is cached: " \
+                  f"to evaluate those images use --inputs {images}"  # fmt: skip
+    assert not any(p.suffix in (".npz", ".tgz") for p in images.rglob("*"))  # nothing downloaded into it
+
+
+def test_a_resolution_the_dataset_cannot_provide_is_one_line(run_dir, capsys):
+    assert main([str(run_dir), "--resolutions", "512"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no 512 px ground truth in Emoji3D (") and "--inputs IMAGES --sizes" in err
+    assert "\n" not in err

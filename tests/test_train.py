@@ -175,6 +175,7 @@ def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "error: decoder.num_layers=-1 is not allowed: expected an integer >= 1" in proc.stderr
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before Hydra made a run folder
 
 
 def test_cli_missing_image_folder_is_one_line_and_exit_code_2(tmp_path):
