@@ -47,13 +47,16 @@ class InputError(ValueError):
     """A bad option value or input image, found before any work: one line naming it and what is allowed."""
 
 
-def _truth_at(cfg: DictConfig, split: str, resolution: int) -> Dataset:
-    """The ``split`` at ``resolution`` as ground truth; :class:`InputError` where the dataset has none."""
+def _split_of(cfg: DictConfig, split: str, resolution: int | None = None) -> Dataset:
+    """The run's ``split`` (at ``resolution``: ground truth there); :class:`InputError` where the dataset
+    cannot provide it."""
     try:
         return build_dataset(cfg, split, resolution)
-    except (InstantiationException, ValueError) as err:
+    except (InstantiationException, OSError, ValueError, RuntimeError) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         name = cfg.data.dataset._target_.rsplit(".", 1)[-1]
+        if resolution is None:
+            raise InputError(f"cannot load the {split} split of {name}: {cause}") from err
         raise InputError(
             f"no {resolution} px ground truth in {name} ({cause}); to render image files at any size, "
             "use --inputs IMAGES --sizes ..."
@@ -100,8 +103,8 @@ def run(
             )
         cfg.data.dataset.root = data_dir
     resolutions = list(cfg.data.eval_resolutions if resolutions is None else resolutions)
-    dataset = build_dataset(cfg, split)
-    highres = {r: _truth_at(cfg, split, r) for r in resolutions}
+    dataset = _split_of(cfg, split)
+    highres = {r: _split_of(cfg, split, r) for r in resolutions}
     result = evaluate(
         model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=device, amp_dtype=amp,
         chunk=cfg.trainer.render_chunk, max_images=max_images,
