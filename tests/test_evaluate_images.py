@@ -11,8 +11,9 @@ from PIL import Image
 import ginr
 from ginr.config import compose
 from ginr.data.folder import load_image
-from ginr.engine.metrics import ssim
-from ginr.evaluate import InputError, main, render_images, strip_ssim
+from ginr.engine.metrics import ssim, strip_ssim
+from ginr.evaluate import main
+from ginr.images import InputError, render_images
 from ginr.train import train
 
 
