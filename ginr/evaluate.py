@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ginr.api import Loaded, load
-from ginr.data.folder import EXTENSIONS
+from ginr.data.imagefiles import EXTENSIONS
 from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
 from ginr.engine.evaluation import evaluate, reconstructions

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ginr.api import Loaded
-from ginr.data.folder import EXTENSIONS, UnreadableImage, load_image
+from ginr.data.imagefiles import EXTENSIONS, UnreadableImage, load_image
 from ginr.engine.metrics import UPSCALERS, psnr, strip_ssim, upscale
 from ginr.engine.step import autocast
 

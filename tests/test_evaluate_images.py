@@ -10,7 +10,7 @@ from PIL import Image
 
 import ginr
 from ginr.config import compose
-from ginr.data.folder import load_image
+from ginr.data.imagefiles import load_image
 from ginr.engine.metrics import ssim, strip_ssim
 from ginr.evaluate import main
 from ginr.images import InputError, render_images

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 from ginr.data import folder as folder_module
-from ginr.data.folder import ImageFolder, UnreadableImage
+from ginr.data import imagefiles
+from ginr.data.folder import ImageFolder
+from ginr.data.imagefiles import UnreadableImage
 from ginr.data.splits import SPLITS, hash_split
 
 WARNING = "skipping unreadable image"
@@ -23,7 +25,7 @@ WARNING = "skipping unreadable image"
 @pytest.fixture(autouse=True)
 def _fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a new process would: nothing scanned or reported yet."""
-    monkeypatch.setattr(folder_module, "_SCANNED", {})
+    monkeypatch.setattr(imagefiles, "SCANNED", {})
     monkeypatch.setattr(folder_module, "_REPORTED", set())
 
 
@@ -62,13 +64,13 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def _decode_counter(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
-    check = folder_module.check_image
+    check = imagefiles.check_image
 
     def counting(path: Path) -> str | None:
         calls.append(path)
         return check(path)
 
-    monkeypatch.setattr(folder_module, "check_image", counting)
+    monkeypatch.setattr(imagefiles, "check_image", counting)
     return calls
 
 
@@ -130,7 +132,7 @@ def test_scan_is_cached_outside_the_folder_and_invalidated_by_changes(
     assert len(json.loads(cached.read_text())["files"]) == 20
     build("val"), build("test")
     assert len(calls) == 20  # the other splits and a second construction reuse this process's scan
-    monkeypatch.setattr(folder_module, "_SCANNED", {})  # a new process: only the cache file is left
+    monkeypatch.setattr(imagefiles, "SCANNED", {})  # a new process: only the cache file is left
     assert build().files == first.files and len(calls) == 20
     target = first.files[3]
     _png(target, 1000, size=16)  # changed: decoded again
@@ -141,7 +143,7 @@ def test_scan_is_cached_outside_the_folder_and_invalidated_by_changes(
     again = build()
     assert sorted(calls[20:]) == sorted([target, first.files[5], root / "new.png"])
     assert first.files[5] not in again.files and len(_warnings(caplog)) == 1
-    monkeypatch.setattr(folder_module, "_SCANNED", {})
+    monkeypatch.setattr(imagefiles, "SCANNED", {})
     cached.write_text("{not json")  # a damaged cache is rebuilt, not trusted
     build()
     assert len(calls) == 23 + 21
