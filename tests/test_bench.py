@@ -26,9 +26,10 @@ def test_cpu_preset_end_to_end(tmp_path, capsys):
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"device", "torch", "command", "date"} <= data["meta"].keys()
     cases = {c["name"]: c for c in data["cases"]}
-    assert len(cases) == 2 + 1 + 3 + 2 + 2 + 2
-    assert cases["encoder/cuda"]["status"].startswith("skipped")
-    ran = [c for c in cases.values() if c["name"] != "encoder/cuda"]
+    assert len(cases) == 2 + 1 + 3 + 2 + 3 + 2
+    on_kernels = [name for name in cases if name.startswith("encoder/cuda/")]
+    assert len(on_kernels) == 2 and all(cases[n]["status"].startswith("skipped") for n in on_kernels)
+    ran = [c for c in cases.values() if c["name"] not in on_kernels]
     assert all(c["status"] == "ok" and c["ms"] > 0 for c in ran)
     assert cases["main/scent_ff/bf16/ckpt-off"]["flops_counted"] > 0
     assert (
@@ -58,8 +59,9 @@ def test_report_of_gpu_results(tmp_path):
         _case("queries/scent_ff/1024", "queries", "scent_ff", ms=5.0, peak_bytes=2 * gb, activation_bytes=1 * gb),
         _case("queries/scent_ff/16384", "queries", "scent_ff", queries=16384, ms=60.0, peak_bytes=17 * gb, activation_bytes=16 * gb),
         _case("queries/scent_ff/65536", "queries", "scent_ff", "OOM", queries=65536),
-        _case("encoder/cuda", "encoder", "encoder", backend="cuda", ms=10.0, peak_bytes=gb, activation_bytes=gb),
-        _case("encoder/torch", "encoder", "encoder", backend="torch", ms=40.0, peak_bytes=9 * gb, activation_bytes=8 * gb),
+        _case("encoder/cuda/joint", "encoder", "encoder", backend="cuda", ms=10.0, peak_bytes=gb, activation_bytes=gb),
+        _case("encoder/cuda/separate", "encoder", "encoder", backend="cuda", ms=15.0, peak_bytes=gb, activation_bytes=gb),
+        _case("encoder/torch/joint", "encoder", "encoder", backend="torch", ms=40.0, peak_bytes=9 * gb, activation_bytes=8 * gb),
         _case("render/scent_ff/chunk65536", "render", "scent_ff", chunk=65536, ms=300.0, peak_bytes=3 * gb, activation_bytes=2 * gb),
         _case("compile/scent_ff/bf16", "compile", "scent_ff", compile=True, ms=40.0, peak_bytes=20 * gb),
     ]  # fmt: skip
@@ -71,7 +73,9 @@ def test_report_of_gpu_results(tmp_path):
         "| scent_ff | 65536 | OOM |" in text and "| scent_ff | 16384 | 60.0 | 17.00 | 16.00 | 16.0x |" in text
     )
     assert "activations at 16384 vs 1024 queries (16x): 16.0x" in text
-    assert "speed-up of the cuda backend over torch: 4.0x" in text
+    assert "speed-up of the cuda backend over torch (joint): 4.00x" in text
+    assert "speed-up of joint over separate direction scans (cuda): 1.50x" in text
+    assert "the same, compiled: –" in text
     assert "| scent_ff | 50.0 | 40.0 | 1.25x | 100 | 20.00 |" in text
     assert "| scent_ff | bf16 | off | 50.0 | 1280 | 28.00 | 27.00 | 20000 | 40.0% |" in text
     plot_memory_vs_queries(results, tmp_path / "m.png")
@@ -97,6 +101,7 @@ def test_presets_and_selection():
     compiled = [c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]
     # the training default on a GPU: every variant, and the memory-lean mode, compiled; the rest eager
     assert [c.name for c in compiled] == [
+        "encoder/cuda/joint/compiled", "encoder/cuda/separate/compiled",
         *(f"compile/{v}/bf16" for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn", "scent_attn_naive")),
         "compile/lean/scent_ff/chunk64", "compile/lean/scent_ff/chunk256", "compile/lean/scent_ff/chunk512",
     ]  # fmt: skip

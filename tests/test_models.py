@@ -10,7 +10,7 @@ from ginr.models.blocks import FFFF, AttnFF, ResBlock, XAttnFF
 from ginr.models.decoder import MultiBandDecoder, ScentDecoder
 from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
 from ginr.models.ginr import GINR
-from ginr.models.mamba import MambaMixer
+from ginr.models.mamba import BiMamba, MambaMixer
 from tests.conftest import requires_cuda, requires_scan_kernel
 
 DIM = 32
@@ -158,6 +158,28 @@ def test_bad_names_fail_before_building():
         make_decoder("attn_ff", attn_impl="flash")
     with pytest.raises(ValueError, match="3-channel images, got 1"):
         make_encoder()(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_joint_direction_scan_equals_two_separate_mixers(bias):
+    mixer = BiMamba(16, direction_scan="joint", backend="torch", bias=bias).double()
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # distinct weights per direction, bias included
+    x = torch.randn(2, 19, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 19, 16, dtype=torch.float64)
+    results = []
+    for direction_scan in ("joint", "separate"):
+        mixer.direction_scan = direction_scan
+        y = mixer(x)
+        results.append([y, *torch.autograd.grad((y * weight).sum(), [x, *mixer.parameters()])])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_bad_direction_scan_is_refused():
+    with pytest.raises(ValueError, match="direction_scan must be one of joint, separate, got 'both'"):
+        make_encoder(direction_scan="both")
 
 
 # Parameter names and shapes of mamba_ssm.Mamba(d_model=16, d_state=16, d_conv=4, expand=2), written out

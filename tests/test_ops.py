@@ -108,6 +108,31 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-12)).item()
 
 
+def grouped_scan_inputs(groups=2, **kwargs):
+    """scan_inputs with B and C in ``groups`` groups of channels: (batch, groups, state, length)."""
+    inputs = scan_inputs(**kwargs)
+    for key in ("B", "C"):
+        one = inputs[key].detach()
+        inputs[key] = torch.stack([one * (g + 1) + 0.1 * g for g in range(groups)], dim=1).requires_grad_()
+    return inputs
+
+
+@pytest.mark.parametrize("scan", [selective_scan_torch, selective_scan_ref])
+def test_grouped_scan_is_one_scan_per_group_of_channels(scan):
+    inputs = grouped_scan_inputs(groups=2, dim=6)
+    got = outputs_and_grads(scan, inputs, delta_softplus=True)
+    halves = []  # each group of three channels scanned on its own, with that group's B and C
+    for g, channels in enumerate((slice(0, 3), slice(3, 6))):
+        part = {k: v[:, channels] if k in ("u", "delta", "z") else v[channels] for k, v in inputs.items()
+                if k not in ("B", "C")}  # fmt: skip
+        part.update(B=inputs["B"][:, g], C=inputs["C"][:, g])
+        halves.append(scan(**part, delta_softplus=True))
+    want = torch.cat(halves, dim=1)
+    torch.testing.assert_close(got[0], want, rtol=1e-10, atol=1e-12)
+    ones = torch.autograd.grad(want, list(inputs.values()), torch.ones_like(want) + 0.1 * want.detach())
+    assert_all_close(got[1:], ones, rtol=1e-9, atol=1e-11)
+
+
 @requires_cuda
 @requires_scan_kernel
 @pytest.mark.cuda
@@ -139,3 +164,34 @@ def test_causal_conv1d_cuda_matches_torch(dtype):
     limit = TOLERANCES[dtype][0]
     for name, g, w_ in zip(["out", *inputs], got, want, strict=True):
         assert relative_error(g, w_) < limit, f"{name}: relative error {relative_error(g, w_):.2e} > {limit}"
+
+
+@requires_cuda
+@requires_scan_kernel
+@pytest.mark.cuda
+def test_grouped_selective_scan_cuda_matches_torch():
+    inputs = grouped_scan_inputs(
+        groups=2, batch=3, dim=64, state=16, length=300, dtype=torch.float32, device="cuda"
+    )
+    got = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend="cuda")
+    want = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend="torch")
+    for name, g, w in zip(["out", *inputs], got, want, strict=True):
+        assert relative_error(g, w) < 2e-3, f"{name}: relative error {relative_error(g, w):.2e}"
+
+
+@requires_cuda
+@requires_scan_kernel
+@pytest.mark.cuda
+def test_scan_kernel_compiles_into_one_graph():
+    inputs = scan_inputs(batch=2, dim=32, state=16, length=100, dtype=torch.float32, device="cuda")
+
+    def scan_then_more(**kw):
+        return selective_scan(**kw, delta_softplus=True, backend="cuda").sin() * 2
+
+    explanation = torch._dynamo.explain(scan_then_more)(**inputs)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(scan_then_more, fullgraph=True)
+    got = outputs_and_grads(compiled, inputs)
+    want = outputs_and_grads(scan_then_more, inputs)
+    for name, g, w in zip(["out", *inputs], got, want, strict=True):
+        assert relative_error(g, w) < 1e-5, f"{name}: relative error {relative_error(g, w):.2e}"

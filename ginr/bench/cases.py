@@ -109,12 +109,14 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
             for b in preset.batches
         ]
     if "encoder" in preset.groups:
-        cases += [
-            Case(
-                f"encoder/{b}", "encoder", "encoder", (f"encoder.backend={b}",), batch=preset.batch, backend=b
-            )
-            for b in ("cuda", "torch")
-        ]
+        settings = [("cuda", "joint", False), ("cuda", "separate", False), ("torch", "joint", False)]
+        settings += [("cuda", "joint", True), ("cuda", "separate", True)] if compile else []
+        cases += [  # the scan backends, both direction scans on the kernels, and (--compile) compiled
+            Case(f"encoder/{b}/{d}{'/compiled' if c else ''}", "encoder", "encoder",
+                 (f"encoder.backend={b}", f"encoder.direction_scan={d}", *(("trainer.compile=true",) if c else ())),
+                 batch=preset.batch, backend=b, compile=c)
+            for b, d, c in settings
+        ]  # fmt: skip
     if "render" in preset.groups:  # a decoder that mixes queries decodes a whole image at once: not rendered
         cases += [
             Case(f"render/{v}/chunk{c}", "render", v, every[v], batch=1, queries=preset.render_size**2,

@@ -135,14 +135,24 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
     encoder = _group(results, "encoder")
     if encoder:
         lines += [
-            f"## Encoder alone: selective-scan backend (bf16, batch {preset.batch}, forward + backward)",
+            f"## Encoder alone: scan backend / direction scan (bf16, batch {preset.batch}, forward + backward)",
             "",
         ]
-        rows = [[r["backend"], *_cells(r, ["ms", "img/s", "peak", "act"])] for r in encoder]
-        lines += _table(["backend", "ms", "images/s", "peak GB", "activations GB"], rows)
-        ms = {r["backend"]: r.get("ms") for r in encoder if r["status"] == "ok"}
-        speedup = ms["torch"] / ms["cuda"] if ms.get("torch") and ms.get("cuda") else None
-        lines += ["", f"- speed-up of the cuda backend over torch: {_num(speedup, '{:.1f}x')}", ""]
+        rows = [
+            [r["name"].removeprefix("encoder/"), *_cells(r, ["ms", "img/s", "peak", "act"])] for r in encoder
+        ]
+        lines += _table(["backend / direction scan", "ms", "images/s", "peak GB", "activations GB"], rows)
+        ms = {r["name"].removeprefix("encoder/"): r.get("ms") for r in encoder if r["status"] == "ok"}
+        ratios = {
+            "speed-up of the cuda backend over torch (joint)": ("torch/joint", "cuda/joint"),
+            "speed-up of joint over separate direction scans (cuda)": ("cuda/separate", "cuda/joint"),
+            "the same, compiled": ("cuda/separate/compiled", "cuda/joint/compiled"),
+        }
+        lines.append("")
+        for label, (slow, fast) in ratios.items():
+            ratio = ms[slow] / ms[fast] if ms.get(slow) and ms.get(fast) else None
+            lines.append(f"- {label}: {_num(ratio, '{:.2f}x')}")
+        lines.append("")
     render = _group(results, "render")
     if render:
         size = render[0]["render_size"]

@@ -117,6 +117,7 @@ def run_encoder(case: Case, cfg: DictConfig, device: torch.device, timing: Timin
     """Encoder forward (autocast) + backward of a float32 loss on its latents; gradients reset each call."""
     with torch.device(device):
         encoder = instantiate(cfg.encoder).train()
+    forward = torch.compile(encoder) if case.compile else encoder
     amp = amp_dtype(cfg.trainer.precision, device)
     images = [
         torch.rand(case.batch, cfg.data.channels, cfg.data.resolution, cfg.data.resolution, device=device)
@@ -125,7 +126,7 @@ def run_encoder(case: Case, cfg: DictConfig, device: torch.device, timing: Timin
 
     def call(i: int) -> None:
         with autocast(device, amp):
-            latents = encoder(images[i % len(images)])
+            latents = forward(images[i % len(images)])
         latents.float().square().mean().backward()
         encoder.zero_grad(set_to_none=True)
 

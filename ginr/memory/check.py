@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ginr.config import compose, experiments, mixes_queries, prepare
-from ginr.memory.plan import measure_peak, plan, report
+from ginr.memory.plan import measure_peak, plan, report, takes_fused_mixer
 from ginr.ops import backend
 
 TOLERANCE = 0.05
@@ -98,9 +98,11 @@ def check_live(out: Path, deadline: float) -> list[Row]:
         if time.monotonic() > deadline:
             row.note = "skipped: time budget spent"
             continue
+        fused_row = False
         try:
             cfg = prepare(compose(list(overrides)))
             result = plan(cfg)
+            fused_row = takes_fused_mixer(cfg, fused)
             row.predicted = result.total
             try:
                 row.measured = measure_peak(cfg)
@@ -109,7 +111,7 @@ def check_live(out: Path, deadline: float) -> list[Row]:
             (out / f"memory_{name}.txt").write_text(report(cfg, result, row.measured) + "\n")
         except Exception as err:  # one point's failure is its row; the others still run
             _failed(row, err)
-        if fused and not row.note:
+        if fused_row and not row.note:
             row.note = "fused mixer on this GPU: not modelled"
         gc.collect()
         torch.cuda.empty_cache()
@@ -133,11 +135,14 @@ def check_results(path: Path, deadline: float) -> list[Row]:
         if time.monotonic() > deadline:
             row.note = "skipped: time budget spent"
             continue
+        fused_row = False
         try:
-            row.predicted = plan(compose(overrides), batch_size=case["batch"], queries=case["queries"]).total
+            cfg = compose(overrides)
+            row.predicted = plan(cfg, batch_size=case["batch"], queries=case["queries"]).total
+            fused_row = takes_fused_mixer(cfg, fused)
         except Exception as err:
             _failed(row, err)
-        if fused and not row.note:
+        if fused_row and not row.note:
             row.note = "fused mixer: not modelled"
     return rows
 

@@ -11,8 +11,8 @@ fp32; activation checkpointing of encoder and decoder blocks and the memory-lean
 (``trainer.checkpoint_queries``), whose recomputation runs inside the simulated backward; the ``cuda``
 selective-scan backend (mamba-ssm's kernel, with or without causal-conv1d's convolution kernel) and the
 ``torch`` one; SDPA (flash / memory-efficient kernels) and naive attention. Not modelled: ``trainer.compile``,
-several GPUs (DDP's buckets), the fused mixer (``mamba_inner_fn``, which the GPU run takes where causal-conv1d
-is installed; simulated as the unfused kernels), the allocator's 512-byte rounding and fragmentation.
+several GPUs (DDP's buckets), the fused mixer (``mamba_inner_fn``, which the GPU run takes with
+``encoder.direction_scan=separate`` where causal-conv1d is installed; simulated as the unfused kernels), the allocator's 512-byte rounding and fragmentation.
 
 Accuracy, against ``max_memory_allocated`` on an H100 (2026-11-22, torch 2.11,
 ``experiments/benchmarks/memory_check.md``): within 1.2% at every recorded step whose encoder is
@@ -239,7 +239,9 @@ def _describe(cfg: DictConfig, result: MemoryPlan) -> str:
     ckpt = f"encoder {cfg.encoder.checkpoint}, decoder {cfg.decoder.checkpoint}"
     if cfg.trainer.get("checkpoint_queries"):
         ckpt += f", query chunks of {cfg.trainer.checkpoint_queries} (memory-lean)"
-    fused = result.scan_backend == "cuda" and scan_backend.mamba_inner_cuda is not None
+    fused = result.scan_backend == "cuda" and takes_fused_mixer(
+        cfg, scan_backend.mamba_inner_cuda is not None
+    )
     return (
         f"Memory plan: {cfg.name} (decoder {decoder}, attn_impl {cfg.decoder.get('attn_impl', 'sdpa')}, "
         f"checkpointing: {ckpt}), {result.num_params / 1e6:.1f}M parameters\n"
@@ -249,6 +251,12 @@ def _describe(cfg: DictConfig, result: MemoryPlan) -> str:
         + "activations: what the forward allocates and still holds at its end (saved for backward); "
         "temporaries: the rest of the peak"
     )  # fmt: skip
+
+
+def takes_fused_mixer(cfg: DictConfig, fused_kernel: bool) -> bool:
+    """Whether a GPU run of ``cfg`` takes the fused mixer (not modelled): only two separate direction scans
+    do, where causal-conv1d is installed (``fused_kernel``)."""
+    return fused_kernel and cfg.encoder.get("direction_scan", "joint") == "separate"
 
 
 def report(cfg: DictConfig, result: MemoryPlan, measured: int | None = None) -> str:

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ginr.constraints import Count, Positive
 from ginr.models.layers import Attention, FeedForward, FourierFeatures, PreNorm
-from ginr.models.mamba import BiMamba
+from ginr.models.mamba import BiMamba, DirectionScan
 from ginr.ops.backend import Backend
 
 Placement = Literal["interleave", "append", "prepend"]
@@ -143,6 +143,7 @@ class BiMambaEncoder(nn.Module):
         d_conv: Positive = 4,
         expand: Positive = 2,
         backend: Backend = "auto",
+        direction_scan: DirectionScan = "joint",
         processor_depth: Count = 0,
         heads: Positive = 8,
         dim_head: Positive = 64,
@@ -155,7 +156,10 @@ class BiMambaEncoder(nn.Module):
             channels=channels, dim=dim, patch_size=patch_size, padding=patch_padding
         )
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
-        mixer = {"d_state": d_state, "d_conv": d_conv, "expand": expand, "backend": backend}
+        mixer = {
+            "d_state": d_state, "d_conv": d_conv, "expand": expand, "backend": backend,
+            "direction_scan": direction_scan,
+        }  # fmt: skip
         self.blocks = nn.ModuleList(BiMambaBlock(dim, mlp_dim=mlp_dim, **mixer) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.processor = (

@@ -7,6 +7,7 @@ on every backend.
 """
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -82,16 +83,10 @@ class MambaMixer(nn.Module):
         )  # fmt: skip
 
     def _unfused(self, xz: torch.Tensor) -> torch.Tensor:
-        length = xz.shape[-1]
         x, z = xz.chunk(2, dim=1)
         weight = rearrange(self.conv1d.weight, "d 1 w -> d w")
         x = causal_conv1d(x, weight, self.conv1d.bias, activation="silu", backend=self.backend)
-        dt, B, C = self.x_proj(rearrange(x, "b d l -> (b l) d")).split(
-            [self.dt_rank, self.d_state, self.d_state], dim=-1
-        )
-        dt = rearrange(F.linear(dt, self.dt_proj.weight), "(b l) d -> b d l", l=length)
-        B = rearrange(B, "(b l) n -> b n l", l=length).contiguous()
-        C = rearrange(C, "(b l) n -> b n l", l=length).contiguous()
+        dt, B, C = self.scan_inputs(x)
         y = selective_scan(
             x,
             dt,
@@ -106,16 +101,89 @@ class MambaMixer(nn.Module):
         )
         return self.out_proj(rearrange(y, "b d l -> b l d"))
 
+    def scan_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The convolved sequence x (B, D, L) -> the scan's input-dependent dt (B, D, L), B and C (B, N, L)."""
+        length = x.shape[-1]
+        dt, B, C = self.x_proj(rearrange(x, "b d l -> (b l) d")).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )
+        dt = rearrange(F.linear(dt, self.dt_proj.weight), "(b l) d -> b d l", l=length)
+        B = rearrange(B, "(b l) n -> b n l", l=length)
+        C = rearrange(C, "(b l) n -> b n l", l=length)
+        return dt, B, C
+
+
+DirectionScan = Literal["joint", "separate"]
+DIRECTION_SCANS = get_args(DirectionScan)
+
+
+def _cat(*tensors: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:
+    return None if tensors[0] is None else torch.cat(tensors, dim=dim)
+
 
 class BiMamba(nn.Module):
-    """Two mixers with separate weights: one scans the sequence, one its reverse; outputs averaged."""
+    """Two mixers with separate weights: one scans the sequence, one its reverse; outputs averaged.
 
-    def __init__(self, d_model: int, **mixer_kwargs):
+    ``direction_scan`` picks how, on the same parameters: ``separate`` runs the two mixers one after the
+    other; ``joint`` stacks the directions along the channels (the reverse direction on the flipped
+    sequence), so each step (in_proj, convolution, scan, out_proj) is one kernel over both, with B and C
+    of the scan in two groups, one per direction.
+    """
+
+    def __init__(self, d_model: int, *, direction_scan: DirectionScan = "joint", **mixer_kwargs):
         super().__init__()
+        if direction_scan not in DIRECTION_SCANS:
+            raise ValueError(
+                f"direction_scan must be one of {', '.join(DIRECTION_SCANS)}, got {direction_scan!r}"
+            )
+        self.direction_scan = direction_scan
         self.forward_mixer = MambaMixer(d_model, **mixer_kwargs)
         self.backward_mixer = MambaMixer(d_model, **mixer_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, D) -> (B, L, D)."""
+        if self.direction_scan == "joint":
+            return self._joint(x)
         backward = self.backward_mixer(x.flip(1)).flip(1)
         return 0.5 * (self.forward_mixer(x) + backward)
+
+    def _joint(self, x: torch.Tensor) -> torch.Tensor:
+        fwd, bwd = self.forward_mixer, self.backward_mixer
+        xz = F.linear(
+            x, torch.cat([fwd.in_proj.weight, bwd.in_proj.weight]), _cat(fwd.in_proj.bias, bwd.in_proj.bias)
+        )
+        x_fwd, z_fwd, x_bwd, z_bwd = rearrange(xz, "b l d -> b d l").chunk(4, dim=1)
+        # Channels [forward | backward]; the backward half runs on the reversed sequence.
+        hidden = torch.cat([x_fwd, x_bwd.flip(-1)], dim=1)
+        gate = torch.cat([z_fwd, z_bwd.flip(-1)], dim=1)
+        conv_weight = rearrange(torch.cat([fwd.conv1d.weight, bwd.conv1d.weight]), "d 1 w -> d w")
+        hidden = causal_conv1d(
+            hidden,
+            conv_weight,
+            _cat(fwd.conv1d.bias, bwd.conv1d.bias),
+            activation="silu",
+            backend=fwd.backend,
+        )
+        (dt_fwd, B_fwd, C_fwd), (dt_bwd, B_bwd, C_bwd) = (
+            mixer.scan_inputs(half) for mixer, half in zip((fwd, bwd), hidden.chunk(2, dim=1), strict=True)
+        )
+        dt = torch.cat([dt_fwd, dt_bwd], dim=1)
+        B = torch.stack([B_fwd, B_bwd], dim=1)  # (batch, 2 groups, N, L)
+        C = torch.stack([C_fwd, C_bwd], dim=1)
+        y = selective_scan(
+            hidden,
+            dt,
+            -torch.exp(torch.cat([fwd.A_log, bwd.A_log]).float()),
+            B,
+            C,
+            torch.cat([fwd.D, bwd.D]).float(),
+            z=gate,
+            delta_bias=torch.cat([fwd.dt_proj.bias, bwd.dt_proj.bias]).float(),
+            delta_softplus=True,
+            backend=fwd.backend,
+        )
+        y_fwd, y_bwd = y.chunk(2, dim=1)
+        y = rearrange(torch.cat([y_fwd, y_bwd.flip(-1)], dim=1), "b d l -> b l d")
+        out_weight = 0.5 * torch.cat([fwd.out_proj.weight, bwd.out_proj.weight], dim=1)
+        out_bias = _cat(fwd.out_proj.bias, bwd.out_proj.bias)
+        return F.linear(y, out_weight, None if out_bias is None else 0.5 * out_bias.view(2, -1).sum(0))

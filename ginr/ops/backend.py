@@ -26,14 +26,76 @@ ENV_VAR = "GINR_MAMBA_BACKEND"
 
 def _import_kernels() -> tuple[Callable | None, Callable | None, Callable | None, str]:
     try:
-        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
+        import selective_scan_cuda
+        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn
     except Exception as err:  # ImportError, or OSError/RuntimeError from a missing CUDA library
         return None, None, None, f"mamba_ssm unavailable ({type(err).__name__}: {err})"
+    scan = _scan_op(selective_scan_cuda)
     try:
         from causal_conv1d import causal_conv1d_fn
     except Exception:  # mamba-ssm alone still gives the scan kernel, not the fused mixer
-        return selective_scan_fn, None, None, "mamba_ssm available, causal_conv1d unavailable"
-    return selective_scan_fn, causal_conv1d_fn, mamba_inner_fn, "mamba_ssm and causal_conv1d available"
+        return scan, None, None, "mamba_ssm available, causal_conv1d unavailable"
+    return scan, causal_conv1d_fn, mamba_inner_fn, "mamba_ssm and causal_conv1d available"
+
+
+def _scan_op(kernel) -> Callable:
+    """mamba-ssm's scan kernel (``selective_scan_cuda``) as two torch custom ops, forward and backward,
+    with the signature of ``selective_scan_fn``. Unlike mamba-ssm's autograd function, torch.compile
+    traces through a custom op, so a compiled encoder stays one graph instead of breaking at every scan.
+    D, z and delta_bias are required (the mixer always has them)."""
+    Tensor = torch.Tensor
+
+    @torch.library.custom_op("ginr::selective_scan_fwd", mutates_args=())
+    def forward(
+        u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, delta_bias: Tensor,
+        delta_softplus: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        out, states, out_z = kernel.fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return out_z, states, out
+
+    @forward.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        batch, dim, length = u.shape
+        states = u.new_empty(batch, dim, -(-length // 2048), 2 * A.shape[1], dtype=A.dtype)
+        return torch.empty_like(z), states, torch.empty_like(delta)
+
+    @torch.library.custom_op("ginr::selective_scan_bwd", mutates_args=())
+    def backward(
+        u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, delta_bias: Tensor,
+        dout: Tensor, states: Tensor, out: Tensor, delta_softplus: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        grads = kernel.bwd(
+            u, delta, A, B, C, D, z, delta_bias, dout, states, out, None, delta_softplus, False
+        )
+        du, ddelta, dA, dB, dC, dD, ddelta_bias, dz = grads[:8]
+        return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, ddelta_bias, dz
+
+    @backward.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, dout, states, out, delta_softplus):
+        return tuple(torch.empty_like(t) for t in (u, delta, A, B, C, D, delta_bias, z))
+
+    def setup_context(ctx, inputs, output):
+        *tensors, ctx.delta_softplus = inputs
+        ctx.save_for_backward(*tensors, *output[1:])
+
+    def grad(ctx, dout, _dstates, _dout_raw):
+        u, delta, A, B, C, D, z, delta_bias, states, out = ctx.saved_tensors
+        grads = backward(
+            u, delta, A, B, C, D, z, delta_bias, dout.contiguous(), states, out, ctx.delta_softplus
+        )
+        du, ddelta, dA, dB, dC, dD, ddelta_bias, dz = grads
+        return du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, None
+
+    forward.register_autograd(grad, setup_context=setup_context)
+
+    def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        if D is None or z is None or delta_bias is None:
+            raise ValueError("the scan kernel op needs D, z and delta_bias")
+        B, C = (t.unsqueeze(1) if t.dim() == 3 else t for t in (B, C))
+        u, delta, B, C, z = (t.contiguous() for t in (u, delta, B, C, z))
+        return forward(u, delta, A, B, C, D.contiguous(), z, delta_bias, delta_softplus)[0]
+
+    return selective_scan_fn
 
 
 # mamba_inner_cuda fuses conv, projections, scan and gate of a whole mixer in one autograd function.

@@ -46,7 +46,13 @@ def causal_conv1d(
     *,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Causal depthwise convolution on the backend ``backend`` resolves to for ``x``'s device."""
-    if _backend.resolve_backend(backend, x.device) == "cuda" and _backend.causal_conv1d_cuda is not None:
+    """Causal depthwise convolution on the backend ``backend`` resolves to for ``x``'s device. Inside a
+    torch.compile graph the PyTorch version runs, which the compiler fuses; the causal-conv1d kernel would
+    break the graph."""
+    if (
+        _backend.resolve_backend(backend, x.device) == "cuda"
+        and _backend.causal_conv1d_cuda is not None
+        and not torch.compiler.is_compiling()
+    ):
         return _backend.causal_conv1d_cuda(x, weight, bias, activation=activation)
     return causal_conv1d_torch(x, weight, bias, activation)

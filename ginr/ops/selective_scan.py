@@ -1,7 +1,8 @@
 """Selective scan (the SSM of Mamba), three ways with one signature.
 
 Shapes follow mamba-ssm's ``selective_scan_fn``: ``u, delta, z: (B, D, L)``, ``A: (D, N)``,
-``B, C: (B, N, L)`` (input-dependent), ``D, delta_bias: (D,)``. Output ``(B, D, L)`` in ``u``'s dtype.
+``B, C: (B, N, L)`` (input-dependent, shared by all channels) or ``(B, G, N, L)`` (one per group of
+``D / G`` consecutive channels), ``D, delta_bias: (D,)``. Output ``(B, D, L)`` in ``u``'s dtype.
 
 - :func:`selective_scan`: dispatch to the CUDA kernel or the PyTorch version (see ``ops.backend``);
 - :func:`selective_scan_torch`: pure PyTorch, parallel over time (``ops.scan``), used on CPU;
@@ -16,14 +17,27 @@ from ginr.ops import backend as _backend
 from ginr.ops.scan import linear_scan
 
 
+def _groups(t: torch.Tensor) -> torch.Tensor:
+    """B or C as (B, G, N, L)."""
+    return t.unsqueeze(1) if t.dim() == 3 else t
+
+
 def _discretize(delta, A, B, u, delta_bias, delta_softplus):
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
     delta_a = torch.exp(einsum(delta, A, "b d l, d n -> l b d n"))
-    delta_b_u = einsum(delta * u, B, "b d l, b n l -> l b d n")
+    B = _groups(B)
+    delta_u = (delta * u).unflatten(1, (B.shape[1], -1))
+    delta_b_u = einsum(delta_u, B, "b g d l, b g n l -> l b g d n").flatten(2, 3)
     return delta_a, delta_b_u
+
+
+def _read_out(h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """States h (L, B, D, N) read out by C -> (B, D, L)."""
+    C = _groups(C)
+    return einsum(h.unflatten(2, (C.shape[1], -1)), C, "l b g d n, b g n l -> b g d l").flatten(1, 2)
 
 
 def _output(y, u, D, z):
@@ -55,8 +69,7 @@ def selective_scan_torch(
         cast = [None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
         u, delta, A, B, C, D, z, delta_bias = cast
         delta_a, delta_b_u = _discretize(delta, A, B, u, delta_bias, delta_softplus)
-        h = linear_scan(delta_a, delta_b_u)
-        y = einsum(h, C, "l b d n, b n l -> b d l")
+        y = _read_out(linear_scan(delta_a, delta_b_u), C)
         return _output(y, u, D, z)
 
 
@@ -77,11 +90,11 @@ def selective_scan_ref(
     u, delta, A, B, C, D, z, delta_bias = cast
     delta_a, delta_b_u = _discretize(delta, A, B, u, delta_bias, delta_softplus)
     state = torch.zeros_like(delta_a[0])
-    ys = []
+    states = []
     for t in range(u.shape[-1]):
         state = delta_a[t] * state + delta_b_u[t]
-        ys.append(einsum(state, C[..., t], "b d n, b n -> b d"))
-    return _output(torch.stack(ys, dim=-1), u, D, z).to(dtype_in)
+        states.append(state)
+    return _output(_read_out(torch.stack(states), C), u, D, z).to(dtype_in)
 
 
 def selective_scan(
