@@ -5,7 +5,9 @@ import functools
 import pytest
 import torch
 
+from ginr.config import compose, prepare
 from ginr.coords import pixel_grid
+from ginr.engine.build import build_model
 from ginr.models.blocks import FFFF, AttnFF, ResBlock, XAttnFF
 from ginr.models.decoder import MultiBandDecoder, ScentDecoder
 from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
@@ -180,6 +182,14 @@ def test_joint_direction_scan_equals_two_separate_mixers(bias):
 def test_bad_direction_scan_is_refused():
     with pytest.raises(ValueError, match="direction_scan must be one of joint, separate, got 'both'"):
         make_encoder(direction_scan="both")
+
+
+def test_default_model_traces_as_one_graph():
+    """torch.compile sees the whole model (encoder scans included) as one graph: no graph breaks."""
+    cfg = prepare(compose(["hardware=cpu"]))
+    model = build_model(cfg)
+    explanation = torch._dynamo.explain(model)(torch.rand(2, 3, 32, 32), torch.rand(1, 16, 2) * 2 - 1)
+    assert explanation.graph_break_count == 0, [r.reason.splitlines()[0] for r in explanation.break_reasons]
 
 
 # Parameter names and shapes of mamba_ssm.Mamba(d_model=16, d_state=16, d_conv=4, expand=2), written out

@@ -124,7 +124,7 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     else:
         chosen = "cuda" if selective_scan_cuda is not None and on_gpu else "torch"
     key = (requested, chosen)
-    if key not in _logged and not _simulated:
+    if key not in _logged and not _simulated and not torch.compiler.is_compiling():  # a log breaks a graph
         _logged.add(key)
         log.info("mamba backend: %s (requested %s; %s)", chosen, requested, KERNEL_STATUS)
     return chosen

@@ -29,7 +29,8 @@ def causal_conv1d_torch(
 def causal_conv1d_ref(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: str | None = None
 ) -> torch.Tensor:
-    """A sum over the taps of shifted inputs: the test reference."""
+    """A sum over the taps of shifted inputs: the test reference, and inside a torch.compile graph the
+    fastest version (elementwise, so the compiler fuses it with the activation into one kernel)."""
     width, length = weight.shape[-1], x.shape[-1]
     padded = F.pad(x, (width - 1, 0))
     y = sum(weight[:, k, None] * padded[..., k : k + length] for k in range(width))
@@ -47,12 +48,10 @@ def causal_conv1d(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Causal depthwise convolution on the backend ``backend`` resolves to for ``x``'s device. Inside a
-    torch.compile graph the PyTorch version runs, which the compiler fuses; the causal-conv1d kernel would
-    break the graph."""
-    if (
-        _backend.resolve_backend(backend, x.device) == "cuda"
-        and _backend.causal_conv1d_cuda is not None
-        and not torch.compiler.is_compiling()
-    ):
+    torch.compile graph, the sum over taps, which the compiler fuses (the causal-conv1d kernel would break
+    the graph, and PyTorch's depthwise convolution is slow in bf16)."""
+    if torch.compiler.is_compiling():
+        return causal_conv1d_ref(x, weight, bias, activation)
+    if _backend.resolve_backend(backend, x.device) == "cuda" and _backend.causal_conv1d_cuda is not None:
         return _backend.causal_conv1d_cuda(x, weight, bias, activation=activation)
     return causal_conv1d_torch(x, weight, bias, activation)

@@ -45,9 +45,7 @@ class _LinearScan(torch.autograd.Function):
         # grad_b_t = grad_h_t + a_{t+1} grad_b_{t+1} (the same scan, reversed); grad_a_t = grad_b_t h_{t-1}.
         a_next = torch.cat([a[1:], a.new_ones((1, *a.shape[1:]))])
         grad_b = _scan(a_next.flip(0), grad_h.flip(0), ctx.chunk).flip(0)
-        grad_a = torch.empty_like(grad_b)
-        grad_a[0] = 0
-        torch.mul(grad_b[1:], h[:-1], out=grad_a[1:])
+        grad_a = torch.cat([torch.zeros_like(grad_b[:1]), grad_b[1:] * h[:-1]])
         return grad_a, grad_b, None
 
 
