@@ -331,3 +331,23 @@ def test_shared_coordinates_run_the_band_stacks_at_batch_one():
     model(torch.rand(4, 3, 16, 16), pixel_grid(8, 8))
     model(torch.rand(4, 3, 16, 16), pixel_grid(8, 8).expand(4, -1, -1))
     assert seen == [1, 4]
+
+
+@requires_cuda
+@requires_scan_kernel
+@pytest.mark.cuda
+def test_compiled_encoder_matches_eager_on_the_kernels():
+    encoder = make_encoder(backend="cuda").cuda()
+    images = torch.rand(4, 3, 32, 32, device="cuda")
+    results = []
+    for forward in (encoder, torch.compile(encoder, fullgraph=True)):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            latents = forward(images)
+        latents.float().square().mean().backward()
+        results.append((latents.float(), {n: p.grad.clone() for n, p in encoder.named_parameters()}))
+        encoder.zero_grad(set_to_none=True)
+    (eager, eager_grads), (compiled, compiled_grads) = results
+    assert ((compiled - eager).norm() / eager.norm()).item() < 2e-2
+    for name, g in eager_grads.items():
+        err = ((compiled_grads[name] - g).norm() / g.norm().clamp_min(1e-12)).item()
+        assert err < 1e-1, f"{name}: gradient relative error {err:.2e}"

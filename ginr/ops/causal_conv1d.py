@@ -32,6 +32,8 @@ def causal_conv1d_ref(
     """A sum over the taps of shifted inputs: the test reference, and inside a torch.compile graph the
     fastest version (elementwise, so the compiler fuses it with the activation into one kernel)."""
     width, length = weight.shape[-1], x.shape[-1]
+    weight = weight.to(x.dtype)  # in x's dtype, as autocast runs a convolution
+    bias = None if bias is None else bias.to(x.dtype)
     padded = F.pad(x, (width - 1, 0))
     y = sum(weight[:, k, None] * padded[..., k : k + length] for k in range(width))
     if bias is not None:
