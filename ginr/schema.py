@@ -60,6 +60,7 @@ class Trainer:
     device: Literal["auto", "cuda", "cpu"]
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     compile: bool
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
     queries_per_image: Positive | None
     query_sampling: Literal["per_image", "per_batch"]
     eval_every: Positive

@@ -103,6 +103,7 @@ def test_presets_and_selection():
     assert [c.name for c in compiled] == [
         "encoder/cuda/joint/compiled", "encoder/cuda/separate/compiled",
         *(f"compile/{v}/bf16" for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn", "scent_attn_naive")),
+        "compile/scent_ff/bf16/cudagraphs",
         "compile/lean/scent_ff/chunk64", "compile/lean/scent_ff/chunk256", "compile/lean/scent_ff/chunk512",
     ]  # fmt: skip
     sizes = PRESETS["reference"].sizes  # run_case puts the preset's overrides first

@@ -140,6 +140,10 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                  queries=preset.queries, compile=True)
             for v in every
         ] + [
+            Case(f"compile/{default}/bf16/cudagraphs", "compile", default,
+                 every[default] + (*compiled, "trainer.compile_mode=reduce-overhead"), batch=preset.batch,
+                 queries=preset.queries, compile=True)
+        ] + [
             Case(f"compile/lean/{default}/chunk{c}", "compile", default,
                  every[default] + (f"trainer.checkpoint_queries={c}", CHECKPOINTING[1], *compiled),
                  checkpoint=True, batch=preset.batch, queries=preset.queries, compile=True)

@@ -175,12 +175,8 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         lines += ["## torch.compile (bf16; the training default on a GPU)", ""]
         rows = []
         for r in compiled:
-            case = r["name"].removeprefix("compile/").removesuffix("/bf16")
-            twin = (
-                f"lean/{case.removeprefix('lean/')}"
-                if case.startswith("lean/")
-                else f"main/{case}/bf16/ckpt-off"
-            )
+            case = r["name"].removeprefix("compile/").replace("/bf16", "")
+            twin = case if case.startswith("lean/") else f"main/{r['variant']}/bf16/ckpt-off"
             eager = next((e for e in [*main, *lean] if e["name"] == twin), None)
             e_ms, c_ms = (eager or {}).get("ms"), r.get("ms")
             rows.append(

@@ -83,7 +83,7 @@ def build_train_step(
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.trainer.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, mode=cfg.trainer.get("compile_mode", "default"))
     model.train()
     return TrainStep(
         model, optimizer, scheduler=scheduler, amp=amp_dtype(cfg.trainer.precision, device),
