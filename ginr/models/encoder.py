@@ -24,35 +24,33 @@ Placement = Literal["interleave", "append", "prepend"]
 PLACEMENTS = get_args(Placement)
 
 
-def latent_positions(num_tokens: int, num_latents: int, placement: str) -> torch.Tensor:
+def latent_positions(num_tokens: int, num_latents: int, placement: str) -> list[int]:
     """Indices of the latents in a sequence of ``num_tokens`` patches and ``num_latents`` latents.
 
     ``interleave`` spreads them evenly, each after its share of patches (Mamba-GINR: with as many
-    latents as patches, the sequence alternates patch, latent, ...).
+    latents as patches, the sequence alternates patch, latent, ...). Plain Python integers: under
+    torch.compile they are constants of the graph, not tensor ops on another device.
     """
     if placement not in PLACEMENTS:
         raise ValueError(f"latent placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
-    index = torch.arange(num_latents)
     if placement == "prepend":
-        return index
+        return list(range(num_latents))
     if placement == "append":
-        return index + num_tokens
-    return (index + 1) * (num_tokens + num_latents) // num_latents - 1
+        return [num_tokens + i for i in range(num_latents)]
+    return [(i + 1) * (num_tokens + num_latents) // num_latents - 1 for i in range(num_latents)]
 
 
-def insert_latents(tokens: torch.Tensor, latents: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """tokens (B, L, D), latents (M, D) -> (B, L + M, D) with latent i at ``positions[i]``.
-
-    The gather index is built from shape-static ops (no boolean masks), so the encoder also runs on
-    fake tensors, as the memory planner runs it."""
+def insert_latents(tokens: torch.Tensor, latents: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    """tokens (B, L, D), latents (M, D) -> (B, L + M, D) with latent i at ``positions[i]``, the patches in
+    their order in the other slots."""
     batch, num_tokens, _ = tokens.shape
-    total = num_tokens + latents.shape[0]
-    slots = torch.arange(total, device=positions.device)
-    is_latent = torch.zeros_like(slots).index_fill_(0, positions, 1)
-    patch_slots = torch.argsort(is_latent * total + slots)[:num_tokens]  # the free slots, in order
-    source = torch.empty_like(slots).scatter_(0, torch.cat([patch_slots, positions]), slots)
+    taken = set(positions)
+    patch_slots = [slot for slot in range(num_tokens + len(positions)) if slot not in taken]
+    source = [0] * (num_tokens + len(positions))  # slot -> row of [tokens; latents]
+    for row, slot in enumerate(patch_slots + positions):
+        source[slot] = row
     sequence = torch.cat([tokens, latents.to(tokens.dtype).expand(batch, -1, -1)], dim=1)
-    return sequence[:, source.to(tokens.device)]
+    return sequence[:, torch.tensor(source, device=tokens.device)]
 
 
 class PatchTokenizer(nn.Module):
@@ -175,5 +173,5 @@ class BiMambaEncoder(nn.Module):
         x = insert_latents(tokens, self.latents, positions)
         for block in self.blocks:
             x = checkpoint(block, x, use_reentrant=False) if self.checkpoint and x.requires_grad else block(x)
-        latents = self.norm(x[:, positions.to(x.device)])
+        latents = self.norm(x[:, torch.tensor(positions, device=x.device)])
         return self.processor(latents) if self.processor is not None else latents
