@@ -31,12 +31,19 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ginr.constraints import NonNegative, Positive, PositiveFloat
 from ginr.coords import nyquist
 from ginr.models.blocks import mixes_queries
-from ginr.models.layers import Attention, AttnImpl, FeedForward, FourierFeatures, PreNorm, Spectrum
+from ginr.models.layers import (
+    Attention,
+    AttnImpl,
+    FeedForward,
+    FourierFeatures,
+    PreNorm,
+    Spectrum,
+    checkpointed,
+)
 
 BlockFactory = Callable[..., nn.Module]
 
@@ -56,7 +63,7 @@ class Stack(nn.Module):
         x = self.inp(x)
         for blk in self.blocks:
             if self.checkpoint and torch.is_grad_enabled():
-                x = checkpoint(blk, x, context, use_reentrant=False)
+                x = checkpointed(blk, x, context)
             else:
                 x = blk(x, context)
         return x
@@ -224,9 +231,5 @@ class ScentDecoder(nn.Module):
         q = self.query_proj(self.query_fourier(coords))
         x = q + self.cross_attn(q, context=latents)
         for ff in self.ffs:
-            x = x + (
-                checkpoint(ff, x, use_reentrant=False)
-                if self.checkpoint and torch.is_grad_enabled()
-                else ff(x)
-            )
+            x = x + (checkpointed(ff, x) if self.checkpoint and torch.is_grad_enabled() else ff(x))
         return self.out(x)

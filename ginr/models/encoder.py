@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ginr.constraints import Count, Positive
-from ginr.models.layers import Attention, FeedForward, FourierFeatures, PreNorm
+from ginr.models.layers import Attention, FeedForward, FourierFeatures, PreNorm, checkpointed
 from ginr.models.mamba import BiMamba, DirectionScan
 from ginr.ops.backend import Backend
 
@@ -172,6 +171,6 @@ class BiMambaEncoder(nn.Module):
         positions = latent_positions(tokens.shape[1], self.num_latents, self.placement)
         x = insert_latents(tokens, self.latents, positions)
         for block in self.blocks:
-            x = checkpoint(block, x, use_reentrant=False) if self.checkpoint and x.requires_grad else block(x)
+            x = checkpointed(block, x) if self.checkpoint and x.requires_grad else block(x)
         latents = self.norm(x[:, torch.tensor(positions, device=x.device)])
         return self.processor(latents) if self.processor is not None else latents

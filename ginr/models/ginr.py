@@ -2,9 +2,9 @@
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ginr.coords import pixel_grid, values_to_image
+from ginr.models.layers import checkpointed
 
 
 class GINR(nn.Module):
@@ -33,10 +33,7 @@ class GINR(nn.Module):
         chunk = self.checkpoint_queries
         if chunk is None or not torch.is_grad_enabled() or coords.shape[1] <= chunk:
             return self.decoder(latents, coords)
-        parts = [
-            checkpoint(self.decoder, latents, part, use_reentrant=False)
-            for part in coords.split(chunk, dim=1)
-        ]
+        parts = [checkpointed(self.decoder, latents, part) for part in coords.split(chunk, dim=1)]
         return torch.cat(parts, dim=1)
 
     def forward(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,19 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 AttnImpl = Literal["sdpa", "naive"]
 ATTN_IMPLS = get_args(AttnImpl)
+
+
+def checkpointed(fn, *args: torch.Tensor) -> torch.Tensor:
+    """``fn(*args)`` under activation checkpointing (non-reentrant). Under torch.compile the call also
+    ends its graph: one compiled backward over several checkpointed calls recomputes them together and
+    holds all their activations at once (pytorch/pytorch#193193), which undoes the saving."""
+    out = checkpoint(fn, *args, use_reentrant=False)
+    torch._dynamo.graph_break()
+    return out
 
 
 class PreNorm(nn.Module):
