@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from ginr import evaluate
 from ginr.config import ConfigError, prepare
 from ginr.engine.build import build_model
 from ginr.engine.checkpoint import CheckpointError, load_checkpoint
+from ginr.engine.data import prefetched
 from ginr.engine.loop import Trainer
 from ginr.train import train
 from tests.conftest import EXPERIMENTS, compose
@@ -245,3 +247,23 @@ def test_compiled_step_is_timed_once_and_falls_back_to_eager_when_compilation_fa
     step(images, coords, targets)
     assert step.compile_s == compile_s  # timed once
     torch._dynamo.reset()
+
+
+def test_prefetched_batches_keep_their_order_and_stop_with_the_consumer():
+    source = (torch.full((2,), float(i)) for i in range(100))
+    batches = prefetched(source, torch.device("cpu"), ahead=2)
+    assert [next(batches)[0].item() for _ in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    batches.close()
+    loaders = [t for t in threading.enumerate() if t.name == "ginr-prefetch"]
+    assert not any(t.is_alive() for t in loaders)
+
+
+def test_prefetched_batches_raise_the_loader_error_at_its_batch():
+    def source():
+        yield torch.zeros(1)
+        raise OSError("image 7 is unreadable")
+
+    batches = prefetched(source(), torch.device("cpu"))
+    assert next(batches).shape == (1,)
+    with pytest.raises(OSError, match="image 7 is unreadable"):
+        next(batches)

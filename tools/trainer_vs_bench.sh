@@ -9,7 +9,7 @@ set -euo pipefail
 out=$1
 steps=${2:-1200}
 mkdir -p "$out"
-python3 -m ginr.bench --preset reference --compile --only compile/scent_ff/bf16 --out "$out/bench" | grep "^\["
+python3 -m ginr.bench --preset reference --compile --only 'compile/scent_ff/bf1[6]' --out "$out/bench" | grep "^\["
 python3 -m ginr.train experiment=scent_ff trainer.max_steps="$steps" trainer.log_every=100 \
   trainer.eval_every=100000 trainer.eval_max_images=64 trainer.test_max_images=64 trainer.ckpt_every=100000 \
   logger.progress=false hydra.output_subdir=null hydra.run.dir="$out/run" 2>&1 | grep -E "compile|step [0-9]+:|rror"

@@ -1,7 +1,10 @@
 """Batches and query pixels that depend only on (seed, step): a resumed run sees exactly what an
 uninterrupted one would, with any number of processes."""
 
+import queue
+import threading
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -75,3 +78,49 @@ def query_indices(
         rank * batch : (rank + 1) * batch
     ]
     return scores.argsort(dim=1)[:, :k]
+
+
+def prefetched(
+    batches: Iterator[torch.Tensor], device: torch.device, ahead: int = 2
+) -> Iterator[torch.Tensor]:
+    """The batches, in order, copied to ``device`` by a background thread that keeps ``ahead`` of them
+    ready: loading and the host-to-GPU copy (on a side stream) overlap the training step, which waits for
+    the GPU once per step. An error of the loader is raised here, at the batch where it happened."""
+    ready: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def load() -> None:
+        try:
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                for batch in batches:
+                    batch = batch.to(device, non_blocking=True)
+                    copied = None
+                    if stream is not None:
+                        copied = torch.cuda.Event()
+                        copied.record(stream)
+                    while not stop.is_set():
+                        try:
+                            ready.put((batch, copied), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+        except BaseException as err:  # handed to the consumer, raised at this batch
+            ready.put((err, None))
+
+    thread = threading.Thread(target=load, name="ginr-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, copied = ready.get()
+            if isinstance(batch, BaseException):
+                raise batch
+            if copied is not None:
+                torch.cuda.current_stream(device).wait_event(copied)
+                batch.record_stream(torch.cuda.current_stream(device))
+            yield batch
+    finally:
+        stop.set()
+        thread.join(timeout=5)

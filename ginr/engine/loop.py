@@ -16,7 +16,7 @@ from ginr.coords import pixel_grid
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
-from ginr.engine.data import StepBatchSampler, query_indices, train_loader
+from ginr.engine.data import StepBatchSampler, prefetched, query_indices, train_loader
 from ginr.engine.evaluation import evaluate, reconstructions, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
@@ -146,7 +146,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
-        batches = iter(self.loader)
+        batches = prefetched(iter(self.loader), self.device)
         while self.step < tcfg.max_steps:
             tick = time.perf_counter()
             try:
@@ -177,6 +177,7 @@ class Trainer:
                 self.save("last")
             if self.stop_reason is not None:
                 break
+        batches.close()  # stops the loading thread
         if self.stop_reason is None or self.stop_reason.startswith("time limit"):  # the run is complete
             metrics |= self._test()
         return metrics
