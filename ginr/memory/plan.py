@@ -15,13 +15,11 @@ several GPUs (DDP's buckets), the fused mixer (``mamba_inner_fn``, which the GPU
 ``encoder.direction_scan=separate`` where causal-conv1d is installed; simulated as the unfused kernels), the allocator's 512-byte rounding and fragmentation.
 
 Accuracy, against ``max_memory_allocated`` on an H100 (2026-11-22, torch 2.11,
-``experiments/benchmarks/memory_check.md``): within 1.2% at every recorded step whose encoder is
-checkpointed (``scent`` and ``scent_ff`` with checkpointing, memory-lean at 64, 256 and 512 queries per
-chunk). Those runs had causal-conv1d, so where the encoder is not checkpointed they took the fused mixer,
-which is not modelled: over-predicted by 12% to 44%. Before the decoder shared its coordinate-only work,
-the same planner was checked on unfused runs at 41 steps (every block type, bf16 and fp32, batch 4 to 64,
-1,024 to 65,536 queries): 39 within 5%; naive attention with checkpointing under-predicted by about 16%
-(the GPU holds one more float32 attention matrix in the backward than simulated).
+``experiments/benchmarks/memory_check.md``): within 0.1% at every recorded eager step of the joint
+direction scan (every block type without checkpointing at batch 64, and the memory-lean mode at 512
+queries per chunk) except naive attention, under-predicted by 7% (the GPU holds one more float32 attention
+matrix in the backward than simulated). Earlier, on unfused runs at 41 steps (every block type, bf16 and
+fp32, batch 4 to 64, 1,024 to 65,536 queries): 39 within 5%.
 """
 
 import functools
