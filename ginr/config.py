@@ -123,6 +123,13 @@ def validate(cfg: DictConfig) -> None:
         schema.fail(
             "trainer.queries_per_image", queries, f"expected null or an integer in [1, {resolution**2}]"
         )
+    target_resolution = cfg.targets.resolution
+    if target_resolution is not None and target_resolution <= resolution:
+        schema.fail(
+            "targets.resolution", target_resolution, f"null or above the input's data.resolution={resolution}"
+        )
+    if target_resolution is not None and not 1 <= cfg.targets.queries <= target_resolution**2:
+        schema.fail("targets.queries", cfg.targets.queries, f"an integer in [1, {target_resolution**2}]")
     chunk = cfg.trainer.checkpoint_queries
     if chunk is not None and mixes_queries(cfg):
         block = OmegaConf.select(cfg, "decoder.block._target_", default=cfg.decoder._target_)

@@ -79,6 +79,12 @@ class Trainer:
 
 
 @dataclasses.dataclass
+class Targets:
+    resolution: Positive | None
+    queries: Count
+
+
+@dataclasses.dataclass
 class Logger:
     images: Count
     progress: bool
@@ -95,6 +101,7 @@ class Run:
     decoder: Target
     optim: Optim
     trainer: Trainer
+    targets: Targets
     logger: Logger
 
 

@@ -14,10 +14,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import ginr
 from ginr import evaluate
 from ginr.config import ConfigError, prepare
+from ginr.coords import image_to_values, pixel_grid
 from ginr.engine.build import build_model
 from ginr.engine.checkpoint import CheckpointError, load_checkpoint
 from ginr.engine.data import prefetched
 from ginr.engine.loop import Trainer
+from ginr.engine.step import select_queries, with_targets_above
 from ginr.train import train
 from tests.conftest import EXPERIMENTS, compose
 
@@ -162,11 +164,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         ("encoder.placement=middle", "encoder.placement='middle' is not allowed"),
         ("trainer.queries_per_image=5000", "trainer.queries_per_image=5000 is not allowed"),
         ("optim.optimizer.lr=-1", "optim.optimizer.lr=-1 is not allowed"),
+        (
+            "targets=multiscale targets.resolution=32",
+            "targets.resolution=32 is not allowed: null or above the input",
+        ),
+        (
+            "targets=multiscale targets.resolution=64 targets.queries=5000",
+            "targets.queries=5000 is not allowed",
+        ),
     ],
 )
 def test_bad_values_fail_before_any_work(smoke_cfg, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        train(smoke_cfg(override))
+        train(smoke_cfg(*override.split()))
     assert not (tmp_path / "run").exists()
 
 
@@ -267,3 +277,31 @@ def test_prefetched_batches_raise_the_loader_error_at_its_batch():
     assert next(batches).shape == (1,)
     with pytest.raises(OSError, match="image 7 is unreadable"):
         next(batches)
+
+
+def test_targets_above_add_the_high_resolution_pixels_to_shared_queries():
+    images = torch.rand(2, 3, 4, 4)
+    high = torch.rand(2, 3, 8, 8)
+    grid, high_grid = pixel_grid(4, 4), pixel_grid(8, 8)
+    index = torch.tensor([0, 9, 63])
+    coords, targets = with_targets_above(*select_queries(images, grid), high, high_grid, index)
+    assert coords.shape == (1, 16 + 3, 2) and targets.shape == (2, 16 + 3, 3)  # still shared by the batch
+    torch.testing.assert_close(coords[0, 16:], high_grid[index])
+    for i, (y, x) in enumerate([(0, 0), (1, 1), (7, 7)]):  # pixel 9 of an 8-wide grid is row 1, column 1
+        torch.testing.assert_close(targets[:, 16 + i], high[:, :, y, x])
+    torch.testing.assert_close(targets[:, :16], image_to_values(images))
+
+
+@pytest.mark.slow
+def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monkeypatch):
+    seen = []
+    step = Trainer.train_step
+
+    def spy(self, batch):
+        seen.append([tuple(t.shape) for t in batch])
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", spy)
+    metrics = train(smoke_cfg("targets=multiscale", "targets.resolution=64", "targets.queries=32"))
+    assert seen[0] == [(4, 3, 32, 32), (4, 3, 64, 64)]  # the input and the same images at 64
+    assert {"val/psnr", "val/psnr_x2", "test/psnr_x2"} <= set(metrics)

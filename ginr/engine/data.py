@@ -9,6 +9,8 @@ from contextlib import nullcontext
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+Batch = torch.Tensor | tuple[torch.Tensor, ...]
+
 
 class StepBatchSampler(Sampler[list[int]]):
     """Endless global batches from a seeded permutation per epoch, starting at ``start_step``; each rank
@@ -47,6 +49,23 @@ class StepBatchSampler(Sampler[list[int]]):
         return self.batches_per_epoch
 
 
+class Resolutions(Dataset):
+    """Item i of each dataset, as a tuple: the same images at several resolutions (the input, and the
+    targets of arbitrary-scale training)."""
+
+    def __init__(self, *datasets: Dataset):
+        sizes = {len(d) for d in datasets}
+        if len(sizes) != 1:
+            raise ValueError(f"datasets of one image set must be equally long, got lengths {sorted(sizes)}")
+        self.datasets = datasets
+
+    def __len__(self) -> int:
+        return len(self.datasets[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return tuple(d[index] for d in self.datasets)
+
+
 def train_loader(dataset: Dataset, sampler: StepBatchSampler, num_workers: int, pin: bool) -> DataLoader:
     return DataLoader(
         dataset,
@@ -80,10 +99,14 @@ def query_indices(
     return scores.argsort(dim=1)[:, :k]
 
 
-def prefetched(
-    batches: Iterator[torch.Tensor], device: torch.device, ahead: int = 2
-) -> Iterator[torch.Tensor]:
-    """The batches, in order, copied to ``device`` by a background thread that keeps ``ahead`` of them
+def _to(batch: Batch, device: torch.device) -> Batch:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def prefetched(batches: Iterator[Batch], device: torch.device, ahead: int = 2) -> Iterator[Batch]:
+    """The batches (tensors or tuples of tensors), in order, copied to ``device`` by a background thread that keeps ``ahead`` of them
     ready: loading and the host-to-GPU copy (on a side stream) overlap the training step, which waits for
     the GPU once per step. An error of the loader is raised here, at the batch where it happened."""
     ready: queue.Queue = queue.Queue(maxsize=ahead)
@@ -94,7 +117,7 @@ def prefetched(
         try:
             with torch.cuda.stream(stream) if stream is not None else nullcontext():
                 for batch in batches:
-                    batch = batch.to(device, non_blocking=True)
+                    batch = _to(batch, device)
                     copied = None
                     if stream is not None:
                         copied = torch.cuda.Event()
@@ -119,7 +142,8 @@ def prefetched(
                 raise batch
             if copied is not None:
                 torch.cuda.current_stream(device).wait_event(copied)
-                batch.record_stream(torch.cuda.current_stream(device))
+                for tensor in (batch,) if isinstance(batch, torch.Tensor) else batch:
+                    tensor.record_stream(torch.cuda.current_stream(device))
             yield batch
     finally:
         stop.set()

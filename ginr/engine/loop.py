@@ -16,11 +16,11 @@ from ginr.coords import pixel_grid
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
-from ginr.engine.data import StepBatchSampler, prefetched, query_indices, train_loader
+from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, query_indices, train_loader
 from ginr.engine.evaluation import evaluate, reconstructions, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
-from ginr.engine.step import StepResult, select_queries
+from ginr.engine.step import StepResult, select_queries, with_targets_above
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
@@ -33,6 +33,9 @@ class TrainingDiverged(RuntimeError):
 
 class DataError(RuntimeError):
     """The dataset could not be loaded; the message names the file or folder and what to do."""
+
+
+TARGETS_STREAM = 104_729  # seed offset of the pixels drawn at the target resolution
 
 
 class Trainer:
@@ -69,6 +72,10 @@ class Trainer:
         with self._main_first():  # the main rank downloads and caches; the others then read the cache
             try:
                 self.train_set = build_dataset(cfg, "train")
+                if cfg.targets.resolution is not None:  # (input, the same image at the target resolution)
+                    self.train_set = Resolutions(
+                        self.train_set, build_dataset(cfg, "train", cfg.targets.resolution)
+                    )
                 self.held_out = {  # split -> (images at the training resolution, {r: the same at r})
                     split: (
                         build_dataset(cfg, split),
@@ -86,6 +93,8 @@ class Trainer:
         self.loader = train_loader(self.train_set, sampler, cfg.data.num_workers, self.device.type == "cuda")
         res = cfg.data.resolution
         self.coords = pixel_grid(res, res, device=self.device)
+        above = cfg.targets.resolution
+        self.target_grid = None if above is None else pixel_grid(above, above, device=self.device)
 
     @contextmanager
     def _main_first(self):
@@ -127,17 +136,26 @@ class Trainer:
         }  # fmt: skip
         ckpt.save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.ckpt")
 
-    def train_step(self, images: torch.Tensor) -> StepResult:
-        """The training step on one batch of images: this step's query pixels, then the step."""
+    def train_step(self, batch: torch.Tensor | list[torch.Tensor]) -> StepResult:
+        """The training step on one batch of images (with ``targets.resolution``, a pair: the input and
+        the same images at that resolution): this step's query pixels, then the step."""
+        images, *above = (batch,) if isinstance(batch, torch.Tensor) else batch
         images = images.to(self.device, non_blocking=True)
         k, index = self.cfg.trainer.queries_per_image, None
+        world = (self.dist.rank, self.dist.world_size)
         if k is not None:
-            world = (self.dist.rank, self.dist.world_size)
             shared = self.cfg.trainer.query_sampling == "per_batch"
             index = query_indices(
                 self.step, self.cfg.seed, *world, len(images), self.coords.shape[0], k, shared=shared
             ).to(self.device)
-        return self.step_fn(images, *select_queries(images, self.coords, index))
+        coords, targets = select_queries(images, self.coords, index)
+        if above:  # a separate random stream from the native queries' (seed offset)
+            pixels = query_indices(
+                self.step, self.cfg.seed + TARGETS_STREAM, *world, len(images), self.target_grid.shape[0],
+                self.cfg.targets.queries, shared=True,
+            ).to(self.device)  # fmt: skip
+            coords, targets = with_targets_above(coords, targets, above[0], self.target_grid, pixels)
+        return self.step_fn(images, coords, targets)
 
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()

@@ -52,6 +52,17 @@ def select_queries(
     return coords, targets.gather(1, index.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
 
 
+def with_targets_above(
+    coords: torch.Tensor, targets: torch.Tensor, high: torch.Tensor, grid: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's (coords, targets) plus the pixels ``index`` (K,) of the same images at a higher
+    resolution, ``high`` (B, C, R, R) on its pixel grid (R * R, 2): coords (1 | B, N + K, 2), targets
+    (B, N + K, C). One index for the whole batch keeps shared coordinates shared."""
+    coords = coords.unsqueeze(0) if coords.dim() == 2 else coords
+    above = grid[index].expand(coords.shape[0], -1, -1)
+    return torch.cat([coords, above], dim=1), torch.cat([targets, image_to_values(high)[:, index]], dim=1)
+
+
 def synthetic_batch(
     batch: int, channels: int, resolution: int, queries: int, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
