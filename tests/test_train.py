@@ -293,7 +293,7 @@ def test_targets_above_add_the_high_resolution_pixels_to_shared_queries():
 
 
 @pytest.mark.slow
-def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monkeypatch):
+def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monkeypatch, tmp_path):
     seen = []
     step = Trainer.train_step
 
@@ -305,3 +305,6 @@ def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monke
     metrics = train(smoke_cfg("targets=multiscale", "targets.resolution=64", "targets.queries=32"))
     assert seen[0] == [(4, 3, 32, 32), (4, 3, 64, 64)]  # the input and the same images at 64
     assert {"val/psnr", "val/psnr_x2", "test/psnr_x2"} <= set(metrics)
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"val/reconstructions_x2", "test/reconstructions_x2"} <= set(events.Tags()["images"])

@@ -99,6 +99,13 @@ def _batches(dataset: Dataset, batch_size: int, total: int):
         start += len(images)
 
 
+def scale_tag(resolution: int, input_resolution: int) -> str:
+    """``x2`` for 64 px from a 32 px input; ``48px`` where the resolution is not a multiple."""
+    if resolution % input_resolution == 0:
+        return f"x{resolution // input_resolution}"
+    return f"{resolution}px"
+
+
 def scalar_tags(
     means: dict[str, float], resolution: int, baselines: dict[str, float] | None = None
 ) -> dict[str, float]:
@@ -113,7 +120,7 @@ def scalar_tags(
         if not res.isdigit():
             tags[key] = value
             continue
-        scale = f"x{int(res) // resolution}" if int(res) % resolution == 0 else f"{res}px"
+        scale = scale_tag(int(res), resolution)
         tags[f"baseline/{name}_{scale}" if name in UPSCALERS else f"{name}_{scale}"] = value
         if name == "psnr" and all(f"{m}_{res}" in upscaled for m in UPSCALERS):
             tags[f"margin_{scale}"] = value - max(upscaled[f"{m}_{res}"] for m in UPSCALERS)

@@ -17,7 +17,7 @@ from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
 from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, query_indices, train_loader
-from ginr.engine.evaluation import evaluate, reconstructions, scalar_tags
+from ginr.engine.evaluation import evaluate, reconstructions, scalar_tags, scale_tag
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepResult, select_queries, with_targets_above
@@ -278,20 +278,28 @@ class Trainer:
         scalars[f"{split}/images"] = result.count
         scalars[f"{split}/split_images"] = len(dataset)
         self.logger.scalars(self.step, scalars)
-        shown = torch.stack([dataset[i] for i in range(min(cfg.logger.images, len(dataset)))]).to(self.device)
-        truth = None
-        if highres:
-            first = highres[min(highres)]
-            truth = torch.stack([first[i] for i in range(len(shown))]).to(self.device)
-        grid = reconstructions(
-            model, shown, truth=truth, amp_dtype=self.eval_amp, chunk=cfg.trainer.render_chunk
-        )
-        self.logger.image(self.step, f"{split}/reconstructions", grid)
+        self._log_pictures(model, split, dataset, highres)
         headline = ", ".join(
             f"{k} {v:.2f}" for k, v in scalars.items() if "/psnr" in k and "clamped" not in k
         )
         log.info("step %d: %s (%d of %d %s images)", self.step, headline, result.count, len(dataset), split)
         return scalars
+
+    def _log_pictures(self, model: torch.nn.Module, split: str, dataset, highres: dict) -> None:
+        """Picture grids of the first ``logger.images`` images: input | bicubic | model | truth at every
+        evaluation resolution (``<split>/reconstructions_x2``, ...), or input | reconstruction | 4x render."""
+        count, res = min(self.cfg.logger.images, len(dataset)), self.cfg.data.resolution
+        if not count:
+            return
+        shown = torch.stack([dataset[i] for i in range(count)]).to(self.device)
+        chunk = self.cfg.trainer.render_chunk
+        if not highres:
+            grid = reconstructions(model, shown, amp_dtype=self.eval_amp, chunk=chunk)
+            self.logger.image(self.step, f"{split}/reconstructions", grid)
+        for resolution, images in highres.items():
+            truth = torch.stack([images[i] for i in range(count)]).to(self.device)
+            grid = reconstructions(model, shown, truth=truth, amp_dtype=self.eval_amp, chunk=chunk)
+            self.logger.image(self.step, f"{split}/reconstructions_{scale_tag(resolution, res)}", grid)
 
     def _evaluate(self) -> dict[str, float]:
         """Validation: selects the best checkpoint."""
