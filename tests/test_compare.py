@@ -174,3 +174,55 @@ def test_labels_name_what_differs_and_datasets_are_ranked_apart(tmp_path: Path, 
         names = [row["run"] for row in csv.DictReader(f)]
     # within a dataset: the experiment and what differs; two identical settings by their folders
     assert sorted(names) == ["scent_ff", "scent_ff seed=0", "scent_ff seed=1 (b)", "scent_ff seed=1 (c)"]
+
+
+def test_interval_arithmetic_on_known_spread() -> None:
+    from ginr.compare.seeds import difference, estimate, t_quantile
+
+    est = estimate([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: half-width t(2) / sqrt(3)
+    assert est.mean == pytest.approx(2.0) and est.half_width == pytest.approx(4.303 / 3**0.5, rel=1e-4)
+    assert str(est) == "2.00 ± 2.48"
+    assert estimate([5.0]).half_width is None
+    assert t_quantile(4) == pytest.approx(2.776) and t_quantile(1000) == pytest.approx(1.96)
+    with pytest.raises(ValueError, match="degrees of freedom must be >= 1, got 0"):
+        t_quantile(0)
+    # paired by seed: a constant per-seed difference has no spread, however much the seeds vary
+    a = [(0, 10.0), (1, 20.0), (2, 30.0)]
+    b = [(0, 9.0), (1, 19.0), (2, 29.0)]
+    paired, kind = difference(a, b)
+    assert kind == "paired" and paired.mean == pytest.approx(1.0) and paired.half_width == pytest.approx(0.0)
+    # other seeds: Welch's interval, wide because the seeds spread by 10 dB
+    welch, kind = difference(a, [(3, 9.0), (4, 19.0), (5, 29.0)])
+    assert kind == "Welch" and welch.mean == pytest.approx(1.0)
+    se = (2 * 100 / 3) ** 0.5  # both variances 100, n 3; Welch df = 4
+    assert welch.half_width == pytest.approx(2.776 * se, rel=1e-4)
+
+
+def test_synthetic_study_recovers_its_spread_and_ranks_variants(tmp_path: Path, capsys) -> None:
+    """Three seeds per variant with values known in advance: compare reports their mean and interval."""
+    from omegaconf import OmegaConf
+
+    from ginr.config import compose
+
+    psnr = {"scent_ff": [27.0, 28.0, 29.0], "mamba_ginr": [24.0, 25.5, 27.0]}
+    for experiment, values in psnr.items():
+        for seed, value in enumerate(values):
+            run = write_run(
+                tmp_path / "study" / f"{experiment}_{seed}",
+                {"val/psnr": [(10, value - 1.0), (20, value)], "test/psnr": [(20, value - 0.5)]},
+                status(experiment, "finished", 20),
+            )
+            cfg = compose([f"experiment={experiment}", "hardware=cpu", f"run_dir={run}", f"seed={seed}"])
+            (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    assert compare_main([str(tmp_path / "study"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "seeds.md").read_text()
+    half = 4.303 / 3**0.5  # sd 1 over 3 seeds
+    assert f"| scent_ff | 3 | 28.00 ± {half:.2f} | 27.50 ± {half:.2f} |" in md
+    assert f"| mamba_ginr | 3 | 25.50 ± {1.5 * half:.2f} |" in md
+    # paired by seed: differences 3.0, 2.5, 2.0 -> mean 2.5, sd 0.5
+    assert (
+        f"| scent_ff | mamba_ginr | +2.50 | [{2.5 - 0.5 * half:+.2f}, {2.5 + 0.5 * half:+.2f}] | paired |"
+        in md
+    )
+    for name in ("seeds.csv", "psnr_vs_step_seeds.png", "psnr_vs_time_seeds.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ginr.compare import seeds
 from ginr.compare.runs import (
     by_dataset,
     find_runs,
@@ -54,8 +55,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(runs, out / "psnr_vs_step.png", x="step")
     plot(runs, out / "psnr_vs_time.png", x="time")
     print(table, end="")
-    print(f"wrote {out}/compare.md, compare.csv, psnr_vs_step.png, psnr_vs_time.png", file=sys.stderr)
+    written = ["compare.md", "compare.csv", "psnr_vs_step.png", "psnr_vs_time.png"]
+    written += write_seeds(groups, out)
+    print(f"wrote {out}/{', '.join(written)}", file=sys.stderr)
     return 0
+
+
+def write_seeds(groups: dict[str, list], out: Path) -> list[str]:
+    """Where a variant ran with several seeds: mean and 95% interval per variant and the differences
+    between variants, per dataset (seeds.md, seeds.csv), and val PSNR curves with their bands."""
+    per_data = {data: seeds.variants(group) for data, group in groups.items()}
+    if not any(len(v.runs) > 1 for group in per_data.values() for v in group):
+        return []
+    sections, rows = [], []
+    for data, group in per_data.items():
+        sections.append(
+            f"## {data}\n\nMean ± half-width of the 95% t interval over seeds.\n\n{seeds.table(group)}"
+        )
+        for metric in ("test PSNR", "test x2", "test x4"):
+            sections.append(f"### Differences in {metric}\n\n{seeds.pairwise(group, metric)}")
+        rows += group
+    (out / "seeds.md").write_text("\n".join(sections))
+    seeds.to_csv(rows, out / "seeds.csv")
+    seeds.plot_bands(rows, out / "psnr_vs_step_seeds.png", x="step")
+    seeds.plot_bands(rows, out / "psnr_vs_time_seeds.png", x="time")
+    print("\n".join(sections), end="")
+    return ["seeds.md", "seeds.csv", "psnr_vs_step_seeds.png", "psnr_vs_time_seeds.png"]
 
 
 if __name__ == "__main__":

@@ -111,15 +111,30 @@ def _read_config(path: Path) -> dict[str, object]:
     return flat
 
 
+def differing_keys(runs: Sequence[RunSummary], ignore: Sequence[str] = ()) -> list[str]:
+    """The config keys whose values tell the runs apart beyond their experiment's name. Experiment files
+    change only the decoder, so a decoder key that is constant within each experiment is named by it."""
+    keys = sorted({k for r in runs for k in r.config})
+    by_name: dict[object, list[RunSummary]] = {}
+    for r in runs:
+        by_name.setdefault(r.config.get("name"), []).append(r)
+
+    def differs(key: str) -> bool:
+        if len({repr(r.config.get(key)) for r in runs}) < 2:
+            return False
+        within = any(len({repr(r.config.get(key)) for r in group}) > 1 for group in by_name.values())
+        return within or not key.startswith("decoder.")
+
+    return [
+        k for k in keys if k != "name" and k not in ignore and not k.startswith(NOT_A_DIFFERENCE) and differs(k)
+    ]  # fmt: skip
+
+
 def label_runs(runs: Sequence[RunSummary]) -> None:
     """Name each run with a config by its experiment and the settings that differ between the runs
     (``scent_ff seed=1``), and by its folder where that still leaves two runs with one name."""
     configured = [r for r in runs if r.config]
-    keys = sorted({k for r in configured for k in r.config})
-    differ = [
-        k for k in keys
-        if k != "name" and not k.startswith(NOT_A_DIFFERENCE) and len({repr(r.config.get(k)) for r in configured}) > 1
-    ]  # fmt: skip
+    differ = differing_keys(configured)
     for r in configured:
         settings = " ".join(f"{k}={r.config.get(k)}" for k in differ)
         r.name = f"{r.config.get('name', r.path.name)} {settings}".strip()
