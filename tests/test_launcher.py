@@ -1,0 +1,58 @@
+"""The multirun launcher: one job per GPU slot at a time, failures recorded and not fatal."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from hydra_plugins.ginr_launcher.gpus import GPULauncher, slots
+
+# A stand-in for `python -m ginr.train`: notes its device and the jobs running beside it, fails on "fail".
+JOB = """
+import os, sys, time
+from pathlib import Path
+run_dir = Path(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.run.dir=")))
+lock = run_dir.parent / "running"
+lock.mkdir(exist_ok=True)
+(lock / run_dir.name).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "cpu"))
+time.sleep(0.3)
+beside = sorted(p.read_text() for p in lock.iterdir())
+(run_dir / "seen.txt").write_text(",".join(beside))
+(lock / run_dir.name).unlink()
+sys.exit(3 if "fail" in sys.argv else 0)
+"""
+
+
+def test_slots_spread_jobs_over_gpus_first():
+    assert slots([0, 1, 2], 2, 1) == ["0", "1", "2", "0", "1", "2"]
+    assert slots([], 1, 3) == [None, None, None]
+    with pytest.raises(ValueError, match="jobs_per_gpu and cpu_jobs must be >= 1, got 0 and 1"):
+        slots([0], 0, 1)
+
+
+def test_jobs_run_on_distinct_gpus_and_a_failing_job_is_recorded(tmp_path: Path):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    launcher = GPULauncher(gpus=[4, 5], command=[sys.executable, str(script)])
+    launcher.setup(hydra_context=None, task_function=None,
+                   config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))  # fmt: skip
+    overrides = [["seed=0"], ["seed=1", "fail"], ["seed=2"], ["seed=3"], ["seed=4"]]
+    returns = launcher.launch(overrides, initial_job_idx=0)
+    assert [r.return_value["returncode"] for r in returns] == [0, 3, 0, 0, 0]  # the sweep went on
+    records = json.loads((tmp_path / "sweep" / "jobs.json").read_text())
+    assert [r["job"] for r in records] == [0, 1, 2, 3, 4]
+    assert {r["device"] for r in records} == {"4", "5"}
+    for job in range(5):  # never two jobs on one GPU at once
+        seen = (tmp_path / "sweep" / str(job) / "seen.txt").read_text().split(",")
+        assert len(seen) == len(set(seen)) <= 2
+    assert records[1]["returncode"] == 3 and Path(records[1]["log"]).is_file()
+
+
+def test_hydra_finds_the_launcher():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="ginr.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["sweep=decoder_blocks"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.ginr_launcher.gpus.GPULauncher"
