@@ -152,3 +152,31 @@ def reconstructions(
             panels = [images, recon, model.render(latents, height * scale, width * scale, chunk=chunk)]
     model.train(was_training)
     return reconstruction_grid(*(p.float().cpu() for p in panels))
+
+
+def picture_grids(
+    model: GINR,
+    dataset: Dataset,
+    highres: dict[int, Dataset],
+    *,
+    count: int,
+    input_resolution: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    chunk: int,
+) -> dict[str, torch.Tensor]:
+    """Tag -> picture grid of the first ``count`` images: ``reconstructions_x2``, ... (input | bicubic |
+    model | truth) at every resolution of ``highres``; without any, ``reconstructions`` (input |
+    reconstruction | 4x render)."""
+    count = min(count, len(dataset))
+    if not count:
+        return {}
+    shown = torch.stack([dataset[i] for i in range(count)]).to(device)
+    if not highres:
+        return {"reconstructions": reconstructions(model, shown, amp_dtype=amp_dtype, chunk=chunk)}
+    grids = {}
+    for resolution, images in highres.items():
+        truth = torch.stack([images[i] for i in range(count)]).to(device)
+        grid = reconstructions(model, shown, truth=truth, amp_dtype=amp_dtype, chunk=chunk)
+        grids[f"reconstructions_{scale_tag(resolution, input_resolution)}"] = grid
+    return grids

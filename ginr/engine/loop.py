@@ -12,15 +12,14 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.coords import pixel_grid
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
-from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, query_indices, train_loader
-from ginr.engine.evaluation import evaluate, reconstructions, scalar_tags, scale_tag
+from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, train_loader
+from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
-from ginr.engine.step import StepResult, select_queries, with_targets_above
+from ginr.engine.step import StepQueries, StepResult
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
@@ -33,9 +32,6 @@ class TrainingDiverged(RuntimeError):
 
 class DataError(RuntimeError):
     """The dataset could not be loaded; the message names the file or folder and what to do."""
-
-
-TARGETS_STREAM = 104_729  # seed offset of the pixels drawn at the target resolution
 
 
 class Trainer:
@@ -91,10 +87,11 @@ class Trainer:
             rank=self.dist.rank, world_size=self.dist.world_size,
         )  # fmt: skip
         self.loader = train_loader(self.train_set, sampler, cfg.data.num_workers, self.device.type == "cuda")
-        res = cfg.data.resolution
-        self.coords = pixel_grid(res, res, device=self.device)
-        above = cfg.targets.resolution
-        self.target_grid = None if above is None else pixel_grid(above, above, device=self.device)
+        self.queries = StepQueries(
+            cfg.data.resolution, cfg.seed, self.dist.rank, self.dist.world_size,
+            queries_per_image=cfg.trainer.queries_per_image, shared=cfg.trainer.query_sampling == "per_batch",
+            target_resolution=cfg.targets.resolution, target_queries=cfg.targets.queries, device=self.device,
+        )  # fmt: skip
 
     @contextmanager
     def _main_first(self):
@@ -141,20 +138,7 @@ class Trainer:
         the same images at that resolution): this step's query pixels, then the step."""
         images, *above = (batch,) if isinstance(batch, torch.Tensor) else batch
         images = images.to(self.device, non_blocking=True)
-        k, index = self.cfg.trainer.queries_per_image, None
-        world = (self.dist.rank, self.dist.world_size)
-        if k is not None:
-            shared = self.cfg.trainer.query_sampling == "per_batch"
-            index = query_indices(
-                self.step, self.cfg.seed, *world, len(images), self.coords.shape[0], k, shared=shared
-            ).to(self.device)
-        coords, targets = select_queries(images, self.coords, index)
-        if above:  # a separate random stream from the native queries' (seed offset)
-            pixels = query_indices(
-                self.step, self.cfg.seed + TARGETS_STREAM, *world, len(images), self.target_grid.shape[0],
-                self.cfg.targets.queries, shared=True,
-            ).to(self.device)  # fmt: skip
-            coords, targets = with_targets_above(coords, targets, above[0], self.target_grid, pixels)
+        coords, targets = self.queries(self.step, images, *above)
         return self.step_fn(images, coords, targets)
 
     def run(self) -> dict[str, float]:
@@ -286,20 +270,12 @@ class Trainer:
         return scalars
 
     def _log_pictures(self, model: torch.nn.Module, split: str, dataset, highres: dict) -> None:
-        """Picture grids of the first ``logger.images`` images: input | bicubic | model | truth at every
-        evaluation resolution (``<split>/reconstructions_x2``, ...), or input | reconstruction | 4x render."""
-        count, res = min(self.cfg.logger.images, len(dataset)), self.cfg.data.resolution
-        if not count:
-            return
-        shown = torch.stack([dataset[i] for i in range(count)]).to(self.device)
-        chunk = self.cfg.trainer.render_chunk
-        if not highres:
-            grid = reconstructions(model, shown, amp_dtype=self.eval_amp, chunk=chunk)
-            self.logger.image(self.step, f"{split}/reconstructions", grid)
-        for resolution, images in highres.items():
-            truth = torch.stack([images[i] for i in range(count)]).to(self.device)
-            grid = reconstructions(model, shown, truth=truth, amp_dtype=self.eval_amp, chunk=chunk)
-            self.logger.image(self.step, f"{split}/reconstructions_{scale_tag(resolution, res)}", grid)
+        grids = picture_grids(
+            model, dataset, highres, count=self.cfg.logger.images, input_resolution=self.cfg.data.resolution,
+            device=self.device, amp_dtype=self.eval_amp, chunk=self.cfg.trainer.render_chunk,
+        )  # fmt: skip
+        for tag, grid in grids.items():
+            self.logger.image(self.step, f"{split}/{tag}", grid)
 
     def _evaluate(self) -> dict[str, float]:
         """Validation: selects the best checkpoint."""

@@ -18,6 +18,7 @@ from torch._dynamo import OptimizedModule
 from torch._dynamo.exc import TorchDynamoException
 
 from ginr.coords import image_to_values, pixel_grid
+from ginr.engine.data import query_indices
 from ginr.engine.metrics import psnr
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,51 @@ def with_targets_above(
     coords = coords.unsqueeze(0) if coords.dim() == 2 else coords
     above = grid[index].expand(coords.shape[0], -1, -1)
     return torch.cat([coords, above], dim=1), torch.cat([targets, image_to_values(high)[:, index]], dim=1)
+
+
+@dataclass
+class StepQueries:
+    """What one training step decodes and against what: from the step number alone (so a resumed or
+    re-sharded run draws the same pixels), every pixel of the input or ``queries_per_image`` of them
+    (per image, or one draw for the batch), plus ``target_queries`` pixels of the same images at
+    ``target_resolution`` when the batch carries them (arbitrary-scale training)."""
+
+    resolution: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    queries_per_image: int | None = None
+    shared: bool = False  # one draw of queries_per_image for the whole batch
+    target_resolution: int | None = None
+    target_queries: int = 0
+    device: torch.device | str = "cpu"
+
+    TARGETS_STREAM = 104_729  # seed offset of the pixels drawn at the target resolution
+
+    def __post_init__(self) -> None:
+        self.grid = pixel_grid(self.resolution, self.resolution, device=self.device)
+        above = self.target_resolution
+        self.target_grid = None if above is None else pixel_grid(above, above, device=self.device)
+
+    def __call__(
+        self, step: int, images: torch.Tensor, above: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coords, targets) of step ``step`` for ``images`` (and the same images at the target resolution)."""
+        where = (self.rank, self.world_size)
+        index = None
+        if self.queries_per_image is not None:
+            index = query_indices(
+                step, self.seed, *where, len(images), self.grid.shape[0], self.queries_per_image,
+                shared=self.shared,
+            ).to(images.device)  # fmt: skip
+        coords, targets = select_queries(images, self.grid, index)
+        if above is not None:
+            pixels = query_indices(
+                step, self.seed + self.TARGETS_STREAM, *where, len(images), self.target_grid.shape[0],
+                self.target_queries, shared=True,
+            ).to(images.device)  # fmt: skip
+            coords, targets = with_targets_above(coords, targets, above, self.target_grid, pixels)
+        return coords, targets
 
 
 def synthetic_batch(
