@@ -27,10 +27,10 @@ ENV_VAR = "GINR_MAMBA_BACKEND"
 def _import_kernels() -> tuple[Callable | None, Callable | None, Callable | None, str]:
     try:
         import selective_scan_cuda
-        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn
+        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
     except Exception as err:  # ImportError, or OSError/RuntimeError from a missing CUDA library
         return None, None, None, f"mamba_ssm unavailable ({type(err).__name__}: {err})"
-    scan = _scan_op(selective_scan_cuda)
+    scan = _scan_op(selective_scan_cuda, selective_scan_fn)
     try:
         from causal_conv1d import causal_conv1d_fn
     except Exception:  # mamba-ssm alone still gives the scan kernel, not the fused mixer
@@ -38,11 +38,11 @@ def _import_kernels() -> tuple[Callable | None, Callable | None, Callable | None
     return scan, causal_conv1d_fn, mamba_inner_fn, "mamba_ssm and causal_conv1d available"
 
 
-def _scan_op(kernel) -> Callable:
+def _scan_op(kernel, fallback: Callable) -> Callable:
     """mamba-ssm's scan kernel (``selective_scan_cuda``) as two torch custom ops, forward and backward,
     with the signature of ``selective_scan_fn``. Unlike mamba-ssm's autograd function, torch.compile
     traces through a custom op, so a compiled encoder stays one graph instead of breaking at every scan.
-    D, z and delta_bias are required (the mixer always has them)."""
+    Calls without D, z or delta_bias (the mixer always has them) go to mamba-ssm's ``fallback``."""
     Tensor = torch.Tensor
 
     @torch.library.custom_op("ginr::selective_scan_fwd", mutates_args=())
@@ -90,7 +90,7 @@ def _scan_op(kernel) -> Callable:
 
     def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
         if D is None or z is None or delta_bias is None:
-            raise ValueError("the scan kernel op needs D, z and delta_bias")
+            return fallback(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         B, C = (t.unsqueeze(1) if t.dim() == 3 else t for t in (B, C))
         u, delta, B, C, z = (t.contiguous() for t in (u, delta, B, C, z))
         return forward(u, delta, A, B, C, D.contiguous(), z, delta_bias, delta_softplus)[0]
