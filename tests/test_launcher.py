@@ -50,9 +50,13 @@ def test_jobs_run_on_distinct_gpus_and_a_failing_job_is_recorded(tmp_path: Path)
     assert records[1]["returncode"] == 3 and Path(records[1]["log"]).is_file()
 
 
-def test_hydra_finds_the_launcher():
+@pytest.mark.parametrize("sweep", ["decoder_blocks", "decoder_study"])
+def test_sweeps_run_on_the_gpu_launcher(sweep):
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="ginr.configs", version_base="1.3"):
-        cfg = compose("train", overrides=["sweep=decoder_blocks"], return_hydra_config=True)
+        cfg = compose("train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == "hydra_plugins.ginr_launcher.gpus.GPULauncher"
+    assert cfg.hydra.sweeper.params.experiment == "glob(*)"
+    if sweep == "decoder_study":
+        assert cfg.hydra.sweeper.params.seed == "0,1,2"
