@@ -45,6 +45,10 @@ def test_wheel_in_a_fresh_venv_trains_a_step(tmp_path):
     _images(data / "test", 2)
     where = run(python, "-c", "import ginr.config as c; print(c.CONFIG_DIR)", cwd=tmp_path).stdout.strip()
     assert Path(where).is_relative_to(site) and (Path(where) / "train.yaml").is_file()
+    launcher = "from hydra_plugins.ginr_launcher.gpus import GPULauncher; import inspect; print(inspect.getfile(GPULauncher))"
+    assert Path(run(python, "-c", launcher, cwd=tmp_path).stdout.strip()).is_relative_to(
+        site
+    )  # the sweep launcher too
     proc = subprocess.run(
         [venv / "bin" / "ginr-train", "debug=smoke", "data=image_folder", f"data.dataset.root={data}",
          "data.eval_resolutions=[]", "data.num_workers=0", "trainer.max_steps=1", "trainer.eval_every=1",
