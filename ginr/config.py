@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ginr import schema
+from ginr.engine.build import TIMED_STEPS
 from ginr.schema import ConfigError
 
 __all__ = [
@@ -137,6 +138,13 @@ def validate(cfg: DictConfig) -> None:
             "trainer.checkpoint_queries",
             chunk,
             f"null for {block.rsplit('.', 1)[-1]}, whose blocks mix queries",
+        )
+    if cfg.trainer.train_minutes is not None and cfg.optim.warmup_steps < TIMED_STEPS[1]:
+        schema.fail(
+            "optim.warmup_steps",
+            cfg.optim.warmup_steps,
+            f"at least {TIMED_STEPS[1]} with trainer.train_minutes (steps {TIMED_STEPS[0]}-{TIMED_STEPS[1]} "
+            "are timed inside the warm-up)",
         )
     lr = cfg.optim.optimizer.get("lr")
     if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:

@@ -57,6 +57,7 @@ class Optim:
 @dataclasses.dataclass
 class Trainer:
     max_steps: Positive
+    train_minutes: PositiveFloat | None
     device: Literal["auto", "cuda", "cpu"]
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     compile: bool

@@ -308,3 +308,41 @@ def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monke
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})
     events.Reload()
     assert {"val/reconstructions_x2", "test/reconstructions_x2"} <= set(events.Tags()["images"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("cap", "expected"), [(1000, 84), (70, 70)])
+def test_train_minutes_fix_the_length_from_the_timed_steps_and_the_cosine_ends_there(
+    smoke_cfg, monkeypatch, tmp_path, cap, expected
+):
+    from ginr.engine import loop
+
+    clock = {"now": 0.0}  # every training step takes 50 ms on this clock
+    step = Trainer.train_step
+
+    def timed(self, batch):
+        clock["now"] += 0.05
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", timed)
+    monkeypatch.setattr(loop, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock["now"]),
+                                                          "time": loop.time.time, "monotonic": loop.time.monotonic}))  # fmt: skip
+    cfg = smoke_cfg(
+        "trainer.train_minutes=0.07", f"trainer.max_steps={cap}", "optim.warmup_steps=60",
+        "trainer.eval_every=1000", "data.eval_resolutions=[]",
+    )  # fmt: skip
+    train(cfg)  # 0.07 min = 4.2 s of 50 ms steps = 84 steps, or the cap
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "status.json").read_text())["max_steps"] == expected
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert state["step"] == expected and state["max_steps"] == expected and state["length_fixed"]
+    assert state["scheduler"]["lr_lambdas"][0]["total"] == expected
+    (last_lr,) = state["scheduler"]["_last_lr"][:1]
+    assert last_lr == pytest.approx(cfg.optim.optimizer.lr * cfg.optim.min_lr_ratio)  # the cosine ended
+    assert [v for _, v in scalars(run_dir, "perf/timed_ms_per_step")] == [pytest.approx(50.0)]
+
+
+def test_train_minutes_need_a_warm_up_that_covers_the_timed_steps(smoke_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="optim.warmup_steps=2 is not allowed: at least 60"):
+        train(smoke_cfg("trainer.train_minutes=1"))
+    assert not (tmp_path / "run").exists()

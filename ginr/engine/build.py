@@ -3,7 +3,6 @@ its optimizer and schedule. Everything swappable is built by ``hydra.utils.insta
 ``_target_``; the benchmark and the planner build their steps here too."""
 
 import math
-from collections.abc import Callable
 
 import torch
 from hydra.utils import instantiate
@@ -27,16 +26,26 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
-def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
-    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total`` steps (a LambdaLR factor)."""
+# Under trainer.train_minutes, the mean time of these steps fixes the run's length: after compilation,
+# inside the warm-up (whose schedule does not depend on the length).
+TIMED_STEPS = (10, 60)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return factor
+class WarmupCosine:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total`` steps (a LambdaLR factor).
+
+    A callable object rather than a closure: LambdaLR checkpoints its attributes, and ``total`` may be
+    set during warm-up (``trainer.train_minutes`` fixes the run's length once the step time is known;
+    the warm-up does not depend on it)."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float):
+        self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -76,7 +85,7 @@ def build_train_step(
     distributed = distributed or dist.DistInfo()
     model = build_model(cfg).to(device)  # built on the CPU: the same initial weights on every device
     optimizer = build_optimizer(cfg, model)
-    factor = warmup_cosine(cfg.optim.warmup_steps, cfg.trainer.max_steps, cfg.optim.min_lr_ratio)
+    factor = WarmupCosine(cfg.optim.warmup_steps, cfg.trainer.max_steps, cfg.optim.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     net = model
     if distributed.enabled:

@@ -89,6 +89,13 @@ class RunLogger:
             if postfix:
                 self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
 
+    def set_max_steps(self, steps: int) -> None:
+        """The run's length, once fixed after it started (``trainer.train_minutes``)."""
+        self.status["max_steps"] = steps
+        if self.enabled:
+            self.bar.total = steps
+            self.bar.refresh()
+
     def set_status(self, state: str, step: int, error: str | None = None, **extra: Any) -> None:
         if self.enabled:
             elapsed = time.time() - self.started

@@ -14,7 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
-from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
+from ginr.engine.build import (
+    TIMED_STEPS,
+    build_dataset,
+    build_model,
+    build_train_step,
+    count_parameters,
+    pick_device,
+)
 from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, train_loader
 from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
 from ginr.engine.logging import RunLogger
@@ -49,6 +56,8 @@ class Trainer:
         self.step_fn = build_train_step(cfg, self.device, distributed=self.dist)
         self.model, self.amp = self.step_fn.model, self.step_fn.amp
         self.step, self.best_psnr, self.bad_steps, self.consecutive_bad = 0, -math.inf, 0, 0
+        self.max_steps, self.length_fixed = tcfg.max_steps, tcfg.train_minutes is None
+        self.timed_from: tuple[int, float] | None = None  # (step, clock) where the step timing began
         self.eval_amp = self.amp if tcfg.eval_precision == "train" else None
         self.val_baselines: dict[
             str, float
@@ -57,7 +66,7 @@ class Trainer:
             self._resume(tcfg.resume)
         self._load_data()
         self.logger = RunLogger(
-            run_dir, enabled=self.dist.is_main, name=display_name, max_steps=tcfg.max_steps,
+            run_dir, enabled=self.dist.is_main, name=display_name, max_steps=self.max_steps,
             start_step=self.step, params=count_parameters(self.model), progress=cfg.logger.progress,
         )  # fmt: skip
         self.stop_reason: str | None = None
@@ -110,6 +119,8 @@ class Trainer:
             state["best_psnr"],
             state.get("bad_steps", 0),
         )
+        if state.get("length_fixed", True):
+            self._set_max_steps(state.get("max_steps", self.max_steps))
         ckpt.set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", path, self.step)
 
@@ -129,7 +140,7 @@ class Trainer:
             return
         state = {
             **self.step_fn.state_dict(), "step": self.step, "best_psnr": self.best_psnr,
-            "bad_steps": self.bad_steps, "rng": ckpt.rng_state(), "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "bad_steps": self.bad_steps, "max_steps": self.max_steps, "length_fixed": self.length_fixed, "rng": ckpt.rng_state(), "config": OmegaConf.to_container(self.cfg, resolve=True),
         }  # fmt: skip
         ckpt.save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.ckpt")
 
@@ -149,7 +160,7 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
         batches = prefetched(iter(self.loader), self.device)
-        while self.step < tcfg.max_steps:
+        while self.step < self.max_steps:
             tick = time.perf_counter()
             try:
                 result = self.train_step(next(batches))
@@ -157,6 +168,7 @@ class Trainer:
                 raise self._out_of_memory() from err
             self.step += 1
             window["time"] += time.perf_counter() - tick
+            self._fit_to_minutes()
             if self.step_fn.compile_s is not None and not compile_reported:
                 log.info(
                     "torch.compile: the first step took %.1f s, compilation included", self.step_fn.compile_s
@@ -172,7 +184,7 @@ class Trainer:
                 self._log_window(window)
                 window = self._new_window()
             self._check_stop(started)
-            last = self.step == tcfg.max_steps or self.stop_reason is not None
+            last = self.step == self.max_steps or self.stop_reason is not None
             if self.step % tcfg.eval_every == 0 or last:
                 metrics = self._evaluate()
             if self.step % tcfg.ckpt_every == 0 or last or self._checkpoint_due():
@@ -183,6 +195,40 @@ class Trainer:
         if self.stop_reason is None or self.stop_reason.startswith("time limit"):  # the run is complete
             metrics |= self._test()
         return metrics
+
+    def _set_max_steps(self, steps: int) -> None:
+        self.max_steps, self.length_fixed = steps, True
+        self.step_fn.scheduler.lr_lambdas[0].total = steps  # the cosine now ends at the new length
+
+    def _fit_to_minutes(self) -> None:
+        """``trainer.train_minutes``: time the steps of TIMED_STEPS (synchronised,
+        agreed across ranks), then set max_steps so the run's steps take that many minutes (capped by
+        ``trainer.max_steps``). Evaluation, compilation and start-up are not counted."""
+        if self.length_fixed or self.step < TIMED_STEPS[0]:
+            return
+        if self.timed_from is not None and self.step - self.timed_from[0] < TIMED_STEPS[1] - TIMED_STEPS[0]:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if self.timed_from is None:
+            self.timed_from = (self.step, now)
+            return
+        seconds = torch.tensor(
+            (now - self.timed_from[1]) / (self.step - self.timed_from[0]), device=self.device
+        )
+        seconds = dist.all_reduce_mean(seconds, self.dist).item()
+        minutes, cap = self.cfg.trainer.train_minutes, self.cfg.trainer.max_steps
+        steps = min(cap, max(self.step, round(60 * minutes / seconds)))
+        self._set_max_steps(steps)
+        self.logger.set_max_steps(steps)
+        self.logger.scalars(
+            self.step, {"perf/timed_ms_per_step": 1000 * seconds, "perf/fitted_max_steps": steps}
+        )
+        log.info(
+            "trainer.train_minutes=%g: %.1f ms/step over steps %d-%d -> max_steps %d%s",
+            minutes, 1000 * seconds, self.timed_from[0], self.step, steps, " (the cap)" if steps == cap else "",
+        )  # fmt: skip
 
     def _out_of_memory(self) -> RuntimeError:
         self.step_fn.optimizer.zero_grad(set_to_none=True)
