@@ -45,6 +45,7 @@ def runs(tmp_path: Path) -> Path:
             "perf/ms_per_step": [(100, 50.0), (200, 12.3), (300, 10.0)],
             "perf/images_per_s": [(100, 100.0), (200, 200.0), (300, 150.0)],
             "perf/peak_mem_gb": [(100, 1.5), (200, 2.25), (300, 2.0)],
+            "perf/gflop_per_step": [(100, 500.0)],
         },
         status("A", "finished", 1000, params=1_234_567, wall_time_s=123.4),
     )
@@ -120,6 +121,8 @@ def test_load_run_curve_and_summary(runs: Path) -> None:
     assert (run.name, run.state, run.best_psnr, run.final_psnr) == ("A", "finished", 25.0, 24.0)
     assert run.curve == [(100, 0.0, 20.0), (200, 10.0, 25.0), (300, 20.0, 24.0)]
     assert run.ms_per_step == pytest.approx(12.3) and run.peak_mem_gb == 2.25
+    # the budget: 1000 steps of 500 GFLOP at the median 12.3 ms
+    assert run.train_pflop == pytest.approx(0.5) and run.step_minutes == pytest.approx(12.3 * 1000 / 60_000)
 
 
 def test_find_runs_recurses_into_multirun(runs: Path) -> None:

@@ -60,6 +60,8 @@ def test_few_steps_write_events_checkpoints_and_evaluate(smoke_cfg, tmp_path):
     assert [s for s, _ in scalars(run_dir, "test/psnr")] == [6]  # test once, at the end
     assert [s for s, _ in scalars(run_dir, "val/baseline/bicubic_x2")] == [3]  # baselines logged once
     assert [s for s, _ in scalars(run_dir, "val/margin_x2")] == [3, 6]  # the margin at every evaluation
+    ((step, gflop),) = scalars(run_dir, "perf/gflop_per_step")  # the FLOPs of a step, counted once
+    assert step == 0 and gflop > 0
     assert metrics["test/images"] == 8 and metrics["val/images"] == 8  # debug=smoke caps both
     assert metrics["test/split_images"] == 313 and metrics["val/split_images"] == 355  # and says of how many
     best = max(scalars(run_dir, "val/psnr"), key=lambda e: e[1])[0]

@@ -39,11 +39,29 @@ class RunSummary:
     ms_per_step: float | None = None
     images_per_s: float | None = None
     peak_mem_gb: float | None = None
+    gflop_per_step: float | None = None  # matrix FLOPs of one training step, counted at the start
     wall_time_s: float | None = None
     # val PSNR curve: (step, seconds since the run's first scalar event, PSNR)
     curve: list[tuple[int, float, float]] = field(default_factory=list)
     config: dict[str, object] = field(default_factory=dict)  # the run's config.yaml, flattened
     dataset: str = "unknown data"  # what the runs of one table share
+
+    @property
+    def train_pflop(self) -> float | None:
+        """The run's budget in matrix FLOPs (PFLOP): its steps times the FLOPs of one step."""
+        return (
+            None
+            if self.gflop_per_step is None or self.step is None
+            else self.gflop_per_step * self.step / 1e6
+        )
+
+    @property
+    def step_minutes(self) -> float | None:
+        """The run's budget in time: its steps at the median logged step time (start-up, compilation and
+        evaluation not counted, as ``trainer.train_minutes`` counts)."""
+        return (
+            None if self.ms_per_step is None or self.step is None else self.ms_per_step * self.step / 60_000
+        )
 
 
 # Config keys that differ between runs without making them different experiments.
@@ -201,6 +219,7 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
     run.margin_x2, run.margin_x4 = last("test/margin_x2"), last("test/margin_x4")
     run.ms_per_step, run.images_per_s = median("perf/ms_per_step"), median("perf/images_per_s")
     run.peak_mem_gb = max(vals.get("perf/peak_mem_gb", []), default=None)
+    run.gflop_per_step = last("perf/gflop_per_step")
     return run
 
 

@@ -25,6 +25,9 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)  # fmt: skip
 
+# Decimals shown per metric where two would mislead (step counts, budgets); PSNR and the rest: 2.
+DIGITS = {"steps": 0, "step minutes": 2, "train PFLOP": 1, "ms/step": 1, "params (M)": 1}
+
 # metric name -> how to read it from a run; the headline metrics of a study
 METRICS: dict[str, Callable[[RunSummary], float | None]] = {
     "best val PSNR": lambda r: r.best_psnr,
@@ -33,6 +36,9 @@ METRICS: dict[str, Callable[[RunSummary], float | None]] = {
     "x2 vs best upscaler": lambda r: r.margin_x2,
     "test x4": lambda r: r.psnr_x4,
     "x4 vs best upscaler": lambda r: r.margin_x4,
+    "steps": lambda r: r.step,
+    "step minutes": lambda r: r.step_minutes,
+    "train PFLOP": lambda r: r.train_pflop,
     "ms/step": lambda r: r.ms_per_step,
     "peak mem (GB)": lambda r: r.peak_mem_gb,
     "params (M)": lambda r: r.params_m,
@@ -54,7 +60,11 @@ class Estimate:
     n: int
 
     def __str__(self) -> str:
-        return f"{self.mean:.2f}" if self.half_width is None else f"{self.mean:.2f} ± {self.half_width:.2f}"
+        return self.format(2)
+
+    def format(self, digits: int) -> str:
+        mean = f"{self.mean:.{digits}f}"
+        return mean if self.half_width is None else f"{mean} ± {self.half_width:.{digits}f}"
 
 
 def estimate(values: Sequence[float]) -> Estimate:
@@ -117,7 +127,10 @@ def table(group: Sequence[Variant], metrics: Sequence[str] = tuple(METRICS)) -> 
     """Markdown: one row per variant, mean ± 95% half-width per metric, and the seeds behind it."""
     lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for v in group:
-        cells = [str(estimate([x for _, x in vals])) if (vals := v.values(m)) else "-" for m in metrics]
+        cells = [
+            estimate([x for _, x in vals]).format(DIGITS.get(m, 2)) if (vals := v.values(m)) else "-"
+            for m in metrics
+        ]
         lines.append(f"| {v.name} | {len(v.runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

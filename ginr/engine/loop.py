@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
@@ -26,7 +27,7 @@ from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, train_lo
 from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
-from ginr.engine.step import StepQueries, StepResult
+from ginr.engine.step import StepQueries, StepResult, forward_loss
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
@@ -150,7 +151,23 @@ class Trainer:
         images, *above = (batch,) if isinstance(batch, torch.Tensor) else batch
         images = images.to(self.device, non_blocking=True)
         coords, targets = self.queries(self.step, images, *above)
+        if self.step == 0 and not self.dist.enabled:
+            self._log_flops(images, coords, targets)
         return self.step_fn(images, coords, targets)
+
+    def _log_flops(self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor) -> None:
+        """The matrix FLOPs of one training step (forward and backward of the eager model, as the
+        benchmark counts them), logged once as ``perf/gflop_per_step``: the budget in FLOPs of a run is
+        that times its steps. The gradients are dropped; nothing random is drawn, so training is as
+        without it. Not under DDP, whose gradient hooks would fire on this backward."""
+        with FlopCounterMode(display=False) as counter:
+            loss, _ = forward_loss(self.model, images, coords, targets, self.amp)
+            loss.backward()
+        self.step_fn.optimizer.zero_grad(set_to_none=True)
+        del loss
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.logger.scalars(0, {"perf/gflop_per_step": counter.get_total_flops() / 1e9})
 
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()

@@ -13,6 +13,7 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,12 +85,17 @@ class GPULauncher(Launcher):
         where = f"GPUs {sorted(set(s for s in pool if s is not None))}" if pool[0] is not None else "CPU"
         log.info("launching %d jobs, %d at a time on %s", len(job_overrides), len(pool), where)
 
+        done = threading.Lock()
+
         def run(idx: int, overrides: Sequence[str]) -> dict[str, Any]:
             slot = free.get()
             try:
-                return self._run_one(idx, list(overrides), slot, sweep_dir)
+                record = self._run_one(idx, list(overrides), slot, sweep_dir)
             finally:
                 free.put(slot)
+            with done:  # recorded as each job ends, so a sweep stopped midway keeps what finished
+                self._record(sweep_dir, [record])
+            return record
 
         with ThreadPoolExecutor(max_workers=len(pool)) as executor:
             jobs = [
@@ -97,7 +103,6 @@ class GPULauncher(Launcher):
                 for i, overrides in enumerate(job_overrides)
             ]
             records = [job.result() for job in jobs]
-        self._record(sweep_dir, records)
         failed = [r for r in records if r["returncode"] != 0]
         if failed:
             log.warning("%d of %d jobs failed (recorded in %s): %s", len(failed), len(records),
@@ -129,9 +134,9 @@ class GPULauncher(Launcher):
 
     @staticmethod
     def _record(sweep_dir: Path, records: list[dict[str, Any]]) -> None:
-        """Append this batch's jobs to ``jobs.json`` (written whole to a temporary file, then renamed)."""
+        """Add ``records`` to ``jobs.json``, in job order (written whole to a temporary file, then renamed)."""
         path = sweep_dir / "jobs.json"
         previous = json.loads(path.read_text()) if path.is_file() else []
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(previous + records, indent=1))
+        tmp.write_text(json.dumps(sorted(previous + records, key=lambda r: r["job"]), indent=1))
         tmp.replace(path)
