@@ -10,7 +10,7 @@ out=$2
 shift 2
 case $arm in
   steps) budget=() ;;
-  time) budget=(trainer.train_minutes=1.25 trainer.max_steps=100000) ;;
+  time) budget=(trainer.train_minutes=${STUDY_MINUTES:-0.8} trainer.max_steps=100000) ;;
   params) budget=(experiment=mamba_ginr decoder.hidden_dim=1576) ;;
   *) echo "ARM=$arm is not allowed: steps, time or params" >&2; exit 2 ;;
 esac
