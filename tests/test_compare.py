@@ -207,12 +207,15 @@ def test_synthetic_study_recovers_its_spread_and_ranks_variants(tmp_path: Path, 
 
     from ginr.config import compose
 
-    psnr = {"scent_ff": [27.0, 28.0, 29.0], "mamba_ginr": [24.0, 25.5, 27.0]}
+    psnr = {"scent_ff": [27.0, 28.0, 29.0], "mamba_ginr": [24.0, 25.5, 27.0], "scent": [20.0, 21.0, 22.0]}
     for experiment, values in psnr.items():
         for seed, value in enumerate(values):
+            test = (
+                [] if (experiment, seed) == ("scent", 2) else [(20, value - 0.5)]
+            )  # stopped before its test
             run = write_run(
                 tmp_path / "study" / f"{experiment}_{seed}",
-                {"val/psnr": [(10, value - 1.0), (20, value)], "test/psnr": [(20, value - 0.5)]},
+                {"val/psnr": [(10, value - 1.0), (20, value)], "test/psnr": test},
                 status(experiment, "finished", 20),
             )
             cfg = compose([f"experiment={experiment}", "hardware=cpu", f"run_dir={run}", f"seed={seed}"])
@@ -222,6 +225,7 @@ def test_synthetic_study_recovers_its_spread_and_ranks_variants(tmp_path: Path, 
     half = 4.303 / 3**0.5  # sd 1 over 3 seeds
     assert f"| scent_ff | 3 | 28.00 ± {half:.2f} | 27.50 ± {half:.2f} |" in md
     assert f"| mamba_ginr | 3 | 25.50 ± {1.5 * half:.2f} |" in md
+    assert f"| scent | 3 | 21.00 ± {half:.2f} | 20.00 ± {12.706 * 0.5:.2f} (n=2) |" in md  # says n
     # paired by seed: differences 3.0, 2.5, 2.0 -> mean 2.5, sd 0.5
     assert (
         f"| scent_ff | mamba_ginr | +2.50 | [{2.5 - 0.5 * half:+.2f}, {2.5 + 0.5 * half:+.2f}] | paired |"

@@ -127,12 +127,18 @@ def table(group: Sequence[Variant], metrics: Sequence[str] = tuple(METRICS)) -> 
     """Markdown: one row per variant, mean ± 95% half-width per metric, and the seeds behind it."""
     lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for v in group:
-        cells = [
-            estimate([x for _, x in vals]).format(DIGITS.get(m, 2)) if (vals := v.values(m)) else "-"
-            for m in metrics
-        ]
+        cells = [_cell(v, m) for m in metrics]
         lines.append(f"| {v.name} | {len(v.runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(variant: Variant, metric: str) -> str:
+    """Mean ± half-width; "(n=K)" where fewer of the variant's runs than all report the metric."""
+    values = [x for _, x in variant.values(metric)]
+    if not values:
+        return "-"
+    text = estimate(values).format(DIGITS.get(metric, 2))
+    return text if len(values) == len(variant.runs) else f"{text} (n={len(values)})"
 
 
 def pairwise(group: Sequence[Variant], metric: str) -> str:
