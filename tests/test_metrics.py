@@ -69,3 +69,17 @@ def test_scalar_tags_name_scales_baselines_and_the_margin():
     assert (
         tags["margin_x2"] == pytest.approx(-1.5) and tags["psnr_100px"] == 20.0 and "margin_100px" not in tags
     )
+
+
+def test_flop_counter_counts_a_depthwise_convolution_backward_as_two_forwards():
+    from ginr.engine.step import flop_counter
+
+    conv = torch.nn.Conv1d(64, 64, 4, groups=64, bias=False)  # the encoder's causal convolution's shape
+    x = torch.randn(8, 64, 100, requires_grad=True)
+    with flop_counter() as forward_only:
+        conv(x)
+    with flop_counter() as both:
+        conv(x).sum().backward()
+    forward = 2 * 8 * 97 * 64 * 4  # multiply-adds of 64 channels x 4 taps at 97 positions, x2
+    assert forward_only.get_total_flops() == forward
+    assert both.get_total_flops() == 3 * forward  # forward + input gradient + weight gradient

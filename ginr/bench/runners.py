@@ -14,11 +14,10 @@ from unittest import mock
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.flop_counter import FlopCounterMode
 
 from ginr.bench.cases import Case, Preset, Timing, case_config
 from ginr.engine.build import amp_dtype, build_model, build_train_step
-from ginr.engine.step import autocast, synthetic_batch
+from ginr.engine.step import autocast, flop_counter, synthetic_batch
 from ginr.ops import backend as scan_backend
 
 
@@ -50,7 +49,7 @@ def measure(
         if calls == 1:
             started = time.perf_counter()
     if count_flops:
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             fn(calls)
             calls += 1
         out.flops = counter.get_total_flops()

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.flop_counter import FlopCounterMode
 
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
@@ -27,7 +26,7 @@ from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, train_lo
 from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
-from ginr.engine.step import StepQueries, StepResult, forward_loss
+from ginr.engine.step import StepQueries, StepResult, flop_counter, forward_loss
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
@@ -160,7 +159,7 @@ class Trainer:
         benchmark counts them), logged once as ``perf/gflop_per_step``: the budget in FLOPs of a run is
         that times its steps. The gradients are dropped; nothing random is drawn, so training is as
         without it. Not under DDP, whose gradient hooks would fire on this backward."""
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             loss, _ = forward_loss(self.model, images, coords, targets, self.amp)
             loss.backward()
         self.step_fn.optimizer.zero_grad(set_to_none=True)
