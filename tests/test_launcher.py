@@ -1,6 +1,8 @@
-"""The multirun launcher: one job per GPU slot at a time, failures recorded and not fatal."""
+"""The multirun launchers: one job per GPU slot at a time, failures recorded and not fatal; the SLURM
+launcher config, as far as it can be checked without a cluster."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,3 +62,32 @@ def test_sweeps_run_on_the_gpu_launcher(sweep):
     assert cfg.hydra.sweeper.params.experiment == "glob(*)"
     if sweep == "decoder_study":
         assert cfg.hydra.sweeper.params.seed == "0,1,2"
+
+
+def test_slurm_launcher_config_asks_one_gpu_per_job_and_overrides_the_sweeps_launcher():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="ginr.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["sweep=decoder_study", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)  # fmt: skip
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (1, 1, "gpu")
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_through_submitit(tmp_path, data_dir):
+    """The SLURM launcher's machinery without SLURM: submitit's local executor pickles and runs the
+    training task of each job, as it would on a cluster node."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ginr.train", "-m", "experiment=scent_ff,mamba_ginr", "debug=smoke", "hardware=cpu",
+         "trainer.max_steps=2", "data.eval_resolutions=[]", f"paths.data_dir={data_dir}",
+         "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for job in ("0", "1"):
+        status = json.loads((tmp_path / job / "status.json").read_text())
+        assert status["state"] == "finished" and status["step"] == 2 and "test/psnr" in status["metrics"]
