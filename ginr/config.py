@@ -20,8 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ginr import schema
-from ginr.engine.build import TIMED_STEPS
-from ginr.schema import ConfigError
+from ginr.schema import TIMED_STEPS, ConfigError
 
 __all__ = [
     "CONFIG_DIR",

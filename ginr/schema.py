@@ -54,6 +54,11 @@ class Optim:
     grad_clip: PositiveFloat
 
 
+# Under trainer.train_minutes, the mean time of these steps fixes the run's length: after compilation,
+# inside the warm-up (whose schedule does not depend on the length).
+TIMED_STEPS = (10, 60)
+
+
 @dataclasses.dataclass
 class Trainer:
     max_steps: Positive

@@ -26,11 +26,6 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
-# Under trainer.train_minutes, the mean time of these steps fixes the run's length: after compilation,
-# inside the warm-up (whose schedule does not depend on the length).
-TIMED_STEPS = (10, 60)
-
-
 class WarmupCosine:
     """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total`` steps (a LambdaLR factor).
 

@@ -14,19 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
-from ginr.engine.build import (
-    TIMED_STEPS,
-    build_dataset,
-    build_model,
-    build_train_step,
-    count_parameters,
-    pick_device,
-)
+from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
 from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, train_loader
 from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepQueries, StepResult, flop_counter, forward_loss
+from ginr.schema import TIMED_STEPS
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
@@ -119,8 +113,10 @@ class Trainer:
             state["best_psnr"],
             state.get("bad_steps", 0),
         )
-        if state.get("length_fixed", True):
-            self._set_max_steps(state.get("max_steps", self.max_steps))
+        if self.cfg.trainer.train_minutes is None:
+            self._set_max_steps(self.max_steps)  # the config's: a resumed run may be given more steps
+        elif state.get("length_fixed"):
+            self._set_max_steps(state["max_steps"])  # the length its timed steps fixed
         ckpt.set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", path, self.step)
 
