@@ -8,7 +8,8 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,10 +210,10 @@ def render_images(
             latents = model.encode(small)
         missing = []
         for size in sizes:
-            with autocast(device, amp):
+            with measured(device) as cost, autocast(device, amp):
                 render = model.render(latents, size, size, chunk=chunk).float()
             row: dict[str, Any] = {"image": str(path), "name": name, "width": width, "height": height,
-                                   "size": size, "scored": side >= size, **dict.fromkeys(METRICS),
+                                   "size": size, "scored": side >= size, **dict.fromkeys(METRICS), **cost,
                                    "render": f"{name}_{size}.png", "grid": f"{name}_{size}_grid.png",
                                    "note": "" if side >= size else f"no ground truth: the original is {original}"}  # fmt: skip
             panels = [upscale(small, size, size, "nearest"), upscale(small, size, size, "bicubic"), render]
@@ -231,8 +232,14 @@ def render_images(
             )
         if progress:
             scored = [str(r["size"]) for r in rows[-len(sizes) :] if r["scored"]]
+            rendered = ", ".join(
+                f"{r['size']} ({r['render_s']:.2f} s"
+                + ("" if r["peak_gb"] is None else f", {r['peak_gb']:.2f} GB")
+                + ")"
+                for r in rows[-len(sizes) :]
+            )
             print(
-                f"[{n}/{len(files)}] {path} ({width}x{height}): rendered at {', '.join(map(str, sizes))} px, "
+                f"[{n}/{len(files)}] {path} ({width}x{height}): rendered at {rendered} px, "
                 f"scored at {', '.join(scored) or 'none (no ground truth)'} "
                 f"({time.perf_counter() - started:.1f} s)",
                 file=sys.stderr,
@@ -245,6 +252,7 @@ def render_images(
         means[size] = {
             k: sum(r[k] for r in done) / len(done) for k in METRICS if done and done[0][k] is not None
         }
+    costs = {size: _costs([r for r in rows if r["size"] == size]) for size in sizes}
     with open(out / "per_image.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -253,11 +261,33 @@ def render_images(
         json.dumps(
             {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "inputs": [str(p) for p in paths],
              "images": len(files), "found": len(found), "resolution": resolution, "precision": precision,
-             "sizes": {str(s): {"images_scored": scored[s], **means[s]} for s in sizes}, "notes": notes},
+             "sizes": {str(s): {"images_scored": scored[s], **means[s], **costs[s]} for s in sizes}, "notes": notes},
             indent=2,
         )
     )  # fmt: skip
     return Rendered(rows, sizes, means, scored, len(files), len(found), resolution, notes, out)
+
+
+@contextmanager
+def measured(device: torch.device) -> Iterator[dict[str, float | None]]:
+    """Seconds (synchronised) and, on CUDA, peak GPU memory in GB of the work in the block: the dict
+    yielded is filled as it ends (``render_s``, ``peak_gb``)."""
+    cost: dict[str, float | None] = {"render_s": None, "peak_gb": None}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    yield cost
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        cost["peak_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
+    cost["render_s"] = round(time.perf_counter() - started, 4)
+
+
+def _costs(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean render seconds and the highest peak memory of one size's renders."""
+    peaks = [r["peak_gb"] for r in rows if r["peak_gb"] is not None]
+    return {"render_s": sum(r["render_s"] for r in rows) / len(rows), "peak_gb": max(peaks, default=None)}
 
 
 def sizes_table(result: Rendered) -> str:

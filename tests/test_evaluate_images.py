@@ -2,6 +2,7 @@
 against real ground truth."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -68,6 +69,12 @@ def test_any_images_render_at_any_size_and_score_only_against_real_truth(run_dir
         assert row["scored"] == str(expected)
         for key in ("psnr", "psnr_clamped", "ssim", "nearest", "bicubic", "lanczos", "margin"):
             assert bool(row[key]) == expected, (row["name"], row["size"], key)
+    for row in rows:  # every render is timed; peak GPU memory only where there is a GPU
+        assert float(row["render_s"]) > 0 and row["peak_gb"] == ""
+    results = json.loads((out / "results.json").read_text())
+    assert results["sizes"]["1024"]["render_s"] == pytest.approx(
+        sum(float(r["render_s"]) for r in rows if r["size"] == "1024") / 3
+    )
     assert "| 64x64 | 2 of 3 |" in stdout and "| 512x512 | 2 of 3 |" in stdout
     assert "| 1024x1024 | 0 of 3 | - | - | - | - | - | - | - |" in stdout
     assert "photo: no ground truth at 1024 px: the original is 1024x768 (its centre square 768 px)" in stdout
