@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Native vs multi-scale targets at equal steps, both runs at once on one GPU (after `. tools/gpu_setup.sh`
-# with the Emoji3D tarball in the data folder; r128 is built from it first, so the runs do not race):
+# with the Emoji3D tarball in the data folder; r128 is built from it first, so the runs do not race);
+# then, where PHOTOS (default .photos/, from tools/photos.sh) exists, the multi-scale checkpoint renders
+# those photos at 256 to 2048 px with each render's time and peak memory:
 #   bash tools/multiscale_probe.sh RUNS_DIR OUT_DIR [STEPS]
 set -euo pipefail
 runs=$1; out=$2; steps=${3:-1500}
@@ -11,3 +13,8 @@ python3 -m ginr.train $common hydra.run.dir="$runs/native" > "$out/native.log" 2
 python3 -m ginr.train $common targets=multiscale hydra.run.dir="$runs/multiscale" > "$out/multiscale.log" 2>&1 &
 wait
 for run in native multiscale; do cp "$runs/$run/status.json" "$out/$run.status.json"; grep -E "step [0-9]+:|rror" "$out/$run.log" | tail -4; done
+photos=${PHOTOS:-.photos}
+if [ -d "$photos" ]; then
+  python3 -m ginr.evaluate "$runs/multiscale" --inputs "$photos" --sizes 256 512 1024 2048 --out "$runs/photos"
+  cp "$runs/photos/results.json" "$runs/photos/per_image.csv" "$runs/photos/astronaut_2048.png" "$out/"
+fi
