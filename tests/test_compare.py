@@ -231,5 +231,5 @@ def test_synthetic_study_recovers_its_spread_and_ranks_variants(tmp_path: Path, 
         f"| scent_ff | mamba_ginr | +2.50 | [{2.5 - 0.5 * half:+.2f}, {2.5 + 0.5 * half:+.2f}] | paired |"
         in md
     )
-    for name in ("seeds.csv", "psnr_vs_step_seeds.png", "psnr_vs_time_seeds.png"):
+    for name in ("seeds.csv", "psnr_vs_step_seeds.png", "psnr_vs_time_seeds.png", "test_psnr_seeds.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0

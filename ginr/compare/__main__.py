@@ -79,8 +79,15 @@ def write_seeds(groups: dict[str, list], out: Path) -> list[str]:
     seeds.to_csv(rows, out / "seeds.csv")
     seeds.plot_bands(rows, out / "psnr_vs_step_seeds.png", x="step")
     seeds.plot_bands(rows, out / "psnr_vs_time_seeds.png", x="time")
+    seeds.plot_means(rows, out / "test_psnr_seeds.png")
     print("\n".join(sections), end="")
-    return ["seeds.md", "seeds.csv", "psnr_vs_step_seeds.png", "psnr_vs_time_seeds.png"]
+    return [
+        "seeds.md",
+        "seeds.csv",
+        "psnr_vs_step_seeds.png",
+        "psnr_vs_time_seeds.png",
+        "test_psnr_seeds.png",
+    ]
 
 
 if __name__ == "__main__":

@@ -197,3 +197,39 @@ def plot_bands(group: Sequence[Variant], path: Path, x: str = "step") -> None:
     if ax.lines:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+# (title, the model's metric, how to read the best classical upscaler's PSNR on the same images)
+_PANELS: tuple[tuple[str, str, Callable[[RunSummary], float | None] | None], ...] = (
+    ("test 1x", "test PSNR", None),
+    ("test 2x", "test x2", lambda r: None if r.psnr_x2 is None or r.margin_x2 is None else r.psnr_x2 - r.margin_x2),
+    ("test 4x", "test x4", lambda r: None if r.psnr_x4 is None or r.margin_x4 is None else r.psnr_x4 - r.margin_x4),
+)  # fmt: skip
+
+
+def plot_means(group: Sequence[Variant], path: Path) -> None:
+    """Test PSNR per variant at 1x, 2x and 4x: the mean over seeds with its 95% interval, and at 2x and
+    4x the best classical upscaler of the same inputs (dashed)."""
+    fig = Figure(figsize=(11, 0.5 * len(group) + 2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(_PANELS), sharey=True)
+    names = [v.name for v in group]
+    for ax, (title, metric, baseline) in zip(axes, _PANELS, strict=True):
+        for y, v in enumerate(group):
+            values = [x for _, x in v.values(metric)]
+            if not values:
+                continue
+            est = estimate(values)
+            ax.errorbar(est.mean, y, xerr=est.half_width or 0.0, fmt="o", capsize=3, color="C0")
+            ax.annotate(f"n={est.n}", (est.mean, y), textcoords="offset points", xytext=(0, 6), fontsize=7,
+                        ha="center")  # fmt: skip
+        best = [b for v in group for _, r in v.runs if baseline and (b := baseline(r)) is not None]
+        if best:
+            ax.axvline(statistics.fmean(best), color="gray", linestyle="--", label="best classical upscaler")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    fig.supxlabel("PSNR (dB): mean and 95% interval over seeds", fontsize=10)
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
