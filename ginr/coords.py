@@ -4,6 +4,10 @@ A pixel (row i, column j) of an H x W image sits at its centre, ``(y, x)`` with
 ``y = (2 i + 1) / H - 1`` and ``x = (2 j + 1) / W - 1``, so every coordinate lies in (-1, 1) and
 grids of different resolutions cover the same square. Values (targets) are in [0, 1].
 
+A query may also carry its pixel's size, ``(y, x, h, w)`` with ``h = 2 / H`` and ``w = 2 / W`` (LIIF's
+"cell"): the same point means a different area at another resolution. Decoders with cell conditioning
+read it; a query without it is a pixel of the training resolution.
+
 Frequencies (Fourier features) are angular, in radians per unit of this coordinate. Neighbouring pixels of
 an ``R``-pixel grid are ``2 / R`` apart, so the grid resolves up to ``nyquist(R) = pi R / 2`` (about 50 at
 32 px, 280 at 178 px); configs give decoder bandwidths as fractions of it.
@@ -24,6 +28,12 @@ def pixel_grid(
     ys = (torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1
     xs = (torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def with_cells(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(..., 2) pixel centres of an ``height x width`` grid -> (..., 4): each with its pixel's size."""
+    cell = torch.tensor([2 / height, 2 / width], device=coords.device, dtype=coords.dtype)
+    return torch.cat([coords, cell.expand(*coords.shape[:-1], 2)], dim=-1)
 
 
 def nyquist(resolution: int) -> float:

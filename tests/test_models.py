@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from ginr.config import compose, prepare
-from ginr.coords import pixel_grid
+from ginr.coords import pixel_grid, values_to_image, with_cells
 from ginr.engine.build import build_model
+from ginr.engine.step import StepQueries
 from ginr.models.blocks import FFFF, AttnFF, ResBlock, XAttnFF
 from ginr.models.decoder import MultiBandDecoder, ScentDecoder
 from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
@@ -354,3 +355,40 @@ def test_compiled_encoder_matches_eager_on_the_kernels():
     for name, g in eager_grads.items():
         err = ((compiled_grads[name] - g).norm() / g.norm().clamp_min(1e-12)).item()
         assert err < 1e-1, f"{name}: gradient relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("kind", ["ff_ff", "scent"])
+def test_cell_conditioning_reads_each_querys_pixel_size(kind):
+    model = make_model(kind, cell_conditioning=True).eval()  # make_decoder's resolution: 32 px
+    latents = model.encode(torch.rand(2, 3, 16, 16))
+    grid = pixel_grid(8, 8)
+    native, at_2x, at_4x = (with_cells(grid, r, r) for r in (32, 64, 128))
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(latents, grid), model.decode(latents, native))  # the default
+        assert torch.equal(model.decode(latents, at_4x), model.decode(latents, grid))  # zero-initialised
+        torch.nn.init.normal_(model.decoder.cell.proj.weight)
+        assert torch.equal(model.decode(latents, grid), model.decode(latents, native))  # log2 1 = 0
+        assert not torch.allclose(model.decode(latents, at_2x), model.decode(latents, grid))
+    seen = []
+    model.decoder.cell.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    model.render(latents, 64, 64, chunk=512)  # a render's queries are pixels of its own grid
+    assert seen and all(torch.equal(cells, torch.full_like(cells, 2 / 64)) for cells in seen)
+    with torch.no_grad():
+        torch.testing.assert_close(  # cells follow their queries through the render's chunks
+            model.render(latents, 64, 64, chunk=512),
+            values_to_image(model.decode(latents, with_cells(pixel_grid(64, 64), 64, 64)), 64, 64),
+        )
+    loss = model(torch.rand(2, 3, 16, 16), at_2x).square().mean()
+    loss.backward()
+    assert model.decoder.cell.proj.weight.grad.abs().sum() > 0
+
+
+def test_step_queries_carry_the_pixel_size_of_each_resolution():
+    queries = StepQueries(8, seed=0, target_resolution=16, target_queries=5, cells=True)
+    images, high = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
+    coords, targets = queries(3, images, high)
+    assert coords.shape == (1, 64 + 5, 4) and targets.shape == (2, 64 + 5, 3)
+    assert torch.equal(coords[0, :64, 2:], torch.full((64, 2), 2 / 8))
+    assert torch.equal(coords[0, 64:, 2:], torch.full((5, 2), 2 / 16))
+    plain, _ = StepQueries(8, seed=0, target_resolution=16, target_queries=5)(3, images, high)
+    assert torch.equal(coords[..., :2], plain)  # the same pixels, with their sizes

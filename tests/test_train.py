@@ -20,6 +20,7 @@ from ginr.engine.checkpoint import CheckpointError, load_checkpoint
 from ginr.engine.data import prefetched
 from ginr.engine.loop import Trainer
 from ginr.engine.step import select_queries, with_targets_above
+from ginr.models.ginr import GINR
 from ginr.train import train
 from tests.conftest import EXPERIMENTS, compose
 
@@ -295,17 +296,29 @@ def test_targets_above_add_the_high_resolution_pixels_to_shared_queries():
 
 
 @pytest.mark.slow
-def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monkeypatch, tmp_path):
-    seen = []
-    step = Trainer.train_step
+@pytest.mark.parametrize("cells", [False, True])
+def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monkeypatch, tmp_path, cells):
+    seen, decoded = [], []
+    step, forward = Trainer.train_step, GINR.forward
 
     def spy(self, batch):
         seen.append([tuple(t.shape) for t in batch])
         return step(self, batch)
 
+    def spy_forward(self, images, coords):
+        decoded.append(coords.detach().clone())
+        return forward(self, images, coords)
+
     monkeypatch.setattr(Trainer, "train_step", spy)
-    metrics = train(smoke_cfg("targets=multiscale", "targets.resolution=64", "targets.queries=32"))
+    monkeypatch.setattr(GINR, "forward", spy_forward)
+    metrics = train(smoke_cfg("targets=multiscale", "targets.resolution=64", "targets.queries=32",
+                              f"decoder.cell_conditioning={str(cells).lower()}"))  # fmt: skip
     assert seen[0] == [(4, 3, 32, 32), (4, 3, 64, 64)]  # the input and the same images at 64
+    # every pixel of the input and 32 of the 64 px image; with cells, each query says its pixel's size
+    assert decoded[0].shape == (1, 32 * 32 + 32, 4 if cells else 2)
+    if cells:
+        assert set(decoded[0][0, :1024, 2:].unique().tolist()) == {2 / 32}
+        assert set(decoded[0][0, 1024:, 2:].unique().tolist()) == {2 / 64}
     assert {"val/psnr", "val/psnr_x2", "test/psnr_x2"} <= set(metrics)
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})
     events.Reload()

@@ -93,7 +93,8 @@ class Trainer:
         self.queries = StepQueries(
             cfg.data.resolution, cfg.seed, self.dist.rank, self.dist.world_size,
             queries_per_image=cfg.trainer.queries_per_image, shared=cfg.trainer.query_sampling == "per_batch",
-            target_resolution=cfg.targets.resolution, target_queries=cfg.targets.queries, device=self.device,
+            target_resolution=cfg.targets.resolution, target_queries=cfg.targets.queries,
+            cells=self.model.cell_conditioned, device=self.device,
         )  # fmt: skip
 
     @contextmanager

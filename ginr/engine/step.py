@@ -18,7 +18,7 @@ from torch._dynamo import OptimizedModule
 from torch._dynamo.exc import TorchDynamoException
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-from ginr.coords import image_to_values, pixel_grid
+from ginr.coords import image_to_values, pixel_grid, with_cells
 from ginr.engine.data import query_indices
 from ginr.engine.metrics import psnr
 
@@ -80,14 +80,19 @@ class StepQueries:
     shared: bool = False  # one draw of queries_per_image for the whole batch
     target_resolution: int | None = None
     target_queries: int = 0
+    cells: bool = False  # each query carries its pixel's size (a cell-conditioned decoder)
     device: torch.device | str = "cpu"
 
     TARGETS_STREAM = 104_729  # seed offset of the pixels drawn at the target resolution
 
     def __post_init__(self) -> None:
-        self.grid = pixel_grid(self.resolution, self.resolution, device=self.device)
+        self.grid = self._grid(self.resolution)
         above = self.target_resolution
-        self.target_grid = None if above is None else pixel_grid(above, above, device=self.device)
+        self.target_grid = None if above is None else self._grid(above)
+
+    def _grid(self, resolution: int) -> torch.Tensor:
+        grid = pixel_grid(resolution, resolution, device=self.device)
+        return with_cells(grid, resolution, resolution) if self.cells else grid
 
     def __call__(
         self, step: int, images: torch.Tensor, above: torch.Tensor | None = None

@@ -6,7 +6,7 @@ and broadcasts where it meets the latents, so it costs one image's compute inste
 
 :class:`MultiBandDecoder` (the family the experiments compare), after LA-GINR's multi-band decoder::
 
-    q = proj(fourier_q(coords));  m = q + CrossAttn(q, latents)             modulation vector
+    q = proj(fourier_q(coords)) [+ cell(pixel size)];  m = q + CrossAttn(q, latents)   modulation vector
     h = 0
     for each scale s, coarse to fine:
         g = fourier_s(coords)
@@ -130,6 +130,35 @@ class LocalityBias(nn.Module):
         )
 
 
+class CellSize(nn.Module):
+    """LIIF's cell conditioning: the size of a query's pixel (columns 3-4 of its coordinates; queries
+    without them are pixels of the training ``resolution``) as log2 of its ratio to a training pixel,
+    0 at 1x, -1 at 2x, -2 at 4x, embedded and added to the query. Zero-initialised: a new model decodes
+    as one without it."""
+
+    def __init__(self, *, dim: Positive, resolution: Positive):
+        super().__init__()
+        self.resolution = resolution
+        self.proj = nn.Linear(2, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, cells: torch.Tensor) -> torch.Tensor:
+        """cells (B | 1, N, 2), or (B | 1, N, 0) for training pixels -> (B | 1, N | 1, dim)."""
+        if cells.shape[-1] == 0:
+            return self.proj.bias
+        return self.proj(torch.log2(cells.float() * (self.resolution / 2)).to(self.proj.weight.dtype))
+
+
+def split_cells(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., 2 | 4) queries -> centres (..., 2) and cell sizes (..., 2), or (..., 0) where there are none."""
+    if coords.shape[-1] not in (2, 4):
+        raise ValueError(
+            f"coords must end in 2 (y, x) or 4 (y, x, h, w) values, got shape {tuple(coords.shape)}"
+        )
+    return coords[..., :2], coords[..., 2:]
+
+
 class MultiBandDecoder(nn.Module):
     def __init__(
         self,
@@ -151,6 +180,7 @@ class MultiBandDecoder(nn.Module):
         locality: NonNegative = 0.0,
         num_latents: Positive = 256,
         modulation: Modulation = "additive",
+        cell_conditioning: bool = False,
         checkpoint: bool = False,
     ):
         super().__init__()
@@ -159,6 +189,7 @@ class MultiBandDecoder(nn.Module):
         fourier = fourier_factory(resolution, num_fourier, spectrum, learnable_bandwidth)
         self.query_fourier = fourier(query_bandwidth)
         self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
+        self.cell = CellSize(dim=hidden_dim, resolution=resolution) if cell_conditioning else None
         xattn = Attention(hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
         self.modulation = PreNorm(hidden_dim, xattn, context_dim=latent_dim)
         self.locality = LocalityBias(num_latents=num_latents, strength=locality) if locality > 0 else None
@@ -176,8 +207,11 @@ class MultiBandDecoder(nn.Module):
         self.mixes_queries = mixes_queries(self.bands)
 
     def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, Dz), coords (B | 1, N, 2) -> (B, N, C)."""
+        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) -> (B, N, C)."""
+        coords, cells = split_cells(coords)
         q = self.query_proj(self.query_fourier(coords))
+        if self.cell is not None:
+            q = q + self.cell(cells)
         bias = self.locality(coords) if self.locality is not None else None
         modulation = q + self.modulation(q, context=latents, bias=bias)
         return self.chain([band.feature(coords, modulation, latents) for band in self.bands])
@@ -212,12 +246,14 @@ class ScentDecoder(nn.Module):
         dim_head: Positive = 64,
         ff_mult: Positive = 4,
         attn_impl: AttnImpl = "sdpa",
+        cell_conditioning: bool = False,
         checkpoint: bool = False,
     ):
         super().__init__()
         fourier = fourier_factory(resolution, num_fourier, spectrum, learnable_bandwidth)
         self.query_fourier = fourier(query_bandwidth)
         self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
+        self.cell = CellSize(dim=hidden_dim, resolution=resolution) if cell_conditioning else None
         xattn = Attention(hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
         self.cross_attn = PreNorm(hidden_dim, xattn, context_dim=latent_dim)
         self.ffs = nn.ModuleList(
@@ -227,8 +263,11 @@ class ScentDecoder(nn.Module):
         self.checkpoint = checkpoint
 
     def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, Dz), coords (B | 1, N, 2) -> (B, N, C)."""
+        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) -> (B, N, C)."""
+        coords, cells = split_cells(coords)
         q = self.query_proj(self.query_fourier(coords))
+        if self.cell is not None:
+            q = q + self.cell(cells)
         x = q + self.cross_attn(q, context=latents)
         for ff in self.ffs:
             x = x + (checkpointed(ff, x) if self.checkpoint and torch.is_grad_enabled() else ff(x))

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ginr.coords import pixel_grid, values_to_image
+from ginr.coords import pixel_grid, values_to_image, with_cells
 from ginr.models.layers import checkpointed
 
 
@@ -26,7 +26,7 @@ class GINR(nn.Module):
 
     def decode(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """latents (B, M, D), coords (B, N, 2) per image, or (N, 2) / (1, N, 2) shared by the batch ->
-        values (B, N, C). Shared coordinates stay at batch 1 through the decoder's coordinate-only work
+        values (B, N, C); coordinates may carry their pixel's size as two more columns (``ginr.coords``). Shared coordinates stay at batch 1 through the decoder's coordinate-only work
         (Fourier features, query projection, each band stack), which is then computed once per batch."""
         if coords.dim() == 2:
             coords = coords.unsqueeze(0)
@@ -39,6 +39,11 @@ class GINR(nn.Module):
     def forward(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(images), coords)
 
+    @property
+    def cell_conditioned(self) -> bool:
+        """Whether the decoder reads each query's pixel size (``decoder.cell_conditioning``)."""
+        return getattr(self.decoder, "cell", None) is not None
+
     @torch.no_grad()
     def render(self, latents: torch.Tensor, height: int, width: int, *, chunk: int = 65536) -> torch.Tensor:
         """Decode the full ``height x width`` pixel grid -> (B, C, H, W), ``chunk`` queries at a time
@@ -50,6 +55,8 @@ class GINR(nn.Module):
         if chunk < 1:
             raise ValueError(f"render chunk must be >= 1, got {chunk}")
         coords = pixel_grid(height, width, device=latents.device)
+        if self.cell_conditioned:
+            coords = with_cells(coords, height, width)
         chunk = max(1, chunk // latents.shape[0])
         if getattr(self.decoder, "mixes_queries", False):
             chunk = coords.shape[0]
