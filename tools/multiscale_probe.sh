@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Native vs multi-scale targets (without and with cell conditioning) at equal steps, the three runs at
-# once on one GPU (after `. tools/gpu_setup.sh` with the Emoji3D tarball in the data folder; the 128 and 256 px caches are built from it first, so the
-# runs do not race);
+# once on one GPU (after `. tools/gpu_setup.sh` with the Emoji3D tarball in the data folder; the 128
+# and 256 px caches are built from it first, so the runs do not race);
 # then, where PHOTOS (default .photos/, from tools/photos.sh) exists, the multi-scale checkpoint renders
 # those photos at 256 to 2048 px with each render's time and peak memory:
 #   bash tools/multiscale_probe.sh RUNS_DIR OUT_DIR [STEPS]
