@@ -361,3 +361,16 @@ def test_train_minutes_need_a_warm_up_that_covers_the_timed_steps(smoke_cfg, tmp
     with pytest.raises(ConfigError, match="optim.warmup_steps=2 is not allowed: at least 60"):
         train(smoke_cfg("trainer.train_minutes=1"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_flop_count_out_of_memory_is_skipped_and_training_goes_on(smoke_cfg, monkeypatch, tmp_path, caplog):
+    from ginr.engine import loop
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(loop, "forward_loss", no_memory)  # only the FLOP count calls it from the loop
+    metrics = train(smoke_cfg("trainer.max_steps=2", "data.eval_resolutions=[]"))
+    assert "test/psnr" in metrics and not scalars(tmp_path / "run", "perf/gflop_per_step")
+    assert "no FLOP count" in caplog.text

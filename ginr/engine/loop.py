@@ -155,14 +155,21 @@ class Trainer:
         """The matrix FLOPs of one training step (forward and backward of the eager model, as the
         benchmark counts them), logged once as ``perf/gflop_per_step``: the budget in FLOPs of a run is
         that times its steps. The gradients are dropped; nothing random is drawn, so training is as
-        without it. Not under DDP, whose gradient hooks would fire on this backward."""
-        with flop_counter() as counter:
-            loss, _ = forward_loss(self.model, images, coords, targets, self.amp)
-            loss.backward()
-        self.step_fn.optimizer.zero_grad(set_to_none=True)
-        del loss
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        without it. Not under DDP, whose gradient hooks would fire on this backward. An eager step can
+        need more memory than the compiled one that trains: out of memory, the count is skipped."""
+        try:
+            with flop_counter() as counter:
+                loss, _ = forward_loss(self.model, images, coords, targets, self.amp)
+                loss.backward()
+        except torch.OutOfMemoryError:
+            log.warning("no FLOP count: the eager step it needs does not fit in GPU memory")
+            return
+        finally:
+            self.step_fn.optimizer.zero_grad(set_to_none=True)
+            loss = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(self.device)
         self.logger.scalars(0, {"perf/gflop_per_step": counter.get_total_flops() / 1e9})
 
     def run(self) -> dict[str, float]:
