@@ -137,7 +137,8 @@ class Trainer:
             return
         state = {
             **self.step_fn.state_dict(), "step": self.step, "best_psnr": self.best_psnr,
-            "bad_steps": self.bad_steps, "max_steps": self.max_steps, "length_fixed": self.length_fixed, "rng": ckpt.rng_state(), "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "bad_steps": self.bad_steps, "max_steps": self.max_steps, "length_fixed": self.length_fixed,
+            "rng": ckpt.rng_state(), "config": OmegaConf.to_container(self.cfg, resolve=True),
         }  # fmt: skip
         ckpt.save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.ckpt")
 
@@ -221,9 +222,9 @@ class Trainer:
         self.step_fn.scheduler.lr_lambdas[0].total = steps  # the cosine now ends at the new length
 
     def _fit_to_minutes(self) -> None:
-        """``trainer.train_minutes``: time the steps of TIMED_STEPS (synchronised,
-        agreed across ranks), then set max_steps so the run's steps take that many minutes (capped by
-        ``trainer.max_steps``). Evaluation, compilation and start-up are not counted."""
+        """``trainer.train_minutes``: time the steps of TIMED_STEPS (synchronised, agreed across ranks),
+        then set max_steps so the run's steps take that many minutes (capped by ``trainer.max_steps``).
+        Evaluation, compilation and start-up are not counted."""
         if self.length_fixed or self.step < TIMED_STEPS[0]:
             return
         if self.timed_from is not None and self.step - self.timed_from[0] < TIMED_STEPS[1] - TIMED_STEPS[0]:
