@@ -330,7 +330,7 @@ def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monke
 def test_train_minutes_fix_the_length_from_the_timed_steps_and_the_cosine_ends_there(
     smoke_cfg, monkeypatch, tmp_path, cap, expected
 ):
-    from ginr.engine import loop
+    from ginr.engine import budget
 
     clock = {"now": 0.0}  # every training step takes 50 ms on this clock
     step = Trainer.train_step
@@ -340,8 +340,9 @@ def test_train_minutes_fix_the_length_from_the_timed_steps_and_the_cosine_ends_t
         return step(self, batch)
 
     monkeypatch.setattr(Trainer, "train_step", timed)
-    monkeypatch.setattr(loop, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock["now"]),
-                                                          "time": loop.time.time, "monotonic": loop.time.monotonic}))  # fmt: skip
+    monkeypatch.setattr(
+        budget, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock["now"])})
+    )
     cfg = smoke_cfg(
         "trainer.train_minutes=0.07", f"trainer.max_steps={cap}", "optim.warmup_steps=60",
         "trainer.eval_every=1000", "data.eval_resolutions=[]",
@@ -365,12 +366,12 @@ def test_train_minutes_need_a_warm_up_that_covers_the_timed_steps(smoke_cfg, tmp
 
 @pytest.mark.slow
 def test_a_flop_count_out_of_memory_is_skipped_and_training_goes_on(smoke_cfg, monkeypatch, tmp_path, caplog):
-    from ginr.engine import loop
+    from ginr.engine import budget
 
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(loop, "forward_loss", no_memory)  # only the FLOP count calls it from the loop
+    monkeypatch.setattr(budget, "forward_loss", no_memory)  # the FLOP count's forward
     metrics = train(smoke_cfg("trainer.max_steps=2", "data.eval_resolutions=[]"))
     assert "test/psnr" in metrics and not scalars(tmp_path / "run", "perf/gflop_per_step")
     assert "no FLOP count" in caplog.text

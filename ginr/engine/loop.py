@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
+from ginr.engine.budget import MinutesBudget, count_step_flops
 from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
 from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, train_loader
 from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
-from ginr.engine.step import StepQueries, StepResult, flop_counter, forward_loss
-from ginr.schema import TIMED_STEPS
+from ginr.engine.step import StepQueries, StepResult
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
@@ -51,7 +51,10 @@ class Trainer:
         self.model, self.amp = self.step_fn.model, self.step_fn.amp
         self.step, self.best_psnr, self.bad_steps, self.consecutive_bad = 0, -math.inf, 0, 0
         self.max_steps, self.length_fixed = tcfg.max_steps, tcfg.train_minutes is None
-        self.timed_from: tuple[int, float] | None = None  # (step, clock) where the step timing began
+        self.minutes = (
+            None if tcfg.train_minutes is None
+            else MinutesBudget(tcfg.train_minutes, tcfg.max_steps, self.device, self.dist)
+        )  # fmt: skip
         self.eval_amp = self.amp if tcfg.eval_precision == "train" else None
         self.val_baselines: dict[
             str, float
@@ -153,25 +156,10 @@ class Trainer:
         return self.step_fn(images, coords, targets)
 
     def _log_flops(self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor) -> None:
-        """The matrix FLOPs of one training step (forward and backward of the eager model, as the
-        benchmark counts them), logged once as ``perf/gflop_per_step``: the budget in FLOPs of a run is
-        that times its steps. The gradients are dropped; nothing random is drawn, so training is as
-        without it. Not under DDP, whose gradient hooks would fire on this backward. An eager step can
-        need more memory than the compiled one that trains: out of memory, the count is skipped."""
-        try:
-            with flop_counter() as counter:
-                loss, _ = forward_loss(self.model, images, coords, targets, self.amp)
-                loss.backward()
-        except torch.OutOfMemoryError:
-            log.warning("no FLOP count: the eager step it needs does not fit in GPU memory")
-            return
-        finally:
-            self.step_fn.optimizer.zero_grad(set_to_none=True)
-            loss = None
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(self.device)
-        self.logger.scalars(0, {"perf/gflop_per_step": counter.get_total_flops() / 1e9})
+        """``perf/gflop_per_step``, once: a run's budget in FLOPs is that times its steps."""
+        flops = count_step_flops(self.step_fn, images, coords, targets)
+        if flops is not None:
+            self.logger.scalars(0, {"perf/gflop_per_step": flops / 1e9})
 
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()
@@ -222,34 +210,14 @@ class Trainer:
         self.step_fn.scheduler.lr_lambdas[0].total = steps  # the cosine now ends at the new length
 
     def _fit_to_minutes(self) -> None:
-        """``trainer.train_minutes``: time the steps of TIMED_STEPS (synchronised, agreed across ranks),
-        then set max_steps so the run's steps take that many minutes (capped by ``trainer.max_steps``).
-        Evaluation, compilation and start-up are not counted."""
-        if self.length_fixed or self.step < TIMED_STEPS[0]:
+        """``trainer.train_minutes``: once the first steps are timed, the run's length (and its cosine)."""
+        if self.length_fixed or (steps := self.minutes.after_step(self.step)) is None:
             return
-        if self.timed_from is not None and self.step - self.timed_from[0] < TIMED_STEPS[1] - TIMED_STEPS[0]:
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        if self.timed_from is None:
-            self.timed_from = (self.step, now)
-            return
-        seconds = torch.tensor(
-            (now - self.timed_from[1]) / (self.step - self.timed_from[0]), device=self.device
-        )
-        seconds = dist.all_reduce_mean(seconds, self.dist).item()
-        minutes, cap = self.cfg.trainer.train_minutes, self.cfg.trainer.max_steps
-        steps = min(cap, max(self.step, round(60 * minutes / seconds)))
         self._set_max_steps(steps)
         self.logger.set_max_steps(steps)
         self.logger.scalars(
-            self.step, {"perf/timed_ms_per_step": 1000 * seconds, "perf/fitted_max_steps": steps}
+            self.step, {"perf/timed_ms_per_step": self.minutes.ms_per_step, "perf/fitted_max_steps": steps}
         )
-        log.info(
-            "trainer.train_minutes=%g: %.1f ms/step over steps %d-%d -> max_steps %d%s",
-            minutes, 1000 * seconds, self.timed_from[0], self.step, steps, " (the cap)" if steps == cap else "",
-        )  # fmt: skip
 
     def _out_of_memory(self) -> RuntimeError:
         self.step_fn.optimizer.zero_grad(set_to_none=True)
