@@ -4,7 +4,7 @@ render, rebuilt from the config stored in the checkpoint alone.
     import ginr
     run = ginr.load("outputs/runs/scent_ff/2026-11-22_10-00-00")
     latents = run.model.encode(images)                # (B, C, H, W) in [0, 1] -> (B, 256, D)
-    big = run.model.render(latents, 512, 512)         # (B, C, 512, 512)
+    big = run.model.render(latents, 512, 512, images=images)  # (B, C, 512, 512); images= for an image skip
 
 Any image files or folders, encoded, rendered at any sizes and scored where real ground truth exists:
 ``ginr.images.render_images(run, ["photos/"], [256, 1024])`` (``python -m ginr.evaluate RUN --inputs``).

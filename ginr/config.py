@@ -123,13 +123,19 @@ def validate(cfg: DictConfig) -> None:
         schema.fail(
             "trainer.queries_per_image", queries, f"expected null or an integer in [1, {resolution**2}]"
         )
-    target_resolution = cfg.targets.resolution
-    if target_resolution is not None and target_resolution <= resolution:
+    above = schema.target_resolutions(cfg.targets)
+    if above and (min(above) <= resolution or len(set(above)) < len(above)):
         schema.fail(
-            "targets.resolution", target_resolution, f"null or above the input's data.resolution={resolution}"
+            "targets.resolution",
+            cfg.targets.resolution,
+            f"null, or distinct resolutions above the input's data.resolution={resolution}",
         )
-    if target_resolution is not None and not 1 <= cfg.targets.queries <= target_resolution**2:
-        schema.fail("targets.queries", cfg.targets.queries, f"an integer in [1, {target_resolution**2}]")
+    if above and not len(above) <= cfg.targets.queries <= sum(r * r for r in above):
+        schema.fail(
+            "targets.queries",
+            cfg.targets.queries,
+            f"an integer in [{len(above)}, {sum(r * r for r in above)}] (at least one per target resolution)",
+        )
     chunk = cfg.trainer.checkpoint_queries
     if chunk is not None and mixes_queries(cfg):
         block = OmegaConf.select(cfg, "decoder.block._target_", default=cfg.decoder._target_)

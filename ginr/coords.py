@@ -14,9 +14,13 @@ an ``R``-pixel grid are ``2 / R`` apart, so the grid resolves up to ``nyquist(R)
 """
 
 import math
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
+
+Interpolation = Literal["bilinear", "bicubic"]
 
 
 def pixel_grid(
@@ -34,6 +38,16 @@ def with_cells(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(..., 2) pixel centres of an ``height x width`` grid -> (..., 4): each with its pixel's size."""
     cell = torch.tensor([2 / height, 2 / width], device=coords.device, dtype=coords.dtype)
     return torch.cat([coords, cell.expand(*coords.shape[:-1], 2)], dim=-1)
+
+
+def sample_image(images: torch.Tensor, coords: torch.Tensor, mode: Interpolation) -> torch.Tensor:
+    """``images`` (B, C, H, W) interpolated at ``coords`` (B | 1, N, 2) as (y, x) -> (B, N, C), in float32.
+
+    Pixel centres (this module's convention, ``align_corners=False``) return the pixels exactly; between
+    them, ``mode`` interpolates; beyond the outer centres, the border pixels extend outwards."""
+    grid = coords.float().flip(-1).expand(images.shape[0], -1, -1).unsqueeze(1)  # (B, 1, N, 2) as (x, y)
+    values = F.grid_sample(images.float(), grid, mode=mode, padding_mode="border", align_corners=False)
+    return rearrange(values, "b c 1 n -> b n c")
 
 
 def nyquist(resolution: int) -> float:

@@ -211,7 +211,7 @@ def render_images(
         missing = []
         for size in sizes:
             with measured(device) as cost, autocast(device, amp):
-                render = model.render(latents, size, size, chunk=chunk).float()
+                render = model.render(latents, size, size, images=small, chunk=chunk).float()
             row: dict[str, Any] = {"image": str(path), "name": name, "width": width, "height": height,
                                    "size": size, "scored": side >= size, **dict.fromkeys(METRICS), **cost,
                                    "render": f"{name}_{size}.png", "grid": f"{name}_{size}_grid.png",

@@ -86,8 +86,15 @@ class Trainer:
 
 @dataclasses.dataclass
 class Targets:
-    resolution: Positive | None
+    resolution: Positive | list[Positive] | None
     queries: Count
+
+
+def target_resolutions(targets: DictConfig) -> list[int]:
+    """``targets.resolution`` as a list: none for native targets, else the resolutions (one or several)
+    whose pixels supervise the model beside its input's."""
+    value = targets.resolution
+    return [] if value is None else [value] if isinstance(value, int) else list(value)
 
 
 @dataclasses.dataclass

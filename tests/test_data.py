@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from ginr.coords import image_to_values, pixel_grid, values_to_image
+from ginr.coords import image_to_values, pixel_grid, sample_image, values_to_image
 from ginr.data import CIFAR10, CelebA, Emoji3D, ImageFolder, check_split, hash_split, torchvision_sets
 from ginr.data import emoji3d as emoji3d_module
 from ginr.data.emoji3d import group_key
@@ -32,6 +33,19 @@ def test_pixel_grid_corners_and_centres() -> None:
     assert grid.abs().max() < 1
     with pytest.raises(ValueError, match="height=0"):
         pixel_grid(0, 3)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_sample_image_is_exact_at_pixel_centres_and_upscales_like_interpolate(mode) -> None:
+    images = torch.rand(2, 3, 5, 7)
+    torch.testing.assert_close(sample_image(images, pixel_grid(5, 7)[None], mode), image_to_values(images))
+    shared, per_image = pixel_grid(10, 14)[None], pixel_grid(10, 14).expand(2, -1, -1)
+    upscaled = image_to_values(F.interpolate(images, size=(10, 14), mode=mode, align_corners=False))
+    torch.testing.assert_close(sample_image(images, shared, mode), upscaled)
+    torch.testing.assert_close(sample_image(images, per_image, mode), upscaled)
+    # (y, x) order: a query on the top row, right of centre, reads the top-right region
+    ramp = torch.arange(7.0).expand(1, 1, 5, 7)
+    assert sample_image(ramp, torch.tensor([[[-0.8, 0.99]]]), mode).item() == pytest.approx(6.0, abs=0.1)
 
 
 def test_values_round_trip_in_grid_order() -> None:

@@ -383,12 +383,35 @@ def test_cell_conditioning_reads_each_querys_pixel_size(kind):
     assert model.decoder.cell.proj.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("kind", ["ff_ff", "scent"])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_an_image_skip_starts_at_its_upscaler_and_learns_the_residual(kind, mode):
+    model = make_model(kind, image_skip=mode)
+    images = torch.rand(2, 3, 16, 16)
+    upscaled = torch.nn.functional.interpolate(images, size=(40, 40), mode=mode, align_corners=False)
+    with torch.no_grad():
+        latents = model.encode(images)
+        torch.testing.assert_close(model.render(latents, 40, 40, images=images, chunk=300), upscaled)
+        torch.testing.assert_close(model.render(latents, 16, 16, images=images), images)  # exact at 1x
+    assert model.reads_images and not make_model(kind).reads_images
+    with pytest.raises(ValueError, match=f"{mode} at each query.*pass images="):
+        model.decode(latents, pixel_grid(4, 4))
+    model(images, pixel_grid(40, 40)).sub(torch.rand(2, 1600, 3)).square().mean().backward()
+    heads = [model.decoder.out[-1]] if kind == "scent" else [band.head for band in model.decoder.bands]
+    assert all(head.weight.grad.abs().sum() > 0 for head in heads)
+    lean = GINR(encoder=model.encoder, decoder=model.decoder, checkpoint_queries=300)
+    for head in heads:
+        torch.nn.init.normal_(head.weight, std=0.1)
+    coords = pixel_grid(40, 40)
+    torch.testing.assert_close(lean(images, coords), model(images, coords))  # chunked: each chunk its skip
+
+
 def test_step_queries_carry_the_pixel_size_of_each_resolution():
-    queries = StepQueries(8, seed=0, target_resolution=16, target_queries=5, cells=True)
+    queries = StepQueries(8, seed=0, target_resolutions=[16], target_queries=5, cells=True)
     images, high = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
     coords, targets = queries(3, images, high)
     assert coords.shape == (1, 64 + 5, 4) and targets.shape == (2, 64 + 5, 3)
     assert torch.equal(coords[0, :64, 2:], torch.full((64, 2), 2 / 8))
     assert torch.equal(coords[0, 64:, 2:], torch.full((5, 2), 2 / 16))
-    plain, _ = StepQueries(8, seed=0, target_resolution=16, target_queries=5)(3, images, high)
+    plain, _ = StepQueries(8, seed=0, target_resolutions=[16], target_queries=5)(3, images, high)
     assert torch.equal(coords[..., :2], plain)  # the same pixels, with their sizes

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,7 +170,15 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         ("optim.optimizer.lr=-1", "optim.optimizer.lr=-1 is not allowed"),
         (
             "targets=multiscale targets.resolution=32",
-            "targets.resolution=32 is not allowed: null or above the input",
+            "targets.resolution=32 is not allowed: null, or distinct resolutions above the input",
+        ),
+        (
+            "targets=multiscale targets.resolution=[64,64]",
+            "targets.resolution=[64, 64] is not allowed: null, or distinct resolutions above",
+        ),
+        (
+            "targets=multiscale targets.resolution=[64,128] targets.queries=1",
+            "targets.queries=1 is not allowed: an integer in [2, 20480] (at least one per target resolution)",
         ),
         (
             "targets=multiscale targets.resolution=64 targets.queries=5000",
@@ -178,7 +187,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     ],
 )
 def test_bad_values_fail_before_any_work(smoke_cfg, tmp_path, override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         train(smoke_cfg(*override.split()))
     assert not (tmp_path / "run").exists()
 
@@ -296,8 +305,10 @@ def test_targets_above_add_the_high_resolution_pixels_to_shared_queries():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cells", [False, True])
-def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monkeypatch, tmp_path, cells):
+@pytest.mark.parametrize(("cells", "above"), [(False, [64]), (True, [64]), (True, [48, 64])])
+def test_multiscale_targets_train_on_pixels_of_the_larger_image(
+    smoke_cfg, monkeypatch, tmp_path, cells, above
+):
     seen, decoded = [], []
     step, forward = Trainer.train_step, GINR.forward
 
@@ -311,14 +322,16 @@ def test_multiscale_targets_train_on_pixels_of_the_larger_image(smoke_cfg, monke
 
     monkeypatch.setattr(Trainer, "train_step", spy)
     monkeypatch.setattr(GINR, "forward", spy_forward)
-    metrics = train(smoke_cfg("targets=multiscale", "targets.resolution=64", "targets.queries=32",
-                              f"decoder.cell_conditioning={str(cells).lower()}"))  # fmt: skip
-    assert seen[0] == [(4, 3, 32, 32), (4, 3, 64, 64)]  # the input and the same images at 64
-    # every pixel of the input and 32 of the 64 px image; with cells, each query says its pixel's size
+    skip = "bicubic" if len(above) > 1 else "none"  # with the image skip the decoder also reads the input
+    metrics = train(smoke_cfg("targets=multiscale", f"targets.resolution=[{','.join(map(str, above))}]",
+                              "targets.queries=32", f"decoder.cell_conditioning={str(cells).lower()}",
+                              f"decoder.image_skip={skip}"))  # fmt: skip
+    assert seen[0] == [(4, 3, 32, 32), *((4, 3, r, r) for r in above)]  # the input and the same at each r
+    # every pixel of the input and 32 of the larger images; with cells, each query says its pixel's size
     assert decoded[0].shape == (1, 32 * 32 + 32, 4 if cells else 2)
     if cells:
-        assert set(decoded[0][0, :1024, 2:].unique().tolist()) == {2 / 32}
-        assert set(decoded[0][0, 1024:, 2:].unique().tolist()) == {2 / 64}
+        expected = [2 / 32] * 1024 + sum(([2 / r] * (32 // len(above)) for r in above), [])
+        assert torch.equal(decoded[0][0, :, 2], torch.tensor(expected))
     assert {"val/psnr", "val/psnr_x2", "test/psnr_x2"} <= set(metrics)
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})
     events.Reload()

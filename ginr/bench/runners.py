@@ -146,7 +146,7 @@ def run_render(case: Case, cfg: DictConfig, device: torch.device, timing: Timing
 
     def call(_: int) -> None:
         with autocast(device, amp):
-            model.render(latents, size, size, chunk=case.chunk)
+            model.render(latents, size, size, images=image, chunk=case.chunk)
 
     return measure(
         call,

@@ -63,13 +63,13 @@ def evaluate(
         images = images.to(device)
         with autocast(device, amp_dtype):
             latents = model.encode(images)
-            recon = model.render(latents, *images.shape[-2:], chunk=chunk)
+            recon = model.render(latents, *images.shape[-2:], images=images, chunk=chunk)
         scores = _scores(recon, images, "")
         for resolution, highres_set in highres.items():
             indices = range(start, start + len(images))
             truth = torch.stack([highres_set[i] for i in indices]).to(device)
             with autocast(device, amp_dtype):
-                render = model.render(latents, *truth.shape[-2:], chunk=chunk)
+                render = model.render(latents, *truth.shape[-2:], images=images, chunk=chunk)
             at_res = _scores(render, truth, f"_{resolution}")
             if baselines:
                 for method in UPSCALERS:
@@ -145,11 +145,15 @@ def reconstructions(
     with autocast(images.device, amp_dtype):
         latents = model.encode(images)
         if truth is not None:
-            render = model.render(latents, *truth.shape[-2:], chunk=chunk)
+            render = model.render(latents, *truth.shape[-2:], images=images, chunk=chunk)
             panels = [images, upscale(images, *truth.shape[-2:], "bicubic"), render, truth]
         else:
-            recon = model.render(latents, height, width, chunk=chunk)
-            panels = [images, recon, model.render(latents, height * scale, width * scale, chunk=chunk)]
+            recon = model.render(latents, height, width, images=images, chunk=chunk)
+            panels = [
+                images,
+                recon,
+                model.render(latents, height * scale, width * scale, images=images, chunk=chunk),
+            ]
     model.train(was_training)
     return reconstruction_grid(*(p.float().cpu() for p in panels))
 

@@ -21,6 +21,7 @@ from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepQueries, StepResult
+from ginr.schema import target_resolutions
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
@@ -74,9 +75,11 @@ class Trainer:
         with self._main_first():  # the main rank downloads and caches; the others then read the cache
             try:
                 self.train_set = build_dataset(cfg, "train")
-                if cfg.targets.resolution is not None:  # (input, the same image at the target resolution)
+                if above := target_resolutions(
+                    cfg.targets
+                ):  # (input, the same image at each target resolution)
                     self.train_set = Resolutions(
-                        self.train_set, build_dataset(cfg, "train", cfg.targets.resolution)
+                        self.train_set, *(build_dataset(cfg, "train", r) for r in above)
                     )
                 self.held_out = {  # split -> (images at the training resolution, {r: the same at r})
                     split: (
@@ -96,7 +99,7 @@ class Trainer:
         self.queries = StepQueries(
             cfg.data.resolution, cfg.seed, self.dist.rank, self.dist.world_size,
             queries_per_image=cfg.trainer.queries_per_image, shared=cfg.trainer.query_sampling == "per_batch",
-            target_resolution=cfg.targets.resolution, target_queries=cfg.targets.queries,
+            target_resolutions=target_resolutions(cfg.targets), target_queries=cfg.targets.queries,
             cells=self.model.cell_conditioned, device=self.device,
         )  # fmt: skip
 
@@ -146,8 +149,8 @@ class Trainer:
         ckpt.save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.ckpt")
 
     def train_step(self, batch: torch.Tensor | list[torch.Tensor]) -> StepResult:
-        """The training step on one batch of images (with ``targets.resolution``, a pair: the input and
-        the same images at that resolution): this step's query pixels, then the step."""
+        """The training step on one batch of images (with ``targets.resolution``, a tuple: the input and
+        the same images at each target resolution): this step's query pixels, then the step."""
         images, *above = (batch,) if isinstance(batch, torch.Tensor) else batch
         images = images.to(self.device, non_blocking=True)
         coords, targets = self.queries(self.step, images, *above)

@@ -7,7 +7,7 @@ A step is ``forward_backward`` (autocast forward, float32 MSE, scaled backward) 
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -69,8 +69,9 @@ def with_targets_above(
 class StepQueries:
     """What one training step decodes and against what: from the step number alone (so a resumed or
     re-sharded run draws the same pixels), every pixel of the input or ``queries_per_image`` of them
-    (per image, or one draw for the batch), plus ``target_queries`` pixels of the same images at
-    ``target_resolution`` when the batch carries them (arbitrary-scale training)."""
+    (per image, or one draw for the batch), plus ``target_queries`` pixels of the same images at the
+    ``target_resolutions`` when the batch carries them (arbitrary-scale training), split evenly between
+    those resolutions."""
 
     resolution: int
     seed: int
@@ -78,26 +79,28 @@ class StepQueries:
     world_size: int = 1
     queries_per_image: int | None = None
     shared: bool = False  # one draw of queries_per_image for the whole batch
-    target_resolution: int | None = None
+    target_resolutions: Sequence[int] = ()
     target_queries: int = 0
     cells: bool = False  # each query carries its pixel's size (a cell-conditioned decoder)
     device: torch.device | str = "cpu"
 
-    TARGETS_STREAM = 104_729  # seed offset of the pixels drawn at the target resolution
+    TARGETS_STREAM = 104_729  # seed offset of the pixels drawn at the (first) target resolution
 
     def __post_init__(self) -> None:
         self.grid = self._grid(self.resolution)
-        above = self.target_resolution
-        self.target_grid = None if above is None else self._grid(above)
+        self.target_grids = [self._grid(r) for r in self.target_resolutions]
+        share, extra = divmod(self.target_queries, max(1, len(self.target_resolutions)))
+        self.target_counts = [share + (i < extra) for i in range(len(self.target_resolutions))]
 
     def _grid(self, resolution: int) -> torch.Tensor:
         grid = pixel_grid(resolution, resolution, device=self.device)
         return with_cells(grid, resolution, resolution) if self.cells else grid
 
     def __call__(
-        self, step: int, images: torch.Tensor, above: torch.Tensor | None = None
+        self, step: int, images: torch.Tensor, *above: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coords, targets) of step ``step`` for ``images`` (and the same images at the target resolution)."""
+        """(coords, targets) of step ``step`` for ``images`` (and the same images at each target
+        resolution, in order)."""
         where = (self.rank, self.world_size)
         index = None
         if self.queries_per_image is not None:
@@ -106,12 +109,14 @@ class StepQueries:
                 shared=self.shared,
             ).to(images.device)  # fmt: skip
         coords, targets = select_queries(images, self.grid, index)
-        if above is not None:
+        for i, (high, grid, count) in enumerate(
+            zip(above, self.target_grids, self.target_counts, strict=True)
+        ):
             pixels = query_indices(
-                step, self.seed + self.TARGETS_STREAM, *where, len(images), self.target_grid.shape[0],
-                self.target_queries, shared=True,
+                step, self.seed + self.TARGETS_STREAM * (i + 1), *where, len(images), grid.shape[0], count,
+                shared=True,
             ).to(images.device)  # fmt: skip
-            coords, targets = with_targets_above(coords, targets, above, self.target_grid, pixels)
+            coords, targets = with_targets_above(coords, targets, high, grid, pixels)
         return coords, targets
 
 

@@ -13,6 +13,7 @@ and broadcasts where it meets the latents, so it costs one image's compute inste
         f = band_stack_s(g) + mod_stack_s(m) + skip_s(g)                    additive modulation
         h = GELU(carry_s(f + h))                                            chain: learned layer + nonlinearity
         out = out + head_s(h)
+    out = out [+ the input image interpolated at the coordinates]             image skip (LTE)
 
 ``modulation="multiplicative"`` takes ``band_stack_s(g) * mod_stack_s(m)`` instead of the sum (the earlier
 form of this codebase). The band stacks see only coordinates; the carried value makes the finer scales
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from ginr.constraints import NonNegative, Positive, PositiveFloat
-from ginr.coords import nyquist
+from ginr.coords import Interpolation, nyquist, sample_image
 from ginr.models.blocks import mixes_queries
 from ginr.models.layers import (
     Attention,
@@ -150,6 +151,40 @@ class CellSize(nn.Module):
         return self.proj(torch.log2(cells.float() * (self.resolution / 2)).to(self.proj.weight.dtype))
 
 
+ImageSkipMode = Literal["none", "bilinear", "bicubic"]
+
+
+class ImageSkip(nn.Module):
+    """LTE's image skip: the decoder's values plus the input image interpolated at each query, so the
+    decoder learns the residual over a classical upscaler of its input (exact at the input's pixel
+    centres). The decoder's output layers start at zero: a new model renders that upscaler."""
+
+    def __init__(self, *, mode: Interpolation):
+        super().__init__()
+        self.mode = mode
+
+    def forward(
+        self, values: torch.Tensor, images: torch.Tensor | None, coords: torch.Tensor
+    ) -> torch.Tensor:
+        """values (B, N, C) + images (B, C, H, W) at coords (B | 1, N, 2)."""
+        if images is None:
+            raise ValueError(
+                f"this decoder adds its input image ({self.mode} at each query, decoder.image_skip) to its "
+                "values: pass images= (the encoder's input) to decode / render"
+            )
+        return values + sample_image(images, coords, self.mode).to(values.dtype)
+
+    @staticmethod
+    def build(mode: ImageSkipMode, *heads: nn.Linear) -> "ImageSkip | None":
+        """The skip for ``mode`` (None for ``none``), with the output layers ``heads`` zeroed."""
+        if mode == "none":
+            return None
+        for head in heads:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        return ImageSkip(mode=mode)
+
+
 def split_cells(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., 2 | 4) queries -> centres (..., 2) and cell sizes (..., 2), or (..., 0) where there are none."""
     if coords.shape[-1] not in (2, 4):
@@ -181,6 +216,7 @@ class MultiBandDecoder(nn.Module):
         num_latents: Positive = 256,
         modulation: Modulation = "additive",
         cell_conditioning: bool = False,
+        image_skip: ImageSkipMode = "none",
         checkpoint: bool = False,
     ):
         super().__init__()
@@ -205,16 +241,20 @@ class MultiBandDecoder(nn.Module):
             for bw in bandwidths
         )
         self.mixes_queries = mixes_queries(self.bands)
+        self.image_skip = ImageSkip.build(image_skip, *(band.head for band in self.bands))
 
-    def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) -> (B, N, C)."""
+    def forward(
+        self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
         coords, cells = split_cells(coords)
         q = self.query_proj(self.query_fourier(coords))
         if self.cell is not None:
             q = q + self.cell(cells)
         bias = self.locality(coords) if self.locality is not None else None
         modulation = q + self.modulation(q, context=latents, bias=bias)
-        return self.chain([band.feature(coords, modulation, latents) for band in self.bands])
+        out = self.chain([band.feature(coords, modulation, latents) for band in self.bands])
+        return out if self.image_skip is None else self.image_skip(out, images, coords)
 
     def chain(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The per-scale features (coarse to fine) -> values (B, N, C) through the carried value."""
@@ -247,6 +287,7 @@ class ScentDecoder(nn.Module):
         ff_mult: Positive = 4,
         attn_impl: AttnImpl = "sdpa",
         cell_conditioning: bool = False,
+        image_skip: ImageSkipMode = "none",
         checkpoint: bool = False,
     ):
         super().__init__()
@@ -260,10 +301,13 @@ class ScentDecoder(nn.Module):
             PreNorm(hidden_dim, FeedForward(hidden_dim, mult=ff_mult)) for _ in range(num_layers)
         )
         self.out = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, out_channels))
+        self.image_skip = ImageSkip.build(image_skip, self.out[-1])
         self.checkpoint = checkpoint
 
-    def forward(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) -> (B, N, C)."""
+    def forward(
+        self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
         coords, cells = split_cells(coords)
         q = self.query_proj(self.query_fourier(coords))
         if self.cell is not None:
@@ -271,4 +315,5 @@ class ScentDecoder(nn.Module):
         x = q + self.cross_attn(q, context=latents)
         for ff in self.ffs:
             x = x + (checkpointed(ff, x) if self.checkpoint and torch.is_grad_enabled() else ff(x))
-        return self.out(x)
+        out = self.out(x)
+        return out if self.image_skip is None else self.image_skip(out, images, coords)

@@ -24,30 +24,50 @@ class GINR(nn.Module):
         """images (B, C, H, W) in [0, 1] -> latents (B, M, D)."""
         return self.encoder(images)
 
-    def decode(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, latents: torch.Tensor, coords: torch.Tensor, *, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """latents (B, M, D), coords (B, N, 2) per image, or (N, 2) / (1, N, 2) shared by the batch ->
-        values (B, N, C); coordinates may carry their pixel's size as two more columns (``ginr.coords``). Shared coordinates stay at batch 1 through the decoder's coordinate-only work
-        (Fourier features, query projection, each band stack), which is then computed once per batch."""
+        values (B, N, C); coordinates may carry their pixel's size as two more columns (``ginr.coords``).
+        Shared coordinates stay at batch 1 through the decoder's coordinate-only work (Fourier features,
+        query projection, each band stack), which is then computed once per batch. ``images``, the
+        encoder's input, is needed by a decoder with an image skip (:attr:`reads_images`)."""
         if coords.dim() == 2:
             coords = coords.unsqueeze(0)
+        extra = (images,) if self.reads_images else ()
         chunk = self.checkpoint_queries
         if chunk is None or not torch.is_grad_enabled() or coords.shape[1] <= chunk:
-            return self.decoder(latents, coords)
-        parts = [checkpointed(self.decoder, latents, part) for part in coords.split(chunk, dim=1)]
+            return self.decoder(latents, coords, *extra)
+        parts = [checkpointed(self.decoder, latents, part, *extra) for part in coords.split(chunk, dim=1)]
         return torch.cat(parts, dim=1)
 
     def forward(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(images), coords)
+        return self.decode(self.encode(images), coords, images=images)
 
     @property
     def cell_conditioned(self) -> bool:
         """Whether the decoder reads each query's pixel size (``decoder.cell_conditioning``)."""
         return getattr(self.decoder, "cell", None) is not None
 
+    @property
+    def reads_images(self) -> bool:
+        """Whether the decoder adds its input image upsampled (``decoder.image_skip``): decode and render
+        then need ``images=``."""
+        return getattr(self.decoder, "image_skip", None) is not None
+
     @torch.no_grad()
-    def render(self, latents: torch.Tensor, height: int, width: int, *, chunk: int = 65536) -> torch.Tensor:
+    def render(
+        self,
+        latents: torch.Tensor,
+        height: int,
+        width: int,
+        *,
+        images: torch.Tensor | None = None,
+        chunk: int = 65536,
+    ) -> torch.Tensor:
         """Decode the full ``height x width`` pixel grid -> (B, C, H, W), ``chunk`` queries at a time
-        across the batch (``chunk // B`` per image), so peak memory is bounded by ``chunk``.
+        across the batch (``chunk // B`` per image), so peak memory is bounded by ``chunk``. ``images``:
+        the encoder's input, for a decoder that reads it (:attr:`reads_images`).
 
         A decoder whose blocks mix queries (``attn_ff``) sees all queries at once, as in a full decode,
         so its renders stay exact.
@@ -60,5 +80,5 @@ class GINR(nn.Module):
         chunk = max(1, chunk // latents.shape[0])
         if getattr(self.decoder, "mixes_queries", False):
             chunk = coords.shape[0]
-        values = [self.decode(latents, part) for part in coords.split(chunk)]
+        values = [self.decode(latents, part, images=images) for part in coords.split(chunk)]
         return values_to_image(torch.cat(values, dim=1), height, width)
