@@ -4,10 +4,10 @@
 # arms train or score at are built from it first, so the runs do not race). Each arm is NAME=OVERRIDES
 # on top of `experiment=scent_ff`; every arm is scored on val (selection, every STEPS/3 steps) and then
 # once on test at 1x and against the real 64 / 128 / 256 px images (2x, 4x, 8x) with the classical
-# upscalers beside it. Then the RENDER arm (default: the last) renders the photos of PHOTOS (default
-# .photos/, from tools/photos.sh) at 256 to 2048 px with each render's time and peak memory, and a
-# picture grid of 8 test emoji. OUT gets results.tgz (every arm's status.json, the render tables) and
-# the pictures.
+# upscalers beside it (EVAL_RESOLUTIONS, default [64,128,256]). Then the RENDER arm (default: the
+# last; none: no renders) renders the photos of PHOTOS (default .photos/, from tools/photos.sh) at 256
+# to 2048 px with each render's time and peak memory, and a picture grid of 8 test emoji. OUT gets
+# results.tgz (every arm's status.json, the render tables) and the pictures.
 #   bash tools/multiscale_probe.sh RUNS_DIR OUT_DIR STEPS NAME=OVERRIDES [NAME=OVERRIDES ...]
 # e.g. bash tools/multiscale_probe.sh /tmp/runs OUT 2000 native= \
 #        skip_cell="targets=multiscale targets.resolution=[64,128,256] decoder.image_skip=bicubic decoder.cell_conditioning=true"
@@ -25,7 +25,7 @@ def build(resolution):
 with ProcessPoolExecutor(3) as pool:
     list(pool.map(build, (64, 128, 256)))"
 gpus=$(nvidia-smi -L | wc -l)
-common="experiment=scent_ff data.eval_resolutions=[64,128,256] trainer.max_steps=$steps
+common="experiment=scent_ff data.eval_resolutions=${EVAL_RESOLUTIONS:-[64,128,256]} trainer.max_steps=$steps
   trainer.eval_every=$(( (steps + 2) / 3 )) trainer.eval_max_images=128 trainer.ckpt_every=100000
   logger.progress=false hydra.output_subdir=null"
 names=(); n=0
@@ -44,9 +44,11 @@ for name in "${names[@]}"; do
 done
 render=${RENDER:-${names[-1]}}
 photos=${PHOTOS:-.photos}
-python3 -m ginr.evaluate "$runs/$render" --max-images 8 --images 8 --out "$runs/emoji" > /dev/null
-cp "$runs/emoji/renders.png" "$out/${render}_test_renders.png"
-if [ -d "$photos" ]; then
+if [ "$render" != none ]; then
+  python3 -m ginr.evaluate "$runs/$render" --max-images 8 --images 8 --out "$runs/emoji" > /dev/null
+  cp "$runs/emoji/renders.png" "$out/${render}_test_renders.png"
+fi
+if [ "$render" != none ] && [ -d "$photos" ]; then
   python3 -m ginr.evaluate "$runs/$render" --inputs "$photos" --sizes 256 512 1024 2048 --out "$runs/photos"
   cp "$runs/photos/results.json" "$runs/results/${render}_photos.json"
   cp "$runs/photos/per_image.csv" "$runs/results/${render}_photos.csv"
