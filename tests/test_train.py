@@ -43,6 +43,17 @@ def test_every_experiment_composes_and_instantiates(experiment):
     assert cfg.name == experiment
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_arbitrary_scale_targets_compose_with_every_multiband_experiment(experiment):
+    overrides = [f"experiment={experiment}", "targets=arbitrary_scale", "run_dir=unused"]
+    if experiment == "scent":  # the plain SCENT decoder has no locality bias: one clear line
+        with pytest.raises(ConfigError, match="decoder.locality is not a key of ScentDecoder"):
+            prepare(compose(overrides))
+        return
+    model = build_model(prepare(compose(overrides)))
+    assert model.reads_images and model.cell_conditioned and model.decoder.locality is not None
+
+
 def scalars(run_dir, tag):
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
     acc.Reload()

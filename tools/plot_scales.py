@@ -57,9 +57,9 @@ def main() -> None:
     ax.set_xlabel("upscaling factor (32 px input)")
     ax.set_ylabel("test PSNR (dB), unclamped")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    FigureCanvasAgg(fig).print_png(args.out)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    FigureCanvasAgg(fig)
+    fig.savefig(args.out, bbox_inches="tight", dpi=120)
     print(f"wrote {args.out}")
 
 
