@@ -34,8 +34,9 @@ import torch
 from torch import nn
 
 from ginr.constraints import NonNegative, Positive, PositiveFloat
-from ginr.coords import Interpolation, nyquist, sample_image
+from ginr.coords import nyquist
 from ginr.models.blocks import mixes_queries
+from ginr.models.conditioning import CellSize, ImageSkip, ImageSkipMode, LocalityBias, split_cells
 from ginr.models.layers import (
     Attention,
     AttnImpl,
@@ -108,90 +109,6 @@ def fourier_factory(
     return lambda fraction: FourierFeatures(
         num_features=num_fourier, bandwidth=fraction * limit, spectrum=spectrum, learnable=learnable
     )
-
-
-class LocalityBias(nn.Module):
-    """Additive attention bias ``-strength * (distance / spacing)^2`` between each query and a square
-    grid of latent positions covering the image (``spacing`` = grid step)."""
-
-    def __init__(self, *, num_latents: int, strength: float):
-        super().__init__()
-        side = round(num_latents**0.5)
-        if side * side != num_latents:
-            raise ValueError(f"locality bias needs a square number of latents, got num_latents={num_latents}")
-        centres = (torch.arange(side) * 2 + 1) / side - 1
-        grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), dim=-1).reshape(-1, 2)
-        self.register_buffer("positions", grid, persistent=False)
-        self.scale = strength * (side / 2) ** 2
-
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        """coords (B, N, 2) -> bias (B, 1, N, M)."""
-        return -self.scale * torch.cdist(coords.to(self.positions.dtype), self.positions).square().unsqueeze(
-            1
-        )
-
-
-class CellSize(nn.Module):
-    """LIIF's cell conditioning: the size of a query's pixel (columns 3-4 of its coordinates; queries
-    without them are pixels of the training ``resolution``) as log2 of its ratio to a training pixel,
-    0 at 1x, -1 at 2x, -2 at 4x, embedded and added to the query. Zero-initialised: a new model decodes
-    as one without it."""
-
-    def __init__(self, *, dim: Positive, resolution: Positive):
-        super().__init__()
-        self.resolution = resolution
-        self.proj = nn.Linear(2, dim)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, cells: torch.Tensor) -> torch.Tensor:
-        """cells (B | 1, N, 2), or (B | 1, N, 0) for training pixels -> (B | 1, N | 1, dim)."""
-        if cells.shape[-1] == 0:
-            return self.proj.bias
-        return self.proj(torch.log2(cells.float() * (self.resolution / 2)).to(self.proj.weight.dtype))
-
-
-ImageSkipMode = Literal["none", "bilinear", "bicubic"]
-
-
-class ImageSkip(nn.Module):
-    """LTE's image skip: the decoder's values plus the input image interpolated at each query, so the
-    decoder learns the residual over a classical upscaler of its input (exact at the input's pixel
-    centres). The decoder's output layers start at zero: a new model renders that upscaler."""
-
-    def __init__(self, *, mode: Interpolation):
-        super().__init__()
-        self.mode = mode
-
-    def forward(
-        self, values: torch.Tensor, images: torch.Tensor | None, coords: torch.Tensor
-    ) -> torch.Tensor:
-        """values (B, N, C) + images (B, C, H, W) at coords (B | 1, N, 2)."""
-        if images is None:
-            raise ValueError(
-                f"this decoder adds its input image ({self.mode} at each query, decoder.image_skip) to its "
-                "values: pass images= (the encoder's input) to decode / render"
-            )
-        return values + sample_image(images, coords, self.mode).to(values.dtype)
-
-    @staticmethod
-    def build(mode: ImageSkipMode, *heads: nn.Linear) -> "ImageSkip | None":
-        """The skip for ``mode`` (None for ``none``), with the output layers ``heads`` zeroed."""
-        if mode == "none":
-            return None
-        for head in heads:
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
-        return ImageSkip(mode=mode)
-
-
-def split_cells(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., 2 | 4) queries -> centres (..., 2) and cell sizes (..., 2), or (..., 0) where there are none."""
-    if coords.shape[-1] not in (2, 4):
-        raise ValueError(
-            f"coords must end in 2 (y, x) or 4 (y, x, h, w) values, got shape {tuple(coords.shape)}"
-        )
-    return coords[..., :2], coords[..., 2:]
 
 
 class MultiBandDecoder(nn.Module):
