@@ -75,9 +75,8 @@ class Trainer:
         with self._main_first():  # the main rank downloads and caches; the others then read the cache
             try:
                 self.train_set = build_dataset(cfg, "train")
-                if above := target_resolutions(
-                    cfg.targets
-                ):  # (input, the same image at each target resolution)
+                # items: (the input, the same image at each target resolution)
+                if above := target_resolutions(cfg.targets):
                     self.train_set = Resolutions(
                         self.train_set, *(build_dataset(cfg, "train", r) for r in above)
                     )
