@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ginr import schema
+from ginr.coords import scale_tag
 from ginr.schema import TIMED_STEPS, ConfigError
 
 __all__ = [
@@ -135,6 +136,13 @@ def validate(cfg: DictConfig) -> None:
             "targets.queries",
             cfg.targets.queries,
             f"an integer in [{len(above)}, {sum(r * r for r in above)}] (at least one per target resolution)",
+        )
+    selectable = ["psnr", *(f"psnr_{scale_tag(r, resolution)}" for r in cfg.data.eval_resolutions)]
+    if cfg.trainer.select_on not in selectable:
+        schema.fail(
+            "trainer.select_on",
+            cfg.trainer.select_on,
+            f"one of {', '.join(selectable)} (val PSNR at the input's resolution or at data.eval_resolutions)",
         )
     chunk = cfg.trainer.checkpoint_queries
     if chunk is not None and mixes_queries(cfg):

@@ -57,6 +57,14 @@ def nyquist(resolution: int) -> float:
     return math.pi * resolution / 2
 
 
+def scale_tag(resolution: int, input_resolution: int) -> str:
+    """How a resolution is named beside the input's: ``x2`` for 64 px from a 32 px input; ``48px`` where
+    the resolution is not a multiple (metric tags such as ``val/psnr_x2``)."""
+    if resolution % input_resolution == 0:
+        return f"x{resolution // input_resolution}"
+    return f"{resolution}px"
+
+
 def image_to_values(images: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, H * W, C), in the order of :func:`pixel_grid`."""
     return rearrange(images, "b c h w -> b (h w) c")

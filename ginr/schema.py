@@ -73,6 +73,7 @@ class Trainer:
     eval_max_images: Positive | None
     test_max_images: Positive | None
     eval_precision: Literal["fp32", "train"]
+    select_on: str
     log_every: Positive
     ckpt_every: Positive
     ckpt_every_min: PositiveFloat | None

@@ -184,6 +184,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
             "targets.resolution=32 is not allowed: null, or distinct resolutions above the input",
         ),
         (
+            "trainer.select_on=psnr_x4",
+            "trainer.select_on='psnr_x4' is not allowed: one of psnr, psnr_x2 (val PSNR at the input's resolution",
+        ),
+        (
             "targets=multiscale targets.resolution=[64,64]",
             "targets.resolution=[64, 64] is not allowed: null, or distinct resolutions above",
         ),
@@ -313,6 +317,26 @@ def test_targets_above_add_the_high_resolution_pixels_to_shared_queries():
     for i, (y, x) in enumerate([(0, 0), (1, 1), (7, 7)]):  # pixel 9 of an 8-wide grid is row 1, column 1
         torch.testing.assert_close(targets[:, 16 + i], high[:, :, y, x])
     torch.testing.assert_close(targets[:, :16], image_to_values(images))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("select_on", "best_step"), [("psnr", 6), ("psnr_x2", 3)])
+def test_the_best_checkpoint_is_the_best_val_score_of_trainer_select_on(
+    smoke_cfg, monkeypatch, tmp_path, select_on, best_step
+):
+    score = Trainer._score
+
+    def scripted(self, model, split, max_images):  # at the evaluations of steps 3 and 6
+        scalars = score(self, model, split, max_images)
+        if split == "val":  # 1x rises, 2x falls
+            scalars |= {"val/psnr": 10.0 + self.step, "val/psnr_x2": 30.0 - self.step}
+        return scalars
+
+    monkeypatch.setattr(Trainer, "_score", scripted)
+    metrics = train(smoke_cfg(f"trainer.select_on={select_on}"))
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")["step"] == best_step
+    assert metrics["val/best_psnr"] == (16.0 if select_on == "psnr" else 27.0)
+    assert metrics["test/checkpoint_step"] == best_step  # test reads the checkpoint val selected
 
 
 @pytest.mark.slow

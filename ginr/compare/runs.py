@@ -213,7 +213,9 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
     last = lambda tag: vals[tag][-1] if tag in vals else None
     median = lambda tag: statistics.median(vals[tag]) if tag in vals else None
     if "val/psnr" in vals:
-        run.best_psnr, run.final_psnr = max(vals["val/psnr"]), last("val/psnr")
+        run.final_psnr = last("val/psnr")
+        # what selected the run's checkpoint (trainer.select_on, 1x unless a run says otherwise)
+        run.best_psnr = last("val/best_psnr") if "val/best_psnr" in vals else max(vals["val/psnr"])
         run.curve = [(s, t - t0, v) for s, t, v in scalars["val/psnr"]]
     run.test_psnr, run.psnr_x2, run.psnr_x4 = last("test/psnr"), last("test/psnr_x2"), last("test/psnr_x4")
     run.margin_x2, run.margin_x4 = last("test/margin_x2"), last("test/margin_x4")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ginr.coords import scale_tag
 from ginr.engine.logging import reconstruction_grid
 from ginr.engine.metrics import UPSCALERS, psnr, ssim, upscale
 from ginr.engine.step import autocast
@@ -97,13 +98,6 @@ def _batches(dataset: Dataset, batch_size: int, total: int):
     for images in DataLoader(Subset(dataset, range(total)), batch_size=batch_size):
         yield start, images
         start += len(images)
-
-
-def scale_tag(resolution: int, input_resolution: int) -> str:
-    """``x2`` for 64 px from a 32 px input; ``48px`` where the resolution is not a multiple."""
-    if resolution % input_resolution == 0:
-        return f"x{resolution // input_resolution}"
-    return f"{resolution}px"
 
 
 def scalar_tags(

@@ -315,13 +315,14 @@ class Trainer:
             self.logger.image(self.step, f"{split}/{tag}", grid)
 
     def _evaluate(self) -> dict[str, float]:
-        """Validation: selects the best checkpoint."""
+        """Validation: selects the best checkpoint on ``trainer.select_on`` (``val/best_psnr``: its best)."""
         if not self.dist.is_main:
             dist.barrier(self.dist)
             return {}
         scalars = self._score(self.model, "val", self.cfg.trainer.eval_max_images)
-        if scalars["val/psnr"] > self.best_psnr:
-            self.best_psnr = scalars["val/psnr"]
+        selected = scalars[f"val/{self.cfg.trainer.select_on}"]
+        if selected > self.best_psnr:
+            self.best_psnr = selected
             self.save("best")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
