@@ -5,9 +5,10 @@ import torch
 
 from ginr.ops import backend
 from ginr.ops.causal_conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_torch
+from ginr.ops.geglu import geglu, geglu_ref, geglu_torch
 from ginr.ops.scan import linear_scan
 from ginr.ops.selective_scan import selective_scan, selective_scan_ref, selective_scan_torch
-from tests.conftest import requires_conv_kernel, requires_cuda, requires_scan_kernel
+from tests.conftest import requires_conv_kernel, requires_cuda, requires_scan_kernel, requires_triton_kernels
 
 
 def scan_inputs(batch=2, dim=5, state=3, length=37, dtype=torch.float64, device="cpu"):
@@ -207,3 +208,66 @@ def test_selective_scan_cuda_without_optional_inputs_matches_torch():
     want = outputs_and_grads(selective_scan, inputs, backend="torch")
     for name, g, w in zip(["out", *inputs], got, want, strict=True):
         assert relative_error(g, w) < 2e-3, f"{name}: relative error {relative_error(g, w):.2e}"
+
+
+def geglu_plain(h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    value, gate = (h + bias).chunk(2, dim=-1)
+    return value * torch.nn.functional.gelu(gate)
+
+
+def geglu_inputs(*shape, dtype=torch.float64, device="cpu"):
+    h = torch.randn(*shape, dtype=dtype, device=device).requires_grad_()
+    return {
+        "h": h,
+        "bias": torch.randn(
+            shape[-1], dtype=torch.float32 if dtype != torch.float64 else dtype, device=device
+        ).requires_grad_(),
+    }
+
+
+def test_geglu_torch_and_ref_are_the_plain_formula():
+    inputs = geglu_inputs(3, 5, 12)
+    want = outputs_and_grads(geglu_plain, inputs)
+    for fn in (geglu, geglu_torch, geglu_ref):
+        assert_all_close(outputs_and_grads(fn, inputs), want, rtol=1e-12, atol=1e-12)
+    low = geglu_inputs(3, 5, 12, dtype=torch.bfloat16)  # the reference computes in float32 inside
+    assert geglu_ref(**low).dtype == torch.bfloat16
+    want = geglu_plain(low["h"].float(), low["bias"]).to(torch.bfloat16)
+    torch.testing.assert_close(geglu_ref(**low), want, rtol=0, atol=0)
+
+
+def test_geglu_rejects_an_odd_width():
+    with pytest.raises(ValueError, match="even last dimension .* got 7"):
+        geglu(torch.randn(2, 7), torch.randn(7))
+
+
+@requires_cuda
+@requires_triton_kernels
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 300, 1024), (1, 7, 96), (130, 4096)])  # rows and columns off the tiles
+def test_geglu_kernel_matches_reference(dtype, shape):
+    inputs = geglu_inputs(*shape, dtype=dtype, device="cuda")
+    got = outputs_and_grads(geglu, inputs)
+    want = outputs_and_grads(geglu_ref, inputs)
+    limit = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]  # both compute in float32 inside
+    for name, g, w in zip(["out", *inputs], got, want, strict=True):
+        assert g.dtype == w.dtype, f"{name}: {g.dtype} vs {w.dtype}"
+        assert relative_error(g, w) < limit, f"{name}: relative error {relative_error(g, w):.2e} > {limit}"
+
+
+@requires_cuda
+@requires_triton_kernels
+@pytest.mark.cuda
+def test_geglu_kernel_compiles_into_one_graph():
+    inputs = geglu_inputs(3, 100, 256, dtype=torch.float32, device="cuda")
+
+    def geglu_then_more(h, bias):
+        return geglu(h * 2, bias).sin()
+
+    explanation = torch._dynamo.explain(geglu_then_more)(**inputs)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    got = outputs_and_grads(torch.compile(geglu_then_more, fullgraph=True), inputs)
+    want = outputs_and_grads(geglu_then_more, inputs)
+    for name, g, w in zip(["out", *inputs], got, want, strict=True):
+        assert relative_error(g, w) < 1e-5, f"{name}: relative error {relative_error(g, w):.2e}"

@@ -2,7 +2,7 @@
 scaling, encoder scan backends, full-image renders.
 
     python -m ginr.bench [--preset reference|quick|cpu] [--out DIR] [--only NAME...] [--compile]
-                         [--peak-tflops X]
+                         [--peak-tflops X] [--set KEY=VALUE...]
 
 Writes results.json, results.md, memory_vs_queries.png and ms_per_step.png to --out and prints the
 markdown. ``--only`` keeps the cases whose name contains one of the given strings (or matches one as a
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         "--budget-s", type=float, help="start no case after this many seconds (default: the preset's)"
     )
     parser.add_argument("--peak-tflops", type=float, help="peak rate for MFU, in TFLOP/s, for every case")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="config overrides added to every case, after the case's own (e.g. trainer.compile_mode=...)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     if args.budget_s is not None:

@@ -108,7 +108,7 @@ def write_profile(fn: Callable[[int], object], device: torch.device, path: Path,
         _sync(device)
     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90)
+    table = prof.key_averages().table(sort_by=sort, row_limit=80, max_name_column_width=140)
     path.write_text(f"{steps} steps\n{table}\n")
 
 
@@ -208,7 +208,7 @@ def model_flops(record: dict, done: list[dict]) -> int | None:
 def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[dict]) -> dict:
     record = {**asdict(case), "status": "ok"}
     overrides = [*preset.sizes, *case.overrides, f"trainer.precision={case.precision}",
-                 f"data.batch_size={case.batch}"]  # fmt: skip
+                 f"data.batch_size={case.batch}", *args.overrides]  # fmt: skip
     record["overrides"] = overrides
     if (
         case.group == "encoder"

@@ -14,7 +14,7 @@ Nothing of the model is patched: the policy is a torch-function mode, the kernel
 
 import math
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
@@ -158,6 +158,30 @@ def causal_conv1d_kernel(x, weight, bias=None, activation=None):
     return _CausalConvKernel.apply(x, weight, bias)
 
 
+GEGLU_ROWS_PER_PROGRAM = 256  # ginr.ops.geglu_triton.ROWS_PER_PROGRAM (that module needs Triton to import)
+
+
+class _GEGLUKernel(torch.autograd.Function):
+    """``ginr.ops.geglu_triton``: saves h and the bias; the backward allocates dh and the float32 column
+    sums of each row tile."""
+
+    @staticmethod
+    def forward(ctx, h, bias):
+        ctx.save_for_backward(h, bias)
+        return h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, bias = ctx.saved_tensors
+        tiles = math.ceil(h.numel() // h.shape[-1] / GEGLU_ROWS_PER_PROGRAM)
+        partial = h.new_empty(tiles, h.shape[-1], dtype=torch.float32)
+        return torch.empty_like(h), partial.sum(0).to(bias.dtype)
+
+
+def geglu_kernel(h, bias):
+    return _GEGLUKernel.apply(h.contiguous(), bias)
+
+
 class _PolicyInBackward:
     """``Tensor.backward`` is itself a torch function, run with the modes popped, so a forward that
     checkpointing recomputes inside the backward would escape the policy: enter a policy again around each
@@ -197,11 +221,13 @@ def cuda_autocast_policy() -> Iterator[None]:
 
 
 def cuda_standins(scan_backend: str, conv_kernel: bool) -> AbstractContextManager:
-    """The encoder's kernels as the GPU run would have them: the selective-scan stand-in (and the
-    causal-conv1d one when ``conv_kernel``) through :func:`ginr.ops.backend.simulate_kernels`, on the
-    ``cuda`` backend; nothing to change on the ``torch`` backend. The fused mixer (``mamba_inner_fn``,
-    taken where causal-conv1d is installed) is not simulated: the unfused kernels stand in for it."""
+    """The kernels as the GPU run would have them, through :func:`ginr.ops.backend.simulate_kernels`:
+    the GEGLU kernel's stand-in, and on the ``cuda`` scan backend the selective-scan stand-in (and the
+    causal-conv1d one when ``conv_kernel``). The fused mixer (``mamba_inner_fn``, taken where
+    causal-conv1d is installed) is not simulated: the unfused kernels stand in for it."""
     if scan_backend != "cuda":
-        return nullcontext()
+        return backend.simulate_kernels(selective_scan=None, geglu=geglu_kernel)
     conv = causal_conv1d_kernel if conv_kernel else None
-    return backend.simulate_kernels(selective_scan=selective_scan_kernel, causal_conv1d=conv)
+    return backend.simulate_kernels(
+        selective_scan=selective_scan_kernel, causal_conv1d=conv, geglu=geglu_kernel
+    )

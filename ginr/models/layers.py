@@ -9,6 +9,8 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ginr.ops.geglu import geglu
+
 AttnImpl = Literal["sdpa", "naive"]
 ATTN_IMPLS = get_args(AttnImpl)
 
@@ -38,18 +40,23 @@ class PreNorm(nn.Module):
 
 
 class GEGLU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, gates = x.chunk(2, dim=-1)
-        return x * F.gelu(gates)
+    """``value * gelu(gate)`` of ``[value, gate] = x + bias`` (:func:`ginr.ops.geglu.geglu`)."""
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return geglu(x, bias)
 
 
 class FeedForward(nn.Module):
+    """Linear -> GEGLU -> Linear. The first Linear's bias is added inside the GEGLU, where one GPU kernel
+    also gives its gradient."""
+
     def __init__(self, dim: int, *, mult: int = 4):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim, dim * mult * 2), GEGLU(), nn.Linear(dim * mult, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        proj, gate, out = self.net
+        return out(gate(F.linear(x, proj.weight), proj.bias))
 
 
 class Attention(nn.Module):

@@ -1,9 +1,12 @@
-"""The one place that imports the CUDA kernels of mamba-ssm and causal-conv1d, and picks a backend.
+"""The one place that imports the GPU kernels (mamba-ssm's, causal-conv1d's and ginr's own Triton
+kernels), and picks a backend.
 
 mamba-ssm 2.3.2.post1 raises at import wherever its compiled extension is missing (any CPU machine), so
 both imports are guarded here and nowhere else. A backend is ``cuda`` (the compiled kernels) or ``torch``
 (pure PyTorch in :mod:`ginr.ops`); ``auto`` takes ``cuda`` when the kernels import and the tensors are on
 a GPU. The environment variable ``GINR_MAMBA_BACKEND`` overrides the configured choice.
+ginr's Triton kernels (:mod:`ginr.ops.geglu_triton`) run on every CUDA tensor when Triton imports;
+``GINR_TRITON=0`` leaves them out (the PyTorch references run instead).
 
 :func:`simulate_kernels` swaps in stand-ins for the kernels, so that the memory planner runs the GPU's code
 path on CPU (fake) tensors.
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 Backend = Literal["auto", "cuda", "torch"]
 BACKENDS = get_args(Backend)
 ENV_VAR = "GINR_MAMBA_BACKEND"
+TRITON_ENV_VAR = "GINR_TRITON"
 
 
 def _import_kernels() -> tuple[Callable | None, Callable | None, Callable | None, str]:
@@ -98,10 +102,26 @@ def _scan_op(kernel, fallback: Callable) -> Callable:
     return selective_scan_fn
 
 
+def _import_triton_kernels() -> tuple[Callable | None, str]:
+    if os.environ.get(TRITON_ENV_VAR, "1") == "0":
+        return None, f"ginr Triton kernels off ({TRITON_ENV_VAR}=0)"
+    try:
+        from ginr.ops.geglu_triton import geglu_cuda
+    except Exception as err:  # no Triton (CPU-only installs), or one too old for torch.library.triton_op
+        return None, f"ginr Triton kernels unavailable ({type(err).__name__}: {err})"
+    return geglu_cuda, "ginr Triton kernels available"
+
+
 # mamba_inner_cuda fuses conv, projections, scan and gate of a whole mixer in one autograd function.
 selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, KERNEL_STATUS = _import_kernels()
+geglu_cuda, TRITON_STATUS = _import_triton_kernels()
 _logged: set[tuple[str, str]] = set()
 _simulated = False  # inside simulate_kernels: stand-ins run the "cuda" path on any device
+
+
+def runs_kernels(t: torch.Tensor) -> bool:
+    """Whether ``t`` takes the kernels' path: on a GPU, or anywhere inside :func:`simulate_kernels`."""
+    return t.is_cuda or _simulated
 
 
 def check_backend(name: str) -> str:
@@ -132,16 +152,18 @@ def resolve_backend(requested: str, device: torch.device) -> str:
 
 @contextmanager
 def simulate_kernels(
-    selective_scan: Callable, causal_conv1d: Callable | None = None, mamba_inner: Callable | None = None
-) -> Iterator[None]:
+    selective_scan: Callable, causal_conv1d: Callable | None = None, mamba_inner: Callable | None = None,
+    geglu: Callable | None = None,
+) -> Iterator[None]:  # fmt: skip
     """For this scope the kernels are these callables (None: that kernel is absent) and the ``cuda`` path
     is taken on any device, as on a GPU with those kernels; restored on exit. Swaps this module's globals:
     not thread-safe, and meant for the memory planner's fake-tensor runs."""
-    global selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, _simulated
-    saved = selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, _simulated
+    global selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, geglu_cuda, _simulated
+    saved = selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, geglu_cuda, _simulated
     selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda = selective_scan, causal_conv1d, mamba_inner
+    geglu_cuda = geglu
     _simulated = True
     try:
         yield
     finally:
-        selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, _simulated = saved
+        selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, geglu_cuda, _simulated = saved
