@@ -360,7 +360,10 @@ def test_check_predicts_the_recorded_steps_of_a_benchmark_run(tmp_path):
         "data.batch_size=2",
         "trainer.cpu_overrides=[]",
     ]
-    predicted = plan(small("experiment=scent_ff"), batch_size=2, queries=32).total
+    # the recorded machine had mamba-ssm without causal-conv1d: the check predicts for those kernels
+    predicted = plan(small("experiment=scent_ff"), batch_size=2, queries=32, conv_kernel=False).total
+    with_conv = plan(small("experiment=scent_ff"), batch_size=2, queries=32, conv_kernel=True).total
+    assert with_conv != predicted
     case = {"group": "main", "status": "ok", "overrides": overrides, "batch": 2, "queries": 32}
     cases = [{**case, "name": "close", "peak_bytes": round(predicted * 1.03)}]
     cases += [{**case, "name": "far", "peak_bytes": predicted * 2}, {**case, "name": "oom", "status": "OOM"}]
@@ -369,6 +372,11 @@ def test_check_predicts_the_recorded_steps_of_a_benchmark_run(tmp_path):
     rows = check.check_results(results, deadline=float("inf"))
     assert [(r.name, r.predicted) for r in rows] == [("close", predicted), ("far", predicted)]
     assert abs(rows[0].error) <= check.TOLERANCE < abs(rows[1].error)
+    results.write_text(
+        json.dumps({"meta": {"scan_kernels": "mamba_ssm and causal_conv1d available"}, "cases": cases})
+    )
+    assert check.check_results(results, deadline=float("inf"))[0].predicted == with_conv
+    results.write_text(json.dumps({"meta": {"scan_kernels": "mamba_ssm available"}, "cases": cases}))
     if not torch.cuda.is_available():
         assert check.main([str(tmp_path / "out"), "--results", str(results)]) == 0
         assert "1 of 2 points within 5%" in (tmp_path / "out" / "memory_check.md").read_text()

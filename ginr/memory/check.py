@@ -119,7 +119,8 @@ def check_live(out: Path, deadline: float) -> list[Row]:
 
 
 def check_results(path: Path, deadline: float) -> list[Row]:
-    """Every training step a ``ginr.bench`` results file recorded a peak for, predicted here."""
+    """Every training step a ``ginr.bench`` results file recorded a peak for, predicted here for the kernels
+    that machine had (with or without causal-conv1d's, from the file's ``scan_kernels``)."""
     data = json.loads(path.read_text())
     fused = "causal_conv1d available" in data["meta"].get("scan_kernels", "")
     rows = []
@@ -138,7 +139,9 @@ def check_results(path: Path, deadline: float) -> list[Row]:
         fused_row = False
         try:
             cfg = compose(overrides)
-            row.predicted = plan(cfg, batch_size=case["batch"], queries=case["queries"]).total
+            row.predicted = plan(
+                cfg, batch_size=case["batch"], queries=case["queries"], conv_kernel=fused
+            ).total
             fused_row = takes_fused_mixer(cfg, fused)
         except Exception as err:
             _failed(row, err)

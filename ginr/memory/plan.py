@@ -146,13 +146,17 @@ def _trace(key: str, batch: int, queries: int, amp: torch.dtype | None, backend:
     return _fake_model(key).simulate(batch, queries, amp=amp, scan_backend=backend, conv_kernel=conv)
 
 
-def _simulate(cfg: DictConfig, batch: int, queries: int) -> tuple[FakeModel, Trace]:
+def _simulate(
+    cfg: DictConfig, batch: int, queries: int, conv_kernel: bool | None = None
+) -> tuple[FakeModel, Trace]:
     model_cfg = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("encoder", "decoder")}
     model_cfg["data"] = {"channels": cfg.data.channels, "resolution": cfg.data.resolution}
     model_cfg["trainer"] = {"checkpoint_queries": cfg.trainer.get("checkpoint_queries")}
     key = OmegaConf.to_yaml(model_cfg)
     amp = amp_dtype(cfg.trainer.precision, torch.device("cuda"))
-    return _fake_model(key), _trace(key, batch, queries, amp, *target_backend(cfg))
+    backend, conv = target_backend(cfg)
+    conv = conv if conv_kernel is None else conv_kernel and backend == "cuda"
+    return _fake_model(key), _trace(key, batch, queries, amp, backend, conv)
 
 
 def _lines(cfg: DictConfig, fake: FakeModel, trace: Trace) -> tuple[dict[str, int], int, int]:
@@ -168,12 +172,19 @@ def _lines(cfg: DictConfig, fake: FakeModel, trace: Trace) -> tuple[dict[str, in
     return components, step_peak, optimizer_peak
 
 
-def plan(cfg: DictConfig, batch_size: int | None = None, queries: int | None = None) -> MemoryPlan:
+def plan(
+    cfg: DictConfig,
+    batch_size: int | None = None,
+    queries: int | None = None,
+    *,
+    conv_kernel: bool | None = None,
+) -> MemoryPlan:
     """Predict the peak of one training step of ``cfg`` (``data.batch_size`` and the configured queries
-    per image unless given)."""
+    per image unless given). ``conv_kernel``: whether the GPU has causal-conv1d's kernel (default: as
+    :func:`target_backend` guesses)."""
     cfg = _prepared(cfg)
     batch, queries = batch_size or cfg.data.batch_size, queries or default_queries(cfg)
-    fake, trace = _simulate(cfg, batch, queries)
+    fake, trace = _simulate(cfg, batch, queries, conv_kernel)
     components, step_peak, optimizer_peak = _lines(cfg, fake, trace)
     peak, phase = max((step_peak, trace.peak_phase), (optimizer_peak, "optimizer step"))
     known = sum(components.values())
