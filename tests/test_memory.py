@@ -22,11 +22,12 @@ from ginr.engine.build import build_model, count_parameters
 from ginr.memory import check, largest_batch, parse_budget, plan
 from ginr.memory.__main__ import main
 from ginr.memory.simulate import FakeModel, component_of
-from ginr.memory.standins import CudaAutocastPolicy, cuda_standins
+from ginr.memory.standins import GEGLU_ROWS_PER_PROGRAM, CudaAutocastPolicy, cuda_standins
 from ginr.models.layers import Attention, FeedForward, PreNorm
 from ginr.ops import backend
 from ginr.ops.causal_conv1d import causal_conv1d
 from ginr.ops.selective_scan import selective_scan
+from tests.conftest import requires_triton_kernels
 
 SMALL = ["debug=smoke"]  # encoder dim 32, decoder hidden 32, 2 heads x 8, 16 latents, num_layers 2
 
@@ -380,6 +381,13 @@ def test_check_predicts_the_recorded_steps_of_a_benchmark_run(tmp_path):
     if not torch.cuda.is_available():
         assert check.main([str(tmp_path / "out"), "--results", str(results)]) == 0
         assert "1 of 2 points within 5%" in (tmp_path / "out" / "memory_check.md").read_text()
+
+
+@requires_triton_kernels
+def test_geglu_standin_sums_the_bias_gradient_in_the_kernels_blocks():
+    from ginr.ops import geglu_triton  # needs Triton, which this test requires
+
+    assert GEGLU_ROWS_PER_PROGRAM == geglu_triton.ROWS_PER_PROGRAM
 
 
 RECORDED = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "speed.json"
