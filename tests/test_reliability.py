@@ -59,7 +59,7 @@ def test_sigkill_while_writing_keeps_previous_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_non_finite_steps_are_skipped_and_counted(smoke_cfg, tmp_path, monkeypatch):
+def test_non_finite_steps_are_skipped_and_counted(smoke_cfg, tmp_path, monkeypatch, caplog):
     original = Trainer.train_step
 
     def poisoned(self, images):
@@ -72,6 +72,8 @@ def test_non_finite_steps_are_skipped_and_counted(smoke_cfg, tmp_path, monkeypat
     train(smoke_cfg("data.eval_resolutions=[]"))
     state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert state["bad_steps"] == 1 and state["step"] == 6
+    warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert warnings == ["step 2: non-finite loss or gradient, step skipped (1 so far)"]
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 

@@ -53,6 +53,6 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def all_finite(info: DistInfo) -> Callable[[torch.Tensor], bool]:
-    """A step's finite check: true when every rank's flag is (one host sync)."""
-    return lambda flag: bool(all_reduce_mean(flag.float(), info).item() == 1.0)
+def all_finite(info: DistInfo) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A step's finite check: true when every rank's flag is; on the device, nothing waits for it."""
+    return lambda flag: all_reduce_mean(flag.float(), info) == 1.0

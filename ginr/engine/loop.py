@@ -32,6 +32,29 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+class Window:
+    """The steps between two log lines: their sums on the device (only finite steps add), their finite
+    flags until :meth:`Trainer._settle` reads them, and their wall time without evaluation and saving."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(3, device=device)  # loss, PSNR, gradient norm
+        self.n = torch.zeros((), dtype=torch.long, device=device)  # finite steps
+        self.flags: list[tuple[int, torch.Tensor]] = []  # (step, ok) not yet read
+        self.steps, self.started, self.paused = 0, None, 0.0
+
+    def add(self, step: int, result: StepResult, tick: float) -> None:
+        values = torch.stack([result.loss, result.psnr, result.grad_norm]).float()
+        self.sums += torch.where(result.ok, values, 0.0)
+        self.n += result.ok
+        self.flags.append((step, result.ok))
+        self.steps += 1
+        self.started = tick if self.started is None else self.started
+
+    def seconds(self) -> float:
+        """Wall time since the window's first step, evaluation and saving excluded (after a sync)."""
+        return time.perf_counter() - self.started - self.paused
+
+
 class DataError(RuntimeError):
     """The dataset could not be loaded; the message names the file or folder and what to do."""
 
@@ -166,7 +189,7 @@ class Trainer:
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()
         metrics: dict[str, float] = {}
-        window, compile_reported = self._new_window(), False
+        window, compile_reported = Window(self.device), False
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
@@ -178,7 +201,7 @@ class Trainer:
             except torch.OutOfMemoryError as err:
                 raise self._out_of_memory() from err
             self.step += 1
-            window["time"] += time.perf_counter() - tick
+            window.add(self.step, result, tick)
             self._fit_to_minutes()
             if self.step_fn.compile_s is not None and not compile_reported:
                 log.info(
@@ -186,20 +209,23 @@ class Trainer:
                 )
                 self.logger.scalars(self.step, {"perf/compile_s": self.step_fn.compile_s})
                 compile_reported = True
-            self._count_bad(result.ok)
-            if result.ok:  # summed on the device: the window is reduced and read once, at the log step
-                window["sums"] += torch.stack([result.loss, result.psnr, result.grad_norm]).float()
-                window["n"] += 1
             self.logger.advance(1)
-            if self.step % tcfg.log_every == 0 and window["n"]:
+            if self.step % tcfg.log_every == 0:  # the host waits for the GPU here, once per window
+                self._settle(window)
                 self._log_window(window)
-                window = self._new_window()
+                window = Window(self.device)
             self._check_stop(started)
             last = self.step == self.max_steps or self.stop_reason is not None
-            if self.step % tcfg.eval_every == 0 or last:
-                metrics = self._evaluate()
-            if self.step % tcfg.ckpt_every == 0 or last or self._checkpoint_due():
-                self.save("last")
+            evaluate_now = self.step % tcfg.eval_every == 0 or last
+            save_now = self.step % tcfg.ckpt_every == 0 or last or self._checkpoint_due()
+            if evaluate_now or save_now:
+                self._settle(window)  # a diverged run stops before it writes a checkpoint
+                paused = time.perf_counter()
+                if evaluate_now:
+                    metrics = self._evaluate()
+                if save_now:
+                    self.save("last")
+                window.paused += time.perf_counter() - paused
             if self.stop_reason is not None:
                 break
         batches.close()  # stops the loading thread
@@ -239,33 +265,42 @@ class Trainer:
             "trainer.checkpoint_queries=128, decoder.checkpoint=true or fewer queries per image also cut memory"
         )
 
-    def _count_bad(self, ok: bool) -> None:
+    def _settle(self, window: Window) -> None:
+        """Read the window's finite flags (the host waits for the GPU): a skipped step is counted and
+        warned about with its step number; too many in a row stop the run."""
+        if not window.flags:
+            return
+        steps, flags = zip(*window.flags, strict=True)
+        window.flags = []
+        for step, ok in zip(steps, torch.stack(flags).tolist(), strict=True):
+            self._count_bad(step, ok)
+
+    def _count_bad(self, step: int, ok: bool) -> None:
         if ok:
             self.consecutive_bad = 0
             return
         self.bad_steps += 1
         self.consecutive_bad += 1
-        log.warning(
-            "step %d: non-finite loss or gradient, step skipped (%d so far)", self.step, self.bad_steps
-        )
-        self.logger.scalars(self.step, {"train/skipped_steps": self.bad_steps})
+        log.warning("step %d: non-finite loss or gradient, step skipped (%d so far)", step, self.bad_steps)
+        self.logger.scalars(step, {"train/skipped_steps": self.bad_steps})
         if self.consecutive_bad >= self.cfg.trainer.max_bad_steps:
             raise TrainingDiverged(
-                f"{self.consecutive_bad} consecutive non-finite steps at step {self.step}: stopping; "
+                f"{self.consecutive_bad} consecutive non-finite steps at step {step}: stopping; "
                 f"the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.ckpt'}"
             )
 
-    def _new_window(self) -> dict:
-        return {"sums": torch.zeros(3, device=self.device), "n": 0, "time": 0.0}
-
-    def _log_window(self, window: dict) -> None:
-        n, steps = window["n"], self.cfg.trainer.log_every
-        loss, train_psnr, grad_norm = (dist.all_reduce_mean(window["sums"], self.dist) / n).tolist()
+    def _log_window(self, window: Window) -> None:
+        sums = dist.all_reduce_mean(window.sums, self.dist)
+        n = window.n.item()  # waits for the GPU; every rank skips the same steps, so n agrees
+        seconds, steps = window.seconds(), window.steps
+        if not n:
+            return
+        loss, train_psnr, grad_norm = (sums / n).tolist()
         self.logger.advance(0, loss=loss, psnr=train_psnr)
         values = {"train/loss": loss, "train/psnr": train_psnr, "train/grad_norm": grad_norm,
                   "train/lr": self.step_fn.scheduler.get_last_lr()[0],
-                  "perf/ms_per_step": 1000 * window["time"] / steps,
-                  "perf/images_per_s": self.cfg.data.batch_size * steps / window["time"]}  # fmt: skip
+                  "perf/ms_per_step": 1000 * seconds / steps,
+                  "perf/images_per_s": self.cfg.data.batch_size * steps / seconds}  # fmt: skip
         if self.device.type == "cuda":  # the training peak of this window (evaluation is not counted)
             values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -276,12 +311,10 @@ class Trainer:
         limit = self.cfg.trainer.time_limit_min
         if self.stop_reason is None and limit is not None and time.time() - started > 60 * limit:
             self.stop_reason = f"time limit of {limit} min"
-        flag = torch.tensor(float(self.stop_reason is not None), device=self.device)
-        if (
-            self.dist.enabled
-            and dist.all_reduce_mean(flag, self.dist).item() > 0
-            and self.stop_reason is None
-        ):
+        if not self.dist.enabled:
+            return
+        flag = torch.tensor(float(self.stop_reason is not None), device=self.device)  # waits for the GPU
+        if dist.all_reduce_mean(flag, self.dist).item() > 0 and self.stop_reason is None:
             self.stop_reason = "another rank stopped"
 
     def _score(self, model: torch.nn.Module, split: str, max_images: int | None) -> dict[str, float]:

@@ -2,7 +2,9 @@
 benchmark and the memory planner all run this code, so what they time or predict is what trains.
 
 A step is ``forward_backward`` (autocast forward, float32 MSE, scaled backward) then ``update``
-(unscale, clip, a finite check agreed across ranks, optimizer and scheduler step, zero_grad).
+(unscale, clip, a finite check agreed across ranks, optimizer and scheduler step, zero_grad). The
+finite check stays on the device: a fused optimizer skips a non-finite step by itself, so the host
+never waits for the GPU inside a step and can queue the next one while this one runs.
 """
 
 import logging
@@ -107,7 +109,7 @@ class StepQueries:
             index = query_indices(
                 step, self.seed, *where, len(images), self.grid.shape[0], self.queries_per_image,
                 shared=self.shared,
-            ).to(images.device)  # fmt: skip
+            ).to(images.device, non_blocking=True)  # fmt: skip
         coords, targets = select_queries(images, self.grid, index)
         for i, (high, grid, count) in enumerate(
             zip(above, self.target_grids, self.target_counts, strict=True)
@@ -115,7 +117,7 @@ class StepQueries:
             pixels = query_indices(
                 step, self.seed + self.TARGETS_STREAM * (i + 1), *where, len(images), grid.shape[0], count,
                 shared=True,
-            ).to(images.device)  # fmt: skip
+            ).to(images.device, non_blocking=True)  # fmt: skip
             coords, targets = with_targets_above(coords, targets, high, grid, pixels)
         return coords, targets
 
@@ -152,26 +154,43 @@ def flop_counter() -> FlopCounterMode:
 
 @dataclass
 class StepResult:
-    """Device tensors (no host sync) except ``ok``: all ranks' loss and gradients were finite."""
+    """Device tensors (reading them waits for the GPU); ``ok``: every rank's loss and gradients were
+    finite, so the optimizer stepped."""
 
     loss: torch.Tensor
     psnr: torch.Tensor
     grad_norm: torch.Tensor
-    ok: bool
+    ok: torch.Tensor
 
 
-AllFinite = Callable[[torch.Tensor], bool]
+AllFinite = Callable[[torch.Tensor], torch.Tensor]  # this rank's finite flag -> every rank's, on the device
 
 
-def local_all_finite(flag: torch.Tensor) -> bool:
-    return bool(flag)
+def local_all_finite(flag: torch.Tensor) -> torch.Tensor:
+    return flag
+
+
+def step_if(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
+    """``optimizer.step()`` where ``finite`` (a device bool) holds; a skipped step leaves the parameters
+    and the optimizer state (step counts included) as they were. Fused optimizers take the flag on the
+    device, as GradScaler passes its own (``found_inf``), so nothing waits for the GPU; others read it
+    on the host."""
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        if finite:
+            optimizer.step()
+        return
+    optimizer.found_inf = (~finite).float()
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf
 
 
 class TrainStep:
     """One optimisation step of ``model``.
 
     ``net`` is what the forward runs through (the model itself, or a DDP / compiled wrapper of it);
-    ``all_finite`` turns this rank's finite flag into the decision of every rank (one host sync).
+    ``all_finite`` turns this rank's finite flag into the decision of every rank.
     """
 
     def __init__(
@@ -219,14 +238,16 @@ class TrainStep:
         self.compile_s = time.perf_counter() - tick
         return loss, pred
 
-    def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(gradient norm, ok): clip, then step unless a rank saw a non-finite loss or gradient."""
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         ok = self.all_finite(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
-        if ok or self.scaler.is_enabled():  # GradScaler skips non-finite steps itself
+        if self.scaler.is_enabled():  # GradScaler skips non-finite steps itself
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        else:
+            step_if(self.optimizer, ok)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
