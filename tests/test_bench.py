@@ -99,14 +99,18 @@ def test_presets_and_selection():
     assert {c.group for c in quick} == {"main", "queries"} and all(c.precision == "bf16" for c in quick)
     assert max(c.queries for c in quick) == 16384
     compiled = [c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]
+    sizes = PRESETS["reference"].sizes  # run_case puts the preset's overrides first
     # the training default on a GPU: every variant, and the memory-lean mode, compiled; the rest eager
     assert [c.name for c in compiled] == [
         "encoder/cuda/joint/compiled", "encoder/cuda/separate/compiled",
         *(f"compile/{v}/bf16" for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn", "scent_attn_naive")),
         "compile/scent_ff/bf16/cudagraphs",
-        "compile/lean/scent_ff/chunk64", "compile/lean/scent_ff/chunk256", "compile/lean/scent_ff/chunk512",
+        *(f"compile/lean/scent_ff/chunk{c}{g}" for c in (64, 256, 512) for g in ("", "/cudagraphs")),
     ]  # fmt: skip
-    sizes = PRESETS["reference"].sizes  # run_case puts the preset's overrides first
+    graphs = [c for c in compiled if c.name.endswith("/cudagraphs")]
+    assert all(
+        case_config((*sizes, *c.overrides)).trainer.compile_mode == "reduce-overhead" for c in graphs
+    )  # CUDA graphs, not only named so
     assert all(
         case_config((*sizes, *c.overrides)).trainer.compile for c in compiled
     )  # compiled, not only named so

@@ -144,10 +144,11 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                  every[default] + (*compiled, "trainer.compile_mode=reduce-overhead"), batch=preset.batch,
                  queries=preset.queries, compile=True)
         ] + [
-            Case(f"compile/lean/{default}/chunk{c}", "compile", default,
-                 every[default] + (f"trainer.checkpoint_queries={c}", CHECKPOINTING[1], *compiled),
+            Case(f"compile/lean/{default}/chunk{c}{graphs}", "compile", default,
+                 every[default] + (f"trainer.checkpoint_queries={c}", CHECKPOINTING[1], *compiled, *mode),
                  checkpoint=True, batch=preset.batch, queries=preset.queries, compile=True)
             for c in preset.lean_chunks
+            for graphs, mode in (("", ()), ("/cudagraphs", ("trainer.compile_mode=reduce-overhead",)))
         ]  # fmt: skip
     return cases
 

@@ -176,7 +176,11 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         rows = []
         for r in compiled:
             case = r["name"].removeprefix("compile/").replace("/bf16", "")
-            twin = case if case.startswith("lean/") else f"main/{r['variant']}/bf16/ckpt-off"
+            twin = (
+                case.removesuffix("/cudagraphs")
+                if case.startswith("lean/")
+                else f"main/{r['variant']}/bf16/ckpt-off"
+            )
             eager = next((e for e in [*main, *lean] if e["name"] == twin), None)
             e_ms, c_ms = (eager or {}).get("ms"), r.get("ms")
             rows.append(
@@ -187,11 +191,21 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
                     _num(e_ms / c_ms if e_ms and c_ms else None, "{:.2f}x"),
                     _num(r["batch"] / (c_ms / 1000) if c_ms else None, "{:.0f}"),
                     _gb(r.get("peak_bytes")),
+                    _gb(r.get("reserved_bytes")),
                     _num(100 * r["mfu"] if r.get("mfu") else None, "{:.1f}%"),
                 ]
             )
         lines += _table(
-            ["case", "eager ms/step", "compiled ms/step", "speed-up", "images/s", "compiled peak GB", "MFU"],
+            [
+                "case",
+                "eager ms/step",
+                "compiled ms/step",
+                "speed-up",
+                "images/s",
+                "compiled peak GB",
+                "reserved GB (CUDA graphs' pools)",
+                "MFU",
+            ],
             rows,
         ) + [""]
     return "\n".join(lines)
