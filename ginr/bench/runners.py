@@ -101,7 +101,8 @@ def run_train(
 
 
 def write_profile(fn: Callable[[int], object], device: torch.device, path: Path, steps: int = 3) -> None:
-    """The kernels of ``steps`` calls of ``fn`` by total device time (torch.profiler), as a text table."""
+    """The ops and kernels of ``steps`` calls of ``fn`` by total device time (torch.profiler), as a text
+    table; on a GPU a second table by host time, which shows where a launch-bound step spends it."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -109,10 +110,11 @@ def write_profile(fn: Callable[[int], object], device: torch.device, path: Path,
         for i in range(steps):
             fn(i)
         _sync(device)
-    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = prof.key_averages().table(sort_by=sort, row_limit=80, max_name_column_width=140)
-    path.write_text(f"{steps} steps\n{table}\n")
+    events = prof.key_averages()
+    sorts = ("cuda_time_total", "self_cpu_time_total") if device.type == "cuda" else ("cpu_time_total",)
+    tables = [f"by {k}:\n" + events.table(sort_by=k, row_limit=80, max_name_column_width=140) for k in sorts]
+    path.write_text(f"{steps} steps\n" + "\n".join(tables) + "\n")
 
 
 def run_encoder(case: Case, cfg: DictConfig, device: torch.device, timing: Timing) -> Measurement:
