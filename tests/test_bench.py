@@ -105,12 +105,14 @@ def test_presets_and_selection():
         "encoder/cuda/joint/compiled", "encoder/cuda/separate/compiled",
         *(f"compile/{v}/bf16" for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn", "scent_attn_naive")),
         "compile/scent_ff/bf16/cudagraphs",
-        *(f"compile/lean/scent_ff/chunk{c}{g}" for c in (64, 256, 512) for g in ("", "/cudagraphs")),
+        "compile/lean/scent_ff/chunk64", "compile/lean/scent_ff/chunk256", "compile/lean/scent_ff/chunk512",
+        "compile/lean/scent_ff/memory-lean",
     ]  # fmt: skip
-    graphs = [c for c in compiled if c.name.endswith("/cudagraphs")]
-    assert all(
-        case_config((*sizes, *c.overrides)).trainer.compile_mode == "reduce-overhead" for c in graphs
-    )  # CUDA graphs, not only named so
+    for name in ("compile/scent_ff/bf16/cudagraphs", "compile/lean/scent_ff/memory-lean"):
+        cfg = case_config((*sizes, *next(c for c in compiled if c.name == name).overrides))
+        assert cfg.trainer.compile_mode == "reduce-overhead"  # CUDA graphs, not only named so
+    lean = case_config((*sizes, *compiled[-1].overrides))
+    assert lean.trainer.checkpoint_queries == 384 and lean.encoder.checkpoint  # configs/memory/lean.yaml
     assert all(
         case_config((*sizes, *c.overrides)).trainer.compile for c in compiled
     )  # compiled, not only named so

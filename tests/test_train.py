@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import ginr
 from ginr import evaluate
-from ginr.config import ConfigError, prepare
+from ginr.config import ConfigError, mixes_queries, prepare
 from ginr.coords import image_to_values, pixel_grid
 from ginr.engine.build import build_model
 from ginr.engine.checkpoint import CheckpointError, load_checkpoint
@@ -41,6 +41,19 @@ def test_every_experiment_composes_and_instantiates(experiment):
     else:
         assert type(model.decoder.bands[0].band.blocks[0]).__name__ == BLOCK_OF[experiment]
     assert cfg.name == experiment
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_memory_lean_checkpoints_query_chunks_and_encoder_layers_where_blocks_do_not_mix_queries(experiment):
+    overrides = [f"experiment={experiment}", "memory=lean", "run_dir=unused"]
+    if mixes_queries(compose(overrides[:1])):
+        with pytest.raises(ConfigError, match=r"^trainer.checkpoint_queries=384 is not allowed"):
+            prepare(compose(overrides))
+        return
+    cfg = prepare(compose(overrides))
+    model = build_model(cfg)
+    assert model.checkpoint_queries == 384 and model.encoder.checkpoint
+    assert cfg.trainer.compile_mode == "reduce-overhead"  # CUDA graphs replay the recomputation's kernels
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

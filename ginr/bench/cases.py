@@ -144,11 +144,13 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                  every[default] + (*compiled, "trainer.compile_mode=reduce-overhead"), batch=preset.batch,
                  queries=preset.queries, compile=True)
         ] + [
-            Case(f"compile/lean/{default}/chunk{c}{graphs}", "compile", default,
-                 every[default] + (f"trainer.checkpoint_queries={c}", CHECKPOINTING[1], *compiled, *mode),
+            Case(f"compile/lean/{default}/chunk{c}", "compile", default,
+                 every[default] + (f"trainer.checkpoint_queries={c}", CHECKPOINTING[1], *compiled),
                  checkpoint=True, batch=preset.batch, queries=preset.queries, compile=True)
             for c in preset.lean_chunks
-            for graphs, mode in (("", ()), ("/cudagraphs", ("trainer.compile_mode=reduce-overhead",)))
+        ] + [  # the memory-lean mode as a run selects it: configs/memory/lean.yaml (CUDA graphs included)
+            Case(f"compile/lean/{default}/memory-lean", "compile", default, every[default] + ("memory=lean", *compiled),
+                 checkpoint=True, batch=preset.batch, queries=preset.queries, compile=True)
         ]  # fmt: skip
     return cases
 

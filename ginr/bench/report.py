@@ -176,11 +176,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         rows = []
         for r in compiled:
             case = r["name"].removeprefix("compile/").replace("/bf16", "")
-            twin = (
-                case.removesuffix("/cudagraphs")
-                if case.startswith("lean/")
-                else f"main/{r['variant']}/bf16/ckpt-off"
-            )
+            twin = case if case.startswith("lean/") else f"main/{r['variant']}/bf16/ckpt-off"
             eager = next((e for e in [*main, *lean] if e["name"] == twin), None)
             e_ms, c_ms = (eager or {}).get("ms"), r.get("ms")
             rows.append(
