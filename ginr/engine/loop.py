@@ -262,7 +262,7 @@ class Trainer:
         return RuntimeError(
             f"CUDA out of memory at step {self.step + 1} (data.batch_size={self.cfg.data.batch_size}, "
             f"trainer.queries_per_image={self.cfg.trainer.queries_per_image}): {hint}; "
-            "trainer.checkpoint_queries=128, decoder.checkpoint=true or fewer queries per image also cut memory"
+            "memory=lean, trainer.checkpoint_queries=128, decoder.checkpoint=true or fewer queries per image also cut memory"
         )
 
     def _settle(self, window: Window) -> None:
