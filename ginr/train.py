@@ -34,14 +34,16 @@ def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     def request_stop(signum, _frame):
-        trainer.stop_reason = signal.Signals(signum).name
-        log.warning("%s received: finishing the step, then checkpointing and exiting", trainer.stop_reason)
+        trainer.request_stop(signal.Signals(signum).name)
+        log.warning(
+            "%s received: finishing the step, then checkpointing and exiting", signal.Signals(signum).name
+        )
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         metrics = trainer.run()
-        reason = trainer.stop_reason
-        state = "interrupted" if reason and not reason.startswith("time limit") else "finished"
+        reason = trainer.stop.reason
+        state = "finished" if trainer.stop.complete else "interrupted"
         trainer.logger.set_status(state, trainer.step, stop_reason=reason, metrics=metrics)
         trainer.logger.hparams(hparams(cfg), metrics)
     except BaseException as err:

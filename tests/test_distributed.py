@@ -1,12 +1,19 @@
-"""torchrun with two CPU processes (gloo): the same losses as one process at the same global batch."""
+"""torchrun with two CPU processes (gloo): the same losses as one process at the same global batch, and
+stops that every rank takes at the same step."""
 
 import json
+import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
+import torch
+import torch.distributed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ginr.engine.distributed import DistInfo, StopVote
 
 
 def losses(run_dir):
@@ -38,3 +45,44 @@ def test_two_processes_match_one_and_resume_on_another_count(tmp_path, data_dir)
     assert len(after) == 8
     assert after[:6] == pytest.approx(losses(single), rel=1e-4)
     assert json.loads((double / "status.json").read_text())["step"] == 8
+
+
+def _vote(rank: int, port: int, answers) -> None:
+    """Rank 0's clock passes the time limit at step 1, rank 1 is signalled at step 2; they compare every 4."""
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    vote = StopVote(DistInfo(rank, rank, 2), torch.device("cpu"), every=4)
+    seen = []
+    for step in range(1, 9):
+        if (rank, step) == (0, 1):
+            vote.request("time limit of 1 min", StopVote.TIME_LIMIT)
+        if (rank, step) == (1, 2):
+            vote.request("SIGTERM", StopVote.SIGNAL)
+        seen.append(vote.agreed(step))
+    answers[rank] = (seen, vote.complete)
+    torch.distributed.destroy_process_group()
+
+
+def test_every_rank_stops_at_the_same_step_for_the_strongest_request():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        answers = manager.dict()
+        procs = [context.Process(target=_vote, args=(rank, port, answers)) for rank in (0, 1)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=120)
+        assert [proc.exitcode for proc in procs] == [0, 0]
+        result = dict(answers)
+    assert result[0] == ([None] * 3 + ["signal on another rank"] * 5, False)
+    assert result[1] == ([None] * 3 + ["SIGTERM"] * 5, False)
+
+
+def test_one_process_stops_at_once_and_a_time_limit_completes_the_run():
+    vote = StopVote(DistInfo(), torch.device("cpu"), every=4)
+    assert vote.agreed(1) is None
+    vote.request("time limit of 1 min", StopVote.TIME_LIMIT)
+    assert vote.agreed(2) == "time limit of 1 min" and vote.complete

@@ -56,3 +56,42 @@ def shutdown(info: DistInfo) -> None:
 def all_finite(info: DistInfo) -> Callable[[torch.Tensor], torch.Tensor]:
     """A step's finite check: true when every rank's flag is; on the device, nothing waits for it."""
     return lambda flag: all_reduce_mean(flag.float(), info) == 1.0
+
+
+class StopVote:
+    """A stop that every rank takes at the same step. Any rank may ask for one at any moment (a signal,
+    its own clock passing the time limit); :meth:`agreed` answers every rank alike: in one process at
+    once, under DDP at every ``every``-th step, where the ranks compare requests (one host sync, so not
+    every step). A signal outranks a time limit: the run is complete only when no rank was signalled."""
+
+    TIME_LIMIT, SIGNAL = 1, 2
+
+    def __init__(self, info: DistInfo, device: torch.device, every: int = 10):
+        self.info, self.device, self.every = info, device, every
+        self.requested: tuple[int, str] | None = None  # (kind, reason) on this rank
+        self.kind, self.reason = 0, None  # agreed by every rank
+
+    def request(self, reason: str, kind: int) -> None:
+        if self.requested is None or kind > self.requested[0]:
+            self.requested = (kind, reason)
+
+    def agreed(self, step: int) -> str | None:
+        """The reason to stop after ``step``, the same on every rank (None: go on)."""
+        if self.reason is not None or (self.info.enabled and step % self.every):
+            return self.reason
+        mine = self.requested[0] if self.requested else 0
+        kind = mine
+        if self.info.enabled:
+            flag = torch.tensor(float(mine), device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            kind = int(flag.item())
+        if kind:
+            self.kind = kind
+            other = "time limit on another rank" if kind == self.TIME_LIMIT else "signal on another rank"
+            self.reason = self.requested[1] if mine == kind else other
+        return self.reason
+
+    @property
+    def complete(self) -> bool:
+        """Whether a run that stops here has done what it was asked (no rank was signalled)."""
+        return self.kind != self.SIGNAL

@@ -90,7 +90,7 @@ class Trainer:
             run_dir, enabled=self.dist.is_main, name=display_name, max_steps=self.max_steps,
             start_step=self.step, params=count_parameters(self.model), progress=cfg.logger.progress,
         )  # fmt: skip
-        self.stop_reason: str | None = None
+        self.stop = dist.StopVote(self.dist, self.device)
         self.saved_at = time.monotonic()
 
     def _load_data(self) -> None:
@@ -214,8 +214,8 @@ class Trainer:
                 self._settle(window)
                 self._log_window(window)
                 window = Window(self.device)
-            self._check_stop(started)
-            last = self.step == self.max_steps or self.stop_reason is not None
+            self._check_time_limit(started)
+            last = self.step == self.max_steps or self.stop.agreed(self.step) is not None
             evaluate_now = self.step % tcfg.eval_every == 0 or last
             save_now = self.step % tcfg.ckpt_every == 0 or last or self._checkpoint_due()
             if evaluate_now or save_now:
@@ -226,12 +226,16 @@ class Trainer:
                 if save_now:
                     self.save("last")
                 window.paused += time.perf_counter() - paused
-            if self.stop_reason is not None:
+            if self.stop.reason is not None:
                 break
         batches.close()  # stops the loading thread
-        if self.stop_reason is None or self.stop_reason.startswith("time limit"):  # the run is complete
+        if self.stop.complete:  # every step ran, or the time limit ended the run
             metrics |= self._test()
         return metrics
+
+    def request_stop(self, reason: str) -> None:
+        """Finish the step, checkpoint and stop, on every rank at the same step (a signal handler calls this)."""
+        self.stop.request(reason, dist.StopVote.SIGNAL)
 
     def _set_max_steps(self, steps: int) -> None:
         self.max_steps, self.length_fixed = steps, True
@@ -307,15 +311,10 @@ class Trainer:
         self.logger.scalars(self.step, values)
         self.logger.set_status("running", self.step)
 
-    def _check_stop(self, started: float) -> None:
+    def _check_time_limit(self, started: float) -> None:
         limit = self.cfg.trainer.time_limit_min
-        if self.stop_reason is None and limit is not None and time.time() - started > 60 * limit:
-            self.stop_reason = f"time limit of {limit} min"
-        if not self.dist.enabled:
-            return
-        flag = torch.tensor(float(self.stop_reason is not None), device=self.device)  # waits for the GPU
-        if dist.all_reduce_mean(flag, self.dist).item() > 0 and self.stop_reason is None:
-            self.stop_reason = "another rank stopped"
+        if limit is not None and time.time() - started > 60 * limit:
+            self.stop.request(f"time limit of {limit} min", dist.StopVote.TIME_LIMIT)
 
     def _score(self, model: torch.nn.Module, split: str, max_images: int | None) -> dict[str, float]:
         """Evaluate ``model`` on ``split``; log its scalars and a picture grid under ``<split>/``."""
