@@ -11,6 +11,7 @@ from ginr.ops import backend
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 requires_scan_kernel = pytest.mark.skipif(backend.selective_scan_cuda is None, reason=backend.KERNEL_STATUS)
 requires_triton_kernels = pytest.mark.skipif(backend.geglu_cuda is None, reason=backend.TRITON_STATUS)
+requires_triton_scan = pytest.mark.skipif(backend.selective_scan_triton is None, reason=backend.TRITON_STATUS)
 requires_conv_kernel = pytest.mark.skipif(
     backend.causal_conv1d_cuda is None, reason="causal_conv1d not installed"
 )

@@ -1,4 +1,11 @@
-"""Fast ops against their references: the PyTorch versions on CPU, the CUDA kernels where a GPU exists."""
+"""Fast ops against their references: the PyTorch versions on CPU, the CUDA kernels where a GPU exists,
+and ginr's Triton scan in Triton's interpreter wherever Triton is installed."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +15,13 @@ from ginr.ops.causal_conv1d import causal_conv1d, causal_conv1d_ref, causal_conv
 from ginr.ops.geglu import geglu, geglu_ref, geglu_torch
 from ginr.ops.scan import linear_scan
 from ginr.ops.selective_scan import selective_scan, selective_scan_ref, selective_scan_torch
-from tests.conftest import requires_conv_kernel, requires_cuda, requires_scan_kernel, requires_triton_kernels
+from tests.conftest import (
+    requires_conv_kernel,
+    requires_cuda,
+    requires_scan_kernel,
+    requires_triton_kernels,
+    requires_triton_scan,
+)
 
 
 def scan_inputs(batch=2, dim=5, state=3, length=37, dtype=torch.float64, device="cpu"):
@@ -95,11 +108,43 @@ def test_backend_choice(monkeypatch):
     assert backend.resolve_backend("torch", cpu) == "torch"
     with pytest.raises(RuntimeError, match="'cuda' was requested"):
         backend.resolve_backend("cuda", cpu)
-    with pytest.raises(ValueError, match="must be one of auto, cuda, torch, got 'triton'"):
+    with pytest.raises(RuntimeError, match="'triton' was requested"):
         backend.resolve_backend("triton", cpu)
+    with pytest.raises(ValueError, match="must be one of auto, cuda, triton, torch, got 'mamba'"):
+        backend.resolve_backend("mamba", cpu)
     monkeypatch.setenv(backend.ENV_VAR, "cuda")
     with pytest.raises(RuntimeError):
         backend.resolve_backend("torch", cpu)
+
+
+def check_triton_scan_kernel() -> None:
+    """ginr's Triton scan (the op, through autograd) against the reference in outputs and every gradient:
+    B and C shared or in groups, with and without z, D and the dt bias, lengths off the tile sizes. Run
+    by the next test in Triton's interpreter on CPU tensors, where the kernels need no GPU."""
+    from ginr.ops.scan_triton import selective_scan_triton
+
+    torch.manual_seed(0)
+    for groups, length, optional in [(1, 37, True), (2, 16, True), (2, 9, False)]:
+        inputs = grouped_scan_inputs(groups=groups, batch=2, dim=8, state=4, length=length)
+        if groups == 1:
+            inputs["B"], inputs["C"] = (inputs[k][:, 0].detach().requires_grad_() for k in ("B", "C"))
+        if not optional:
+            inputs = {k: v for k, v in inputs.items() if k not in ("D", "z", "delta_bias")}
+        inputs = {k: v.detach().float().requires_grad_() for k, v in inputs.items()}
+        got = outputs_and_grads(selective_scan_triton, inputs, delta_softplus=optional)
+        want = outputs_and_grads(selective_scan_ref, inputs, delta_softplus=optional)
+        for name, g, w in zip(["out", *inputs], got, want, strict=True):
+            error = relative_error(g, w)
+            assert error < 1e-5, f"groups {groups}, length {length}, {name}: relative error {error:.2e}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_triton_scan_kernel_in_the_interpreter():
+    root = Path(__file__).resolve().parents[1]
+    code = "from tests.test_ops import check_triton_scan_kernel; check_triton_scan_kernel()"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 TOLERANCES = {torch.float32: (2e-3, 2e-3), torch.bfloat16: (5e-2, 5e-2)}
@@ -134,17 +179,23 @@ def test_grouped_scan_is_one_scan_per_group_of_channels(scan):
     assert_all_close(got[1:], ones, rtol=1e-9, atol=1e-11)
 
 
+SCAN_KERNELS = [
+    pytest.param("cuda", marks=requires_scan_kernel),
+    pytest.param("triton", marks=requires_triton_scan),
+]
+
+
 @requires_cuda
-@requires_scan_kernel
 @pytest.mark.cuda
+@pytest.mark.parametrize("kernel", SCAN_KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_selective_scan_cuda_matches_torch(dtype):
+def test_selective_scan_kernel_matches_torch(dtype, kernel):
     inputs = scan_inputs(batch=4, dim=64, state=16, length=300, dtype=torch.float32, device="cuda")
     inputs = {
         k: (v.detach().to(dtype) if k in ("u", "delta", "B", "C", "z") else v.detach()).requires_grad_()
         for k, v in inputs.items()
     }
-    got = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend="cuda")
+    got = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend=kernel)
     want = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend="torch")
     limit = TOLERANCES[dtype][0]
     for name, g, w in zip(["out", *inputs], got, want, strict=True):
@@ -168,26 +219,26 @@ def test_causal_conv1d_cuda_matches_torch(dtype):
 
 
 @requires_cuda
-@requires_scan_kernel
 @pytest.mark.cuda
-def test_grouped_selective_scan_cuda_matches_torch():
+@pytest.mark.parametrize("kernel", SCAN_KERNELS)
+def test_grouped_selective_scan_kernel_matches_torch(kernel):
     inputs = grouped_scan_inputs(
         groups=2, batch=3, dim=64, state=16, length=300, dtype=torch.float32, device="cuda"
     )
-    got = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend="cuda")
+    got = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend=kernel)
     want = outputs_and_grads(selective_scan, inputs, delta_softplus=True, backend="torch")
     for name, g, w in zip(["out", *inputs], got, want, strict=True):
         assert relative_error(g, w) < 2e-3, f"{name}: relative error {relative_error(g, w):.2e}"
 
 
 @requires_cuda
-@requires_scan_kernel
 @pytest.mark.cuda
-def test_scan_kernel_compiles_into_one_graph():
+@pytest.mark.parametrize("kernel", SCAN_KERNELS)
+def test_scan_kernel_compiles_into_one_graph(kernel):
     inputs = scan_inputs(batch=2, dim=32, state=16, length=100, dtype=torch.float32, device="cuda")
 
     def scan_then_more(**kw):
-        return selective_scan(**kw, delta_softplus=True, backend="cuda").sin() * 2
+        return selective_scan(**kw, delta_softplus=True, backend=kernel).sin() * 2
 
     explanation = torch._dynamo.explain(scan_then_more)(**inputs)
     assert explanation.graph_break_count == 0, explanation.break_reasons
@@ -199,12 +250,12 @@ def test_scan_kernel_compiles_into_one_graph():
 
 
 @requires_cuda
-@requires_scan_kernel
 @pytest.mark.cuda
-def test_selective_scan_cuda_without_optional_inputs_matches_torch():
+@pytest.mark.parametrize("kernel", SCAN_KERNELS)
+def test_selective_scan_kernel_without_optional_inputs_matches_torch(kernel):
     inputs = scan_inputs(batch=2, dim=32, state=16, length=100, dtype=torch.float32, device="cuda")
     inputs = {k: v for k, v in inputs.items() if k not in ("D", "z", "delta_bias")}  # mamba-ssm's own path
-    got = outputs_and_grads(selective_scan, inputs, backend="cuda")
+    got = outputs_and_grads(selective_scan, inputs, backend=kernel)
     want = outputs_and_grads(selective_scan, inputs, backend="torch")
     for name, g, w in zip(["out", *inputs], got, want, strict=True):
         assert relative_error(g, w) < 2e-3, f"{name}: relative error {relative_error(g, w):.2e}"

@@ -2,11 +2,12 @@
 kernels), and picks a backend.
 
 mamba-ssm 2.3.2.post1 raises at import wherever its compiled extension is missing (any CPU machine), so
-both imports are guarded here and nowhere else. A backend is ``cuda`` (the compiled kernels) or ``torch``
-(pure PyTorch in :mod:`ginr.ops`); ``auto`` takes ``cuda`` when the kernels import and the tensors are on
-a GPU. The environment variable ``GINR_MAMBA_BACKEND`` overrides the configured choice.
-ginr's Triton kernels (:mod:`ginr.ops.geglu_triton`) run on every CUDA tensor when Triton imports;
-``GINR_TRITON=0`` leaves them out (the PyTorch references run instead).
+both imports are guarded here and nowhere else. The encoder's backend is ``cuda`` (mamba-ssm's compiled
+kernels), ``triton`` (ginr's Triton scan, :mod:`ginr.ops.scan_triton`: a GPU without mamba-ssm) or
+``torch`` (pure PyTorch in :mod:`ginr.ops`); ``auto`` takes the first of those that can run: the kernels
+need the tensors on a GPU. The environment variable ``GINR_MAMBA_BACKEND`` overrides the configured choice.
+ginr's GEGLU kernel (:mod:`ginr.ops.geglu_triton`) runs on every CUDA tensor when Triton imports;
+``GINR_TRITON=0`` leaves ginr's Triton kernels out (the PyTorch references run instead).
 
 :func:`simulate_kernels` swaps in stand-ins for the kernels, so that the memory planner runs the GPU's code
 path on CPU (fake) tensors.
@@ -22,7 +23,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "cuda", "torch"]
+Backend = Literal["auto", "cuda", "triton", "torch"]
 BACKENDS = get_args(Backend)
 ENV_VAR = "GINR_MAMBA_BACKEND"
 TRITON_ENV_VAR = "GINR_TRITON"
@@ -102,19 +103,20 @@ def _scan_op(kernel, fallback: Callable) -> Callable:
     return selective_scan_fn
 
 
-def _import_triton_kernels() -> tuple[Callable | None, str]:
+def _import_triton_kernels() -> tuple[Callable | None, Callable | None, str]:
     if os.environ.get(TRITON_ENV_VAR, "1") == "0":
-        return None, f"ginr Triton kernels off ({TRITON_ENV_VAR}=0)"
+        return None, None, f"ginr Triton kernels off ({TRITON_ENV_VAR}=0)"
     try:
         from ginr.ops.geglu_triton import geglu_cuda
+        from ginr.ops.scan_triton import selective_scan_triton
     except Exception as err:  # no Triton (CPU-only installs), or one too old for torch.library.triton_op
-        return None, f"ginr Triton kernels unavailable ({type(err).__name__}: {err})"
-    return geglu_cuda, "ginr Triton kernels available"
+        return None, None, f"ginr Triton kernels unavailable ({type(err).__name__}: {err})"
+    return geglu_cuda, selective_scan_triton, "ginr Triton kernels available"
 
 
 # mamba_inner_cuda fuses conv, projections, scan and gate of a whole mixer in one autograd function.
 selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, KERNEL_STATUS = _import_kernels()
-geglu_cuda, TRITON_STATUS = _import_triton_kernels()
+geglu_cuda, selective_scan_triton, TRITON_STATUS = _import_triton_kernels()
 _logged: set[tuple[str, str]] = set()
 _simulated = False  # inside simulate_kernels: stand-ins run the "cuda" path on any device
 
@@ -134,19 +136,23 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     """The backend to run on ``device``: the env var wins over ``requested``; logged once per choice."""
     requested = check_backend(os.environ.get(ENV_VAR, requested))
     on_gpu = device.type == "cuda" or _simulated
-    if requested == "cuda":
-        if selective_scan_cuda is None or not on_gpu:
-            why = KERNEL_STATUS if selective_scan_cuda is None else f"tensors are on {device.type}"
-            raise RuntimeError(f"mamba backend 'cuda' was requested but cannot run: {why}")
-        chosen = "cuda"
+    kernels = {"cuda": (selective_scan_cuda, KERNEL_STATUS), "triton": (selective_scan_triton, TRITON_STATUS)}
+    if requested in kernels:
+        kernel, status = kernels[requested]
+        if kernel is None or not on_gpu:
+            why = status if kernel is None else f"tensors are on {device.type}"
+            raise RuntimeError(f"mamba backend {requested!r} was requested but cannot run: {why}")
+        chosen = requested
     elif requested == "torch":
         chosen = "torch"
     else:
-        chosen = "cuda" if selective_scan_cuda is not None and on_gpu else "torch"
+        chosen = next(
+            (name for name, (kernel, _) in kernels.items() if kernel is not None and on_gpu), "torch"
+        )
     key = (requested, chosen)
     if key not in _logged and not _simulated and not torch.compiler.is_compiling():  # a log breaks a graph
         _logged.add(key)
-        log.info("mamba backend: %s (requested %s; %s)", chosen, requested, KERNEL_STATUS)
+        log.info("mamba backend: %s (requested %s; %s; %s)", chosen, requested, KERNEL_STATUS, TRITON_STATUS)
     return chosen
 
 

@@ -4,7 +4,8 @@ Shapes follow mamba-ssm's ``selective_scan_fn``: ``u, delta, z: (B, D, L)``, ``A
 ``B, C: (B, N, L)`` (input-dependent, shared by all channels) or ``(B, G, N, L)`` (one per group of
 ``D / G`` consecutive channels), ``D, delta_bias: (D,)``. Output ``(B, D, L)`` in ``u``'s dtype.
 
-- :func:`selective_scan`: dispatch to the CUDA kernel or the PyTorch version (see ``ops.backend``);
+- :func:`selective_scan`: dispatch to mamba-ssm's CUDA kernel, ginr's Triton kernel
+  (``ops.scan_triton``) or the PyTorch version (see ``ops.backend``);
 - :func:`selective_scan_torch`: pure PyTorch, parallel over time (``ops.scan``), used on CPU;
 - :func:`selective_scan_ref`: a plain loop over time, the reference the other two are tested against.
 """
@@ -112,6 +113,9 @@ def selective_scan(
 ) -> torch.Tensor:
     """Selective scan on the backend ``backend`` resolves to for ``u``'s device."""
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if _backend.resolve_backend(backend, u.device) == "cuda":
+    chosen = _backend.resolve_backend(backend, u.device)
+    if chosen == "cuda":
         return _backend.selective_scan_cuda(*args).to(u.dtype)
+    if chosen == "triton":
+        return _backend.selective_scan_triton(*args).to(u.dtype)
     return selective_scan_torch(*args).to(u.dtype)

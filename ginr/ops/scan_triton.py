@@ -1,0 +1,253 @@
+"""The selective scan (:func:`ginr.ops.selective_scan.selective_scan`) in Triton, as torch ops that
+``torch.compile`` traces into: the ``triton`` backend, which needs no mamba-ssm.
+
+Imported only through :mod:`ginr.ops.backend` (it needs Triton). A program owns one sequence of the
+batch and ``BLOCK_D`` channels of one group of B and C, the whole sequence in one tile (up to
+``MAX_LENGTH`` steps), and walks the state index n: for each, the states along the sequence come from one
+associative scan (in-thread over each thread's steps, then across threads), and the output adds
+``C_n h_n``. The backward recomputes the states for each n and runs the adjoint recurrence
+``g_t = a_(t+1) g_(t+1) + C_t dy_t`` as a reverse scan; the gradients of B and C, shared by the group's
+channels, are summed over a program's channels in registers and added atomically across programs (as
+mamba-ssm's kernel adds them, so they are not bit-reproducible); those of A, D and the dt bias are written
+per sequence and summed over the batch afterwards.
+
+Recurrence, with ``dt = softplus(delta + delta_bias)`` (or without the softplus) and ``a = exp(dt A)``:
+``h_t = a_t h_(t-1) + dt_t u_t B_t``, ``y_t = C_t . h_t + D u_t``, ``out_t = y_t silu(z_t)`` (``y_t``
+without z).
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
+
+# Channels per program, forward and backward, at 16 steps per thread (tools/scan_tiles.py, an H100).
+FWD_ROWS, BWD_ROWS, ITEMS_PER_THREAD = 2, 1, 16
+MAX_LENGTH = 16384  # longer sequences take mamba-ssm's kernel or PyTorch
+_LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _combine(a_first, x_first, a_then, x_then):
+    """Two steps of ``h -> a h + x`` composed, the first one first."""
+    return a_first * a_then, x_first * a_then + x_then
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _load_dt(delta_ptr, bias, at, mask, SOFTPLUS: tl.constexpr):
+    """dt before and after the softplus; zero outside the sequence (a step that keeps the state)."""
+    dt_in = tl.load(delta_ptr + at, mask=mask, other=0.0).to(tl.float32) + bias[:, None]
+    dt = _softplus(dt_in) if SOFTPLUS else dt_in
+    return dt_in, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _states(dt, dtu, A2_n, B_n):
+    """The states of one state index along the sequence, (BLOCK_D, BLOCK_L), and the input term."""
+    a = tl.exp2(dt * A2_n[:, None])
+    x = dtu * B_n[None, :]
+    _, h = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
+    return h, x
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr,
+    dim, length, n_state, groups, channels_per_group,
+    SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+):  # fmt: skip
+    batch = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    t = tl.arange(0, BLOCK_L)
+    d_ok, t_ok = d < dim, t < length
+    mask = d_ok[:, None] & t_ok[None, :]
+    group = (tl.program_id(1) * BLOCK_D) // channels_per_group
+    bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0)
+    at = (batch * dim + d).to(tl.int64)[:, None] * length + t[None, :]
+    u = tl.load(u_ptr + at, mask=mask, other=0.0).to(tl.float32)
+    _, dt = _load_dt(delta_ptr, bias, at, mask, SOFTPLUS)
+    dtu = dt * u
+    y = tl.load(D_ptr + d, mask=d_ok, other=0.0)[:, None] * u
+    bc = (batch * groups + group).to(tl.int64) * n_state * length
+    for n in range(n_state):
+        A2_n = tl.load(A_ptr + d * n_state + n, mask=d_ok, other=0.0) * _LOG2E
+        B_n = tl.load(B_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
+        C_n = tl.load(C_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
+        h, _ = _states(dt, dtu, A2_n, B_n)
+        y += h * C_n[None, :]
+    if HAS_Z:
+        z = tl.load(z_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        y = y * z * tl.sigmoid(z)
+    tl.store(out_ptr + at, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    dim, length, n_state, groups, channels_per_group,
+    SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+):  # fmt: skip
+    batch = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    t = tl.arange(0, BLOCK_L)
+    d_ok, t_ok = d < dim, t < length
+    mask = d_ok[:, None] & t_ok[None, :]
+    group = (tl.program_id(1) * BLOCK_D) // channels_per_group
+    bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0)
+    D = tl.load(D_ptr + d, mask=d_ok, other=0.0)
+    at = (batch * dim + d).to(tl.int64)[:, None] * length + t[None, :]
+    u = tl.load(u_ptr + at, mask=mask, other=0.0).to(tl.float32)
+    dt_in, dt = _load_dt(delta_ptr, bias, at, mask, SOFTPLUS)
+    # a of the next step (past the end: a step that keeps the adjoint, which is zero there)
+    _, dt_next = _load_dt(delta_ptr, bias, at + 1, d_ok[:, None] & (t + 1 < length)[None, :], SOFTPLUS)
+    dtu = dt * u
+    dout = tl.load(dout_ptr + at, mask=mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        gate = tl.sigmoid(z)
+        dy = dout * z * gate
+    else:
+        dy = dout
+    y = D[:, None] * u
+    gB = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum over n of g B
+    ddt_a = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum over n of g a h_(t-1) A
+    bc = (batch * groups + group).to(tl.int64) * n_state * length
+    per_channel = (batch * dim + d).to(tl.int64)
+    for n in range(n_state):
+        A_n = tl.load(A_ptr + d * n_state + n, mask=d_ok, other=0.0)
+        A2_n = A_n * _LOG2E
+        B_n = tl.load(B_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
+        C_n = tl.load(C_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
+        h, x = _states(dt, dtu, A2_n, B_n)
+        y += h * C_n[None, :]
+        # The adjoint g_t = a_(t+1) g_(t+1) + C_t dy_t, a scan in reverse time.
+        a_next = tl.exp2(dt_next * A2_n[:, None])
+        _, g = tl.associative_scan((a_next, dy * C_n[None, :]), axis=1, combine_fn=_combine, reverse=True)
+        g_ah = g * (h - x)  # g_t a_t h_(t-1): the gradient through a_t = exp(dt_t A)
+        gB += g * B_n[None, :]
+        ddt_a += g_ah * A_n[:, None]
+        tl.store(dA_ptr + per_channel * n_state + n, tl.sum(g_ah * dt, axis=1), mask=d_ok)
+        tl.atomic_add(dB_ptr + bc + n * length + t, tl.sum(g * dtu, axis=0), mask=t_ok, sem="relaxed")
+        tl.atomic_add(dC_ptr + bc + n * length + t, tl.sum(h * dy, axis=0), mask=t_ok, sem="relaxed")
+    if HAS_Z:
+        dz = dout * y * gate * (1.0 + z * (1.0 - gate))
+        tl.store(dz_ptr + at, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+    tl.store(du_ptr + at, (dt * gB + D[:, None] * dy).to(du_ptr.dtype.element_ty), mask=mask)
+    ddt = u * gB + ddt_a
+    if SOFTPLUS:
+        ddt = ddt * tl.sigmoid(dt_in)
+    ddt = tl.where(mask, ddt, 0.0)
+    tl.store(ddelta_ptr + at, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
+    tl.store(dD_ptr + per_channel, tl.sum(dy * u, axis=1), mask=d_ok)
+    tl.store(dbias_ptr + per_channel, tl.sum(ddt, axis=1), mask=d_ok)
+
+
+def tile(length: int, per_group: int, rows: int) -> dict[str, int]:
+    """The whole sequence in BLOCK_L; up to ``rows`` channels (dividing a group's) and the warps that give
+    each thread ITEMS_PER_THREAD steps of each."""
+    block_l = triton.next_power_of_2(length)
+    block_d = min(rows, per_group & -per_group)
+    warps = max(1, min(16, block_d * block_l // (ITEMS_PER_THREAD * 32)))
+    return {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps}
+
+
+def _layout(u: Tensor, B: Tensor, block_d: int) -> tuple[int, int, int, int, int, int]:
+    batch, dim, length = u.shape
+    groups, n_state = B.shape[1], B.shape[2]
+    per_group = dim // groups
+    if dim % groups or per_group % block_d:
+        raise ValueError(
+            f"the Triton scan needs channels per group ({dim} / {groups}) divisible by its tile of {block_d}"
+        )
+    return batch, dim, length, groups, n_state, per_group
+
+
+def launch_fwd(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
+    delta_bias: Tensor, softplus: bool, tiles: dict[str, int] | None = None,
+) -> Tensor:  # fmt: skip
+    tiles = tiles or tile(u.shape[2], u.shape[1] // B.shape[1], FWD_ROWS)
+    batch, dim, length, groups, n_state, per_group = _layout(u, B, tiles["BLOCK_D"])
+    out = torch.empty_like(u if z is None else z)
+    wrap_triton(_scan_fwd_kernel)[(batch, dim // tiles["BLOCK_D"])](
+        u, delta, A, B, C, D, u if z is None else z, delta_bias, out, dim, length, n_state, groups, per_group,
+        SOFTPLUS=softplus, HAS_Z=z is not None, **tiles,
+    )  # fmt: skip
+    return out
+
+
+def launch_bwd(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
+    delta_bias: Tensor, dout: Tensor, softplus: bool, tiles: dict[str, int] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:  # fmt: skip
+    tiles = tiles or tile(u.shape[2], u.shape[1] // B.shape[1], BWD_ROWS)
+    batch, dim, length, groups, n_state, per_group = _layout(u, B, tiles["BLOCK_D"])
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = None if z is None else torch.empty_like(z)
+    f32 = {"dtype": torch.float32}
+    dA = u.new_empty(batch, dim, n_state, **f32)
+    dD, dbias = u.new_empty(batch, dim, **f32), u.new_empty(batch, dim, **f32)
+    dB, dC = u.new_zeros(B.shape, **f32), u.new_zeros(C.shape, **f32)
+    wrap_triton(_scan_bwd_kernel)[(batch, dim // tiles["BLOCK_D"])](
+        u, delta, A, B, C, D, u if z is None else z, delta_bias, dout, du, ddelta, du if dz is None else dz,
+        dA, dB, dC, dD, dbias, dim, length, n_state, groups, per_group,
+        SOFTPLUS=softplus, HAS_Z=z is not None, **tiles,
+    )  # fmt: skip
+    return (
+        du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype), dD.sum(0).to(D.dtype),
+        dbias.sum(0).to(delta_bias.dtype), dz,
+    )  # fmt: skip
+
+
+@triton_op("ginr::scan_fwd", mutates_args={})
+def scan_fwd(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
+    delta_bias: Tensor, softplus: bool,
+) -> Tensor:  # fmt: skip
+    return launch_fwd(u, delta, A, B, C, D, z, delta_bias, softplus)
+
+
+@triton_op("ginr::scan_bwd", mutates_args={})
+def scan_bwd(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
+    delta_bias: Tensor, dout: Tensor, softplus: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """The gradients of u, delta, A, B, C, D, delta_bias and z (empty without z)."""
+    *grads, dz = launch_bwd(u, delta, A, B, C, D, z, delta_bias, dout, softplus)
+    return (*grads, u.new_empty(0) if dz is None else dz)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    *tensors, ctx.softplus = inputs
+    ctx.has_z = tensors[6] is not None
+    ctx.save_for_backward(*tensors)
+
+
+def _backward(ctx, dout: Tensor):
+    du, ddelta, dA, dB, dC, dD, dbias, dz = scan_bwd(*ctx.saved_tensors, dout.contiguous(), ctx.softplus)
+    return du, ddelta, dA, dB, dC, dD, dz if ctx.has_z else None, dbias, None
+
+
+scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan_triton(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+    z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
+) -> Tensor:  # fmt: skip
+    """The op with :func:`ginr.ops.selective_scan.selective_scan`'s signature, on CUDA tensors."""
+    dim, length = u.shape[1], u.shape[2]
+    if length > MAX_LENGTH:
+        raise ValueError(f"the Triton scan takes sequences of up to {MAX_LENGTH} steps, got {length}")
+    D = u.new_zeros(dim, dtype=torch.float32) if D is None else D
+    delta_bias = u.new_zeros(dim, dtype=torch.float32) if delta_bias is None else delta_bias
+    B, C = (t.unsqueeze(1) if t.dim() == 3 else t for t in (B, C))
+    u, delta, A, B, C, D, delta_bias = (t.contiguous() for t in (u, delta, A, B, C, D, delta_bias))
+    return scan_fwd(u, delta, A, B, C, D, None if z is None else z.contiguous(), delta_bias, delta_softplus)
