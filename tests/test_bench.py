@@ -26,9 +26,9 @@ def test_cpu_preset_end_to_end(tmp_path, capsys):
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"device", "torch", "command", "date"} <= data["meta"].keys()
     cases = {c["name"]: c for c in data["cases"]}
-    assert len(cases) == 2 + 1 + 3 + 2 + 3 + 2
-    on_kernels = [name for name in cases if name.startswith("encoder/cuda/")]
-    assert len(on_kernels) == 2 and all(cases[n]["status"].startswith("skipped") for n in on_kernels)
+    assert len(cases) == 2 + 1 + 3 + 2 + 4 + 2
+    on_kernels = [name for name in cases if name.startswith(("encoder/cuda/", "encoder/triton/"))]
+    assert len(on_kernels) == 3 and all(cases[n]["status"].startswith("skipped") for n in on_kernels)
     ran = [c for c in cases.values() if c["name"] not in on_kernels]
     assert all(c["status"] == "ok" and c["ms"] > 0 for c in ran)
     assert cases["main/scent_ff/bf16/ckpt-off"]["flops_counted"] > 0
@@ -102,7 +102,7 @@ def test_presets_and_selection():
     sizes = PRESETS["reference"].sizes  # run_case puts the preset's overrides first
     # the training default on a GPU: every variant, and the memory-lean mode, compiled; the rest eager
     assert [c.name for c in compiled] == [
-        "encoder/cuda/joint/compiled", "encoder/cuda/separate/compiled",
+        "encoder/cuda/joint/compiled", "encoder/cuda/separate/compiled", "encoder/triton/joint/compiled",
         *(f"compile/{v}/bf16" for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn", "scent_attn_naive")),
         "compile/scent_ff/bf16/cudagraphs",
         "compile/lean/scent_ff/chunk64", "compile/lean/scent_ff/chunk256", "compile/lean/scent_ff/chunk512",

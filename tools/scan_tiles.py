@@ -50,10 +50,10 @@ def main() -> None:
     for block_d, warps in itertools.product(args.block_d, args.warps):
         tile = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps}
         try:
-            out = st.launch_fwd(*inputs, True, tile)
+            out, y = st.launch_fwd(*inputs, True, tile)
             fwd = do_bench(lambda t=tile: st.launch_fwd(*inputs, True, t))
-            grads = st.launch_bwd(*inputs, dout, True, tile)
-            bwd = do_bench(lambda t=tile: st.launch_bwd(*inputs, dout, True, t))
+            grads = st.launch_bwd(*inputs, y, dout, True, tile)
+            bwd = do_bench(lambda t=tile, y=y: st.launch_bwd(*inputs, y, dout, True, t))
         except Exception as err:  # a tile too large for the registers or shared memory
             print(f"block_d {block_d:>2}, {warps} warps: failed ({type(err).__name__}: {err})")
             continue

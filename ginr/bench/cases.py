@@ -109,8 +109,13 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
             for b in preset.batches
         ]
     if "encoder" in preset.groups:
-        settings = [("cuda", "joint", False), ("cuda", "separate", False), ("torch", "joint", False)]
-        settings += [("cuda", "joint", True), ("cuda", "separate", True)] if compile else []
+        settings = [("cuda", "joint", False), ("cuda", "separate", False), ("triton", "joint", False)]
+        settings += [("torch", "joint", False)]
+        settings += (
+            [("cuda", "joint", True), ("cuda", "separate", True), ("triton", "joint", True)]
+            if compile
+            else []
+        )
         cases += [  # the scan backends, both direction scans on the kernels, and (--compile) compiled
             Case(f"encoder/{b}/{d}{'/compiled' if c else ''}", "encoder", "encoder",
                  (f"encoder.backend={b}", f"encoder.direction_scan={d}", *(("trainer.compile=true",) if c else ())),

@@ -145,6 +145,11 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         ms = {r["name"].removeprefix("encoder/"): r.get("ms") for r in encoder if r["status"] == "ok"}
         ratios = {
             "speed-up of the cuda backend over torch (joint)": ("torch/joint", "cuda/joint"),
+            "speed-up of the cuda backend (mamba-ssm) over triton (joint)": ("triton/joint", "cuda/joint"),
+            "speed-up of the cuda backend over triton (joint), compiled": (
+                "triton/joint/compiled",
+                "cuda/joint/compiled",
+            ),
             "speed-up of joint over separate direction scans (cuda)": ("cuda/separate", "cuda/joint"),
             "the same, compiled": ("cuda/separate/compiled", "cuda/joint/compiled"),
         }

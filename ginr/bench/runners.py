@@ -215,12 +215,16 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     overrides = [*preset.sizes, *case.overrides, f"trainer.precision={case.precision}",
                  f"data.batch_size={case.batch}", *args.overrides]  # fmt: skip
     record["overrides"] = overrides
+    kernel = {
+        "cuda": (scan_backend.selective_scan_cuda, "mamba_ssm"),
+        "triton": (scan_backend.selective_scan_triton, "Triton"),
+    }
     if (
         case.group == "encoder"
-        and case.backend == "cuda"
-        and (device.type != "cuda" or scan_backend.selective_scan_cuda is None)
+        and case.backend in kernel
+        and (device.type != "cuda" or kernel[case.backend][0] is None)
     ):
-        record["status"] = "skipped: needs CUDA and the mamba_ssm kernels"
+        record["status"] = f"skipped: needs CUDA and the {kernel[case.backend][1]} kernels"
         return record
     cfg = case_config(tuple(overrides))
     record["config"] = OmegaConf.to_container(cfg, resolve=True)

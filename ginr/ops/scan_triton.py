@@ -58,7 +58,7 @@ def _states(dt, dtu, A2_n, B_n):
 
 @triton.jit
 def _scan_fwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, y_ptr,
     dim, length, n_state, groups, channels_per_group,
     SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
@@ -81,7 +81,8 @@ def _scan_fwd_kernel(
         C_n = tl.load(C_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
         h, _ = _states(dt, dtu, A2_n, B_n)
         y += h * C_n[None, :]
-    if HAS_Z:
+    if HAS_Z:  # y before the gate is kept for the backward
+        tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=mask)
         z = tl.load(z_ptr + at, mask=mask, other=0.0).to(tl.float32)
         y = y * z * tl.sigmoid(z)
     tl.store(out_ptr + at, y.to(out_ptr.dtype.element_ty), mask=mask)
@@ -89,11 +90,13 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, dout_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
     dim, length, n_state, groups, channels_per_group,
     SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
+    # Few tiles stay live through the loop over n (the registers bound this kernel): what the loop does
+    # not need is loaded before or after it.
     batch = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     t = tl.arange(0, BLOCK_L)
@@ -101,21 +104,20 @@ def _scan_bwd_kernel(
     mask = d_ok[:, None] & t_ok[None, :]
     group = (tl.program_id(1) * BLOCK_D) // channels_per_group
     bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0)
-    D = tl.load(D_ptr + d, mask=d_ok, other=0.0)
     at = (batch * dim + d).to(tl.int64)[:, None] * length + t[None, :]
-    u = tl.load(u_ptr + at, mask=mask, other=0.0).to(tl.float32)
-    dt_in, dt = _load_dt(delta_ptr, bias, at, mask, SOFTPLUS)
+    dy = tl.load(dout_ptr + at, mask=mask, other=0.0).to(tl.float32)
+    if HAS_Z:  # the gate's gradient needs the output before the gate, saved by the forward
+        z = tl.load(z_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(y_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        gate = tl.sigmoid(z)
+        tl.store(
+            dz_ptr + at, (dy * y * gate * (1.0 + z * (1.0 - gate))).to(dz_ptr.dtype.element_ty), mask=mask
+        )
+        dy = dy * z * gate
+    _, dt = _load_dt(delta_ptr, bias, at, mask, SOFTPLUS)
     # a of the next step (past the end: a step that keeps the adjoint, which is zero there)
     _, dt_next = _load_dt(delta_ptr, bias, at + 1, d_ok[:, None] & (t + 1 < length)[None, :], SOFTPLUS)
-    dtu = dt * u
-    dout = tl.load(dout_ptr + at, mask=mask, other=0.0).to(tl.float32)
-    if HAS_Z:
-        z = tl.load(z_ptr + at, mask=mask, other=0.0).to(tl.float32)
-        gate = tl.sigmoid(z)
-        dy = dout * z * gate
-    else:
-        dy = dout
-    y = D[:, None] * u
+    dtu = dt * tl.load(u_ptr + at, mask=mask, other=0.0).to(tl.float32)
     gB = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum over n of g B
     ddt_a = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum over n of g a h_(t-1) A
     bc = (batch * groups + group).to(tl.int64) * n_state * length
@@ -126,7 +128,6 @@ def _scan_bwd_kernel(
         B_n = tl.load(B_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
         C_n = tl.load(C_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
         h, x = _states(dt, dtu, A2_n, B_n)
-        y += h * C_n[None, :]
         # The adjoint g_t = a_(t+1) g_(t+1) + C_t dy_t, a scan in reverse time.
         a_next = tl.exp2(dt_next * A2_n[:, None])
         _, g = tl.associative_scan((a_next, dy * C_n[None, :]), axis=1, combine_fn=_combine, reverse=True)
@@ -136,16 +137,16 @@ def _scan_bwd_kernel(
         tl.store(dA_ptr + per_channel * n_state + n, tl.sum(g_ah * dt, axis=1), mask=d_ok)
         tl.atomic_add(dB_ptr + bc + n * length + t, tl.sum(g * dtu, axis=0), mask=t_ok, sem="relaxed")
         tl.atomic_add(dC_ptr + bc + n * length + t, tl.sum(h * dy, axis=0), mask=t_ok, sem="relaxed")
-    if HAS_Z:
-        dz = dout * y * gate * (1.0 + z * (1.0 - gate))
-        tl.store(dz_ptr + at, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+    u = tl.load(u_ptr + at, mask=mask, other=0.0).to(tl.float32)
+    D = tl.load(D_ptr + d, mask=d_ok, other=0.0)
     tl.store(du_ptr + at, (dt * gB + D[:, None] * dy).to(du_ptr.dtype.element_ty), mask=mask)
+    tl.store(dD_ptr + per_channel, tl.sum(dy * u, axis=1), mask=d_ok)
     ddt = u * gB + ddt_a
     if SOFTPLUS:
+        dt_in, _ = _load_dt(delta_ptr, bias, at, mask, False)
         ddt = ddt * tl.sigmoid(dt_in)
     ddt = tl.where(mask, ddt, 0.0)
     tl.store(ddelta_ptr + at, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
-    tl.store(dD_ptr + per_channel, tl.sum(dy * u, axis=1), mask=d_ok)
     tl.store(dbias_ptr + per_channel, tl.sum(ddt, axis=1), mask=d_ok)
 
 
@@ -172,20 +173,22 @@ def _layout(u: Tensor, B: Tensor, block_d: int) -> tuple[int, int, int, int, int
 def launch_fwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
     delta_bias: Tensor, softplus: bool, tiles: dict[str, int] | None = None,
-) -> Tensor:  # fmt: skip
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The output and, with z, the output before the gate (empty without z)."""
     tiles = tiles or tile(u.shape[2], u.shape[1] // B.shape[1], FWD_ROWS)
     batch, dim, length, groups, n_state, per_group = _layout(u, B, tiles["BLOCK_D"])
     out = torch.empty_like(u if z is None else z)
+    y = u.new_empty(0) if z is None else torch.empty_like(out)
     wrap_triton(_scan_fwd_kernel)[(batch, dim // tiles["BLOCK_D"])](
-        u, delta, A, B, C, D, u if z is None else z, delta_bias, out, dim, length, n_state, groups, per_group,
-        SOFTPLUS=softplus, HAS_Z=z is not None, **tiles,
+        u, delta, A, B, C, D, u if z is None else z, delta_bias, out, out if z is None else y,
+        dim, length, n_state, groups, per_group, SOFTPLUS=softplus, HAS_Z=z is not None, **tiles,
     )  # fmt: skip
-    return out
+    return out, y
 
 
 def launch_bwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
-    delta_bias: Tensor, dout: Tensor, softplus: bool, tiles: dict[str, int] | None = None,
+    delta_bias: Tensor, y: Tensor, dout: Tensor, softplus: bool, tiles: dict[str, int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:  # fmt: skip
     tiles = tiles or tile(u.shape[2], u.shape[1] // B.shape[1], BWD_ROWS)
     batch, dim, length, groups, n_state, per_group = _layout(u, B, tiles["BLOCK_D"])
@@ -196,7 +199,8 @@ def launch_bwd(
     dD, dbias = u.new_empty(batch, dim, **f32), u.new_empty(batch, dim, **f32)
     dB, dC = u.new_zeros(B.shape, **f32), u.new_zeros(C.shape, **f32)
     wrap_triton(_scan_bwd_kernel)[(batch, dim // tiles["BLOCK_D"])](
-        u, delta, A, B, C, D, u if z is None else z, delta_bias, dout, du, ddelta, du if dz is None else dz,
+        u, delta, A, B, C, D, u if z is None else z, delta_bias, u if z is None else y, dout,
+        du, ddelta, du if dz is None else dz,
         dA, dB, dC, dD, dbias, dim, length, n_state, groups, per_group,
         SOFTPLUS=softplus, HAS_Z=z is not None, **tiles,
     )  # fmt: skip
@@ -210,27 +214,27 @@ def launch_bwd(
 def scan_fwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
     delta_bias: Tensor, softplus: bool,
-) -> Tensor:  # fmt: skip
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     return launch_fwd(u, delta, A, B, C, D, z, delta_bias, softplus)
 
 
 @triton_op("ginr::scan_bwd", mutates_args={})
 def scan_bwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
-    delta_bias: Tensor, dout: Tensor, softplus: bool,
+    delta_bias: Tensor, y: Tensor, dout: Tensor, softplus: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """The gradients of u, delta, A, B, C, D, delta_bias and z (empty without z)."""
-    *grads, dz = launch_bwd(u, delta, A, B, C, D, z, delta_bias, dout, softplus)
+    *grads, dz = launch_bwd(u, delta, A, B, C, D, z, delta_bias, y, dout, softplus)
     return (*grads, u.new_empty(0) if dz is None else dz)
 
 
 def _setup_context(ctx, inputs, output) -> None:
     *tensors, ctx.softplus = inputs
     ctx.has_z = tensors[6] is not None
-    ctx.save_for_backward(*tensors)
+    ctx.save_for_backward(*tensors, output[1])
 
 
-def _backward(ctx, dout: Tensor):
+def _backward(ctx, dout: Tensor, _dy: Tensor):
     du, ddelta, dA, dB, dC, dD, dbias, dz = scan_bwd(*ctx.saved_tensors, dout.contiguous(), ctx.softplus)
     return du, ddelta, dA, dB, dC, dD, dz if ctx.has_z else None, dbias, None
 
@@ -250,4 +254,6 @@ def selective_scan_triton(
     delta_bias = u.new_zeros(dim, dtype=torch.float32) if delta_bias is None else delta_bias
     B, C = (t.unsqueeze(1) if t.dim() == 3 else t for t in (B, C))
     u, delta, A, B, C, D, delta_bias = (t.contiguous() for t in (u, delta, A, B, C, D, delta_bias))
-    return scan_fwd(u, delta, A, B, C, D, None if z is None else z.contiguous(), delta_bias, delta_softplus)
+    return scan_fwd(u, delta, A, B, C, D, None if z is None else z.contiguous(), delta_bias, delta_softplus)[
+        0
+    ]
