@@ -45,7 +45,10 @@ def main() -> None:
         grads = torch.ops.ginr.selective_scan_bwd(*inputs, dout, states, out, True)
         want = (out_z, *grads)
     names = ("out", "du", "ddelta", "dA", "dB", "dC", "dD", "dbias", "dz")
-    print(f"default tile: {st.tile(args.length, args.dim, args.dim // args.groups)}")
+    per_group = args.dim // args.groups
+    print(
+        f"default tiles: forward {st.tile(args.length, per_group, st.FWD_ROWS)}, backward {st.tile(args.length, per_group, st.BWD_ROWS)}"
+    )
     block_l = triton.next_power_of_2(args.length)
     for block_d, warps in itertools.product(args.block_d, args.warps):
         tile = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps}

@@ -1,5 +1,10 @@
-"""The selective scan (:func:`ginr.ops.selective_scan.selective_scan`) in Triton, as torch ops that
-``torch.compile`` traces into: the ``triton`` backend, which needs no mamba-ssm.
+"""The selective scan (:func:`ginr.ops.selective_scan.selective_scan`) in Triton, as two torch custom ops
+(forward, backward): the ``triton`` backend, which needs no mamba-ssm.
+
+``torch.compile`` keeps the ops whole, as it keeps mamba-ssm's (``ops.backend``), so the compiled graph
+around them is the same for both backends: as a ``triton_op`` Inductor traced into the kernels but laid
+out the tensors around them worse (two extra transposing copies per layer, 1 ms per step more than the
+kernels saved; experiments/benchmarks).
 
 Imported only through :mod:`ginr.ops.backend` (it needs Triton). A program owns one sequence of the
 batch and ``BLOCK_D`` channels of one group of B and C, the whole sequence in one tile (up to
@@ -20,7 +25,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
 
 # Channels per program, forward and backward, at 16 steps per thread (tools/scan_tiles.py, an H100).
 FWD_ROWS, BWD_ROWS, ITEMS_PER_THREAD = 2, 1, 16
@@ -179,7 +183,7 @@ def launch_fwd(
     batch, dim, length, groups, n_state, per_group = _layout(u, B, tiles["BLOCK_D"])
     out = torch.empty_like(u if z is None else z)
     y = u.new_empty(0) if z is None else torch.empty_like(out)
-    wrap_triton(_scan_fwd_kernel)[(batch, dim // tiles["BLOCK_D"])](
+    _scan_fwd_kernel[(batch, dim // tiles["BLOCK_D"])](
         u, delta, A, B, C, D, u if z is None else z, delta_bias, out, out if z is None else y,
         dim, length, n_state, groups, per_group, SOFTPLUS=softplus, HAS_Z=z is not None, **tiles,
     )  # fmt: skip
@@ -198,7 +202,7 @@ def launch_bwd(
     dA = u.new_empty(batch, dim, n_state, **f32)
     dD, dbias = u.new_empty(batch, dim, **f32), u.new_empty(batch, dim, **f32)
     dB, dC = u.new_zeros(B.shape, **f32), u.new_zeros(C.shape, **f32)
-    wrap_triton(_scan_bwd_kernel)[(batch, dim // tiles["BLOCK_D"])](
+    _scan_bwd_kernel[(batch, dim // tiles["BLOCK_D"])](
         u, delta, A, B, C, D, u if z is None else z, delta_bias, u if z is None else y, dout,
         du, ddelta, du if dz is None else dz,
         dA, dB, dC, dD, dbias, dim, length, n_state, groups, per_group,
@@ -210,7 +214,7 @@ def launch_bwd(
     )  # fmt: skip
 
 
-@triton_op("ginr::scan_fwd", mutates_args={})
+@torch.library.custom_op("ginr::scan_fwd", mutates_args=())
 def scan_fwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
     delta_bias: Tensor, softplus: bool,
@@ -218,7 +222,7 @@ def scan_fwd(
     return launch_fwd(u, delta, A, B, C, D, z, delta_bias, softplus)
 
 
-@triton_op("ginr::scan_bwd", mutates_args={})
+@torch.library.custom_op("ginr::scan_bwd", mutates_args=())
 def scan_bwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
     delta_bias: Tensor, y: Tensor, dout: Tensor, softplus: bool,
@@ -226,6 +230,18 @@ def scan_bwd(
     """The gradients of u, delta, A, B, C, D, delta_bias and z (empty without z)."""
     *grads, dz = launch_bwd(u, delta, A, B, C, D, z, delta_bias, y, dout, softplus)
     return (*grads, u.new_empty(0) if dz is None else dz)
+
+
+@scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, softplus):
+    out = torch.empty_like(u if z is None else z)
+    return out, u.new_empty(0) if z is None else torch.empty_like(out)
+
+
+@scan_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, y, dout, softplus):
+    grads = (torch.empty_like(t, dtype=t.dtype) for t in (u, delta, A, B, C, D, delta_bias))
+    return (*grads, u.new_empty(0) if z is None else torch.empty_like(z))
 
 
 def _setup_context(ctx, inputs, output) -> None:
