@@ -3,8 +3,7 @@
 
 ``torch.compile`` keeps the ops whole, as it keeps mamba-ssm's (``ops.backend``), so the compiled graph
 around them is the same for both backends: as a ``triton_op`` Inductor traced into the kernels but laid
-out the tensors around them worse (two extra transposing copies per layer, 1 ms per step more than the
-kernels saved; experiments/benchmarks).
+out the tensors around them worse (slower transposing copies, 2.5 ms per step: experiments/benchmarks).
 
 Imported only through :mod:`ginr.ops.backend` (it needs Triton). A program owns one sequence of the
 batch and ``BLOCK_D`` channels of one group of B and C, the whole sequence in one tile (up to
