@@ -60,24 +60,44 @@ def _states(dt, dtu, A2_n, B_n):
 
 
 @triton.jit
+def _program_tile(
+    dim, length, n_state, groups, channels_per_group, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr
+):
+    """This program's channels d and steps t, their masks, the offsets of its (BLOCK_D, BLOCK_L) tile in a
+    (batch, dim, length) tensor, of its group's B and C, and of its channels in a (batch, dim) one."""
+    batch = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    t = tl.arange(0, BLOCK_L)
+    d_ok, t_ok = d < dim, t < length
+    per_channel = (batch * dim + d).to(tl.int64)
+    group = (tl.program_id(1) * BLOCK_D) // channels_per_group
+    bc = (batch * groups + group).to(tl.int64) * n_state * length
+    return (
+        d,
+        t,
+        d_ok,
+        t_ok,
+        d_ok[:, None] & t_ok[None, :],
+        per_channel[:, None] * length + t[None, :],
+        bc,
+        per_channel,
+    )
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, y_ptr,
     dim, length, n_state, groups, channels_per_group,
     SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
-    batch = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    t = tl.arange(0, BLOCK_L)
-    d_ok, t_ok = d < dim, t < length
-    mask = d_ok[:, None] & t_ok[None, :]
-    group = (tl.program_id(1) * BLOCK_D) // channels_per_group
+    d, t, d_ok, t_ok, mask, at, bc, per_channel = _program_tile(
+        dim, length, n_state, groups, channels_per_group, BLOCK_D, BLOCK_L
+    )
     bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0)
-    at = (batch * dim + d).to(tl.int64)[:, None] * length + t[None, :]
     u = tl.load(u_ptr + at, mask=mask, other=0.0).to(tl.float32)
     _, dt = _load_dt(delta_ptr, bias, at, mask, SOFTPLUS)
     dtu = dt * u
     y = tl.load(D_ptr + d, mask=d_ok, other=0.0)[:, None] * u
-    bc = (batch * groups + group).to(tl.int64) * n_state * length
     for n in range(n_state):
         A2_n = tl.load(A_ptr + d * n_state + n, mask=d_ok, other=0.0) * _LOG2E
         B_n = tl.load(B_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
@@ -100,14 +120,10 @@ def _scan_bwd_kernel(
 ):  # fmt: skip
     # Few tiles stay live through the loop over n (the registers bound this kernel): what the loop does
     # not need is loaded before or after it.
-    batch = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    t = tl.arange(0, BLOCK_L)
-    d_ok, t_ok = d < dim, t < length
-    mask = d_ok[:, None] & t_ok[None, :]
-    group = (tl.program_id(1) * BLOCK_D) // channels_per_group
+    d, t, d_ok, t_ok, mask, at, bc, per_channel = _program_tile(
+        dim, length, n_state, groups, channels_per_group, BLOCK_D, BLOCK_L
+    )
     bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0)
-    at = (batch * dim + d).to(tl.int64)[:, None] * length + t[None, :]
     dy = tl.load(dout_ptr + at, mask=mask, other=0.0).to(tl.float32)
     if HAS_Z:  # the gate's gradient needs the output before the gate, saved by the forward
         z = tl.load(z_ptr + at, mask=mask, other=0.0).to(tl.float32)
@@ -123,8 +139,6 @@ def _scan_bwd_kernel(
     dtu = dt * tl.load(u_ptr + at, mask=mask, other=0.0).to(tl.float32)
     gB = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum over n of g B
     ddt_a = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum over n of g a h_(t-1) A
-    bc = (batch * groups + group).to(tl.int64) * n_state * length
-    per_channel = (batch * dim + d).to(tl.int64)
     for n in range(n_state):
         A_n = tl.load(A_ptr + d * n_state + n, mask=d_ok, other=0.0)
         A2_n = A_n * _LOG2E
