@@ -27,7 +27,7 @@ from ginr.models.layers import Attention, FeedForward, PreNorm
 from ginr.ops import backend
 from ginr.ops.causal_conv1d import causal_conv1d
 from ginr.ops.selective_scan import selective_scan
-from tests.conftest import requires_triton_kernels
+from tests.conftest import requires_triton_kernels, requires_triton_scan
 
 SMALL = ["debug=smoke"]  # encoder dim 32, decoder hidden 32, 2 heads x 8, 16 latents, num_layers 2
 
@@ -45,6 +45,27 @@ def test_static_components_follow_the_parameter_count():
     assert result.components["adamw_state"] == 8 * numel
     assert sum(result.components.values()) == result.total
     assert result.batch_size == 2 and result.queries == 32
+
+
+@requires_triton_scan
+def test_the_triton_scan_is_planned_with_its_own_op(monkeypatch):
+    """encoder.backend=triton is labelled as such and predicted by running the Triton op on fake tensors: it
+    saves what mamba-ssm's kernel saves but the chunk states (the output before the gate in place of the
+    output), so only the encoder's share differs, by less than those states."""
+    monkeypatch.delenv(backend.ENV_VAR, raising=False)
+    result = plan(small("experiment=scent_ff", "encoder.backend=triton"), batch_size=2, queries=32)
+    assert result.scan_backend == "triton"
+    cuda_cfg = small("experiment=scent_ff", "encoder.backend=cuda")
+    on_kernels = plan(cuda_cfg, batch_size=2, queries=32, conv_kernel=False).components
+    got = result.components
+    assert {k: v for k, v in got.items() if k != "encoder"} == {
+        k: v for k, v in on_kernels.items() if k != "encoder"
+    }
+    enc = prepare(
+        cuda_cfg
+    ).encoder  # mamba-ssm's states: (batch, both directions' channels, 1 chunk, 2N) floats
+    states = 2 * enc.depth * (2 * enc.expand * enc.dim) * 2 * enc.d_state * 4
+    assert 0 < on_kernels["encoder"] - got["encoder"] <= states
 
 
 def test_ff_ff_activations_are_linear_in_batch_and_queries():

@@ -127,8 +127,14 @@ def target_backend(cfg: DictConfig) -> tuple[str, bool]:
     assumes the GPU machine has the mamba-ssm / causal-conv1d kernels."""
     requested = os.environ.get(scan_backend.ENV_VAR, cfg.encoder.backend)
     here = torch.cuda.is_available()
-    if requested == "torch" or (requested == "auto" and here and scan_backend.selective_scan_cuda is None):
-        return "torch", False
+    if requested == "auto" and here and scan_backend.selective_scan_cuda is None:
+        requested = "triton" if scan_backend.selective_scan_triton is not None else "torch"
+    if requested == "triton" and scan_backend.selective_scan_triton is None:
+        raise ValueError(
+            f"planning encoder.backend=triton runs its op here, which needs Triton: {scan_backend.TRITON_STATUS}"
+        )
+    if requested in ("torch", "triton"):  # the Triton op's fake implementation gives its tensors' sizes
+        return requested, False
     return "cuda", not here or scan_backend.causal_conv1d_cuda is not None
 
 

@@ -223,7 +223,8 @@ def cuda_autocast_policy() -> Iterator[None]:
 def cuda_standins(scan_backend: str, conv_kernel: bool) -> AbstractContextManager:
     """The kernels as the GPU run would have them, through :func:`ginr.ops.backend.simulate_kernels`:
     the GEGLU kernel's stand-in, and on the ``cuda`` scan backend the selective-scan stand-in (and the
-    causal-conv1d one when ``conv_kernel``). The fused mixer (``mamba_inner_fn``, taken where
+    causal-conv1d one when ``conv_kernel``); the ``triton`` backend runs ginr's Triton op itself, whose
+    fake implementation allocates what the kernels do. The fused mixer (``mamba_inner_fn``, taken where
     causal-conv1d is installed) is not simulated: the unfused kernels stand in for it."""
     if scan_backend != "cuda":
         return backend.simulate_kernels(selective_scan=None, geglu=geglu_kernel)
