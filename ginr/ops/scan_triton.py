@@ -27,7 +27,7 @@ from torch import Tensor
 
 # Channels per program, forward and backward, at 16 steps per thread (tools/scan_tiles.py, an H100).
 FWD_ROWS, BWD_ROWS, ITEMS_PER_THREAD = 2, 1, 16
-MAX_LENGTH = 16384  # longer sequences take mamba-ssm's kernel or PyTorch
+MAX_LENGTH = 16384  # longer sequences are refused: encoder.backend=cuda or torch takes them
 _LOG2E = tl.constexpr(1.4426950408889634)
 
 
