@@ -117,6 +117,16 @@ def test_backend_choice(monkeypatch):
         backend.resolve_backend("torch", cpu)
 
 
+@requires_triton_scan
+def test_auto_takes_the_triton_scan_where_mamba_ssm_is_missing():
+    cpu = torch.device("cpu")  # inside simulate_kernels every device takes the kernels' path, as a GPU does
+    with backend.simulate_kernels(selective_scan=None):
+        assert backend.resolve_backend("auto", cpu) == "triton"
+        assert backend.resolve_backend("triton", cpu) == "triton"
+    with backend.simulate_kernels(selective_scan=lambda *args, **kwargs: None):
+        assert backend.resolve_backend("auto", cpu) == "cuda"  # mamba-ssm's kernels, the reference, first
+
+
 def check_triton_scan_kernel() -> None:
     """ginr's Triton scan (the op, through autograd) against the reference in outputs and every gradient:
     B and C shared or in groups, with and without z, D and the dt bias, lengths off the tile sizes. Run
