@@ -1,7 +1,7 @@
 """ginr: generalizable implicit neural representations (BiMamba encoder, SCENT-style decoders).
 
 ``ginr.load(run_dir_or_checkpoint)`` gives a trained model (:mod:`ginr.api`); the command-line entry
-points are ``python -m ginr.train``, ``ginr.evaluate``, ``ginr.bench``, ``ginr.memory``, ``ginr.compare``.
+points are ``python -m ginr.train``, ``ginr.tools.evaluate``, ``ginr.tools.bench``, ``ginr.tools.memory``, ``ginr.tools.compare``.
 """
 
 from typing import Any

@@ -7,7 +7,7 @@ render, rebuilt from the config stored in the checkpoint alone.
     big = run.model.render(latents, 512, 512, images=images)  # (B, C, 512, 512); images= for an image skip
 
 Any image files or folders, encoded, rendered at any sizes and scored where real ground truth exists:
-``ginr.images.render_images(run, ["photos/"], [256, 1024])`` (``python -m ginr.evaluate RUN --inputs``).
+``ginr.tools.images.render_images(run, ["photos/"], [256, 1024])`` (``python -m ginr.tools.evaluate RUN --inputs``).
 """
 
 from dataclasses import dataclass

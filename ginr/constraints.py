@@ -1,5 +1,5 @@
 """Value constraints written into type hints, so a constructor's signature states what its arguments
-allow and the config schema (:mod:`ginr.schema`) checks config values against it before any work.
+allow and the config schema (:mod:`ginr.config.schema`) checks config values against it before any work.
 
     def __init__(self, *, dim: Positive, processor_depth: Count = 0, locality: NonNegative = 0.0): ...
 """

@@ -13,11 +13,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config import ConfigError, check_overrides, compose, default_hardware, prepare
+from ginr.config import CONFIG_DIR, ConfigError, check_overrides, compose, default_hardware, prepare
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.loop import DataError, Trainer
-from ginr.memory import oom_hint
+from ginr.tools.memory import oom_hint
 
 log = logging.getLogger("ginr.train")
 
@@ -77,7 +77,7 @@ def hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     return flat
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     overrides = HydraConfig.get().job.override_dirname
     try:
@@ -100,7 +100,7 @@ def main() -> None:
         if choice == "cpu":
             print(
                 "No CUDA device: hardware=cpu, a scaled-down model and schedule for a CPU run "
-                "(ginr/configs/hardware/cpu.yaml); add hardware=gpu to train the full configuration here.",
+                "(configs/hardware/cpu.yaml); add hardware=gpu to train the full configuration here.",
                 file=sys.stderr,
             )
         sys.argv.insert(1, f"hardware={choice}")  # before any --flag, which Hydra parses first

@@ -3,10 +3,10 @@ GPU-like results."""
 
 import json
 
-from ginr.bench.__main__ import main
-from ginr.bench.cases import PRESETS, build_cases, case_config, selected
-from ginr.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
-from ginr.bench.runners import peak_rate
+from ginr.tools.bench.__main__ import main
+from ginr.tools.bench.cases import PRESETS, build_cases, case_config, selected
+from ginr.tools.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
+from ginr.tools.bench.runners import peak_rate
 
 PNG = b"\x89PNG"
 
@@ -67,7 +67,7 @@ def test_report_of_gpu_results(tmp_path):
     ]  # fmt: skip
     assert query_ratios(results) == {"scent_ff": (1024, 16384, 16.0)}
     meta = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.x", "cuda": "12", "scan_kernels": "ok", "date": "today",
-            "command": "python -m ginr.bench", "preset": "reference", "timing": {"warmup": 3, "repeats": 8}}  # fmt: skip
+            "command": "python -m ginr.tools.bench", "preset": "reference", "timing": {"warmup": 3, "repeats": 8}}  # fmt: skip
     text = markdown(meta, results, PRESETS["reference"])
     assert (
         "| scent_ff | 65536 | OOM |" in text and "| scent_ff | 16384 | 60.0 | 17.00 | 16.00 | 16.0x |" in text

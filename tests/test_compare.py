@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from ginr.compare import runs as compare
-from ginr.compare.__main__ import main as compare_main
+from ginr.tools.compare import runs as compare
+from ginr.tools.compare.__main__ import main as compare_main
 
 T0 = 1_700_000_000.0
 
@@ -180,7 +180,7 @@ def test_labels_name_what_differs_and_datasets_are_ranked_apart(tmp_path: Path, 
 
 
 def test_interval_arithmetic_on_known_spread() -> None:
-    from ginr.compare.seeds import difference, estimate, t_quantile
+    from ginr.tools.compare.seeds import difference, estimate, t_quantile
 
     est = estimate([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: half-width t(2) / sqrt(3)
     assert est.mean == pytest.approx(2.0) and est.half_width == pytest.approx(4.303 / 3**0.5, rel=1e-4)

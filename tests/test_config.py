@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from ginr.config import ConfigError, compose, experiments, mixes_queries, prepare
+from ginr.config.schema import describe
 from ginr.constraints import Positive
-from ginr.schema import describe
 
 SMOKE = ["debug=smoke", "run_dir=unused"]
 

@@ -1,4 +1,4 @@
-"""``python -m ginr.evaluate RUN --inputs ... --sizes ...``: any images, rendered at any size, scored only
+"""``python -m ginr.tools.evaluate RUN --inputs ... --sizes ...``: any images, rendered at any size, scored only
 against real ground truth."""
 
 import csv
@@ -13,8 +13,8 @@ import ginr
 from ginr.config import compose
 from ginr.data.imagefiles import load_image
 from ginr.engine.metrics import ssim, strip_ssim
-from ginr.evaluate import main
-from ginr.images import InputError, render_images
+from ginr.tools.evaluate import main
+from ginr.tools.images import InputError, render_images
 from ginr.train import train
 
 

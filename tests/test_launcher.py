@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from ginr.config import CONFIG_DIR
 from hydra_plugins.ginr_launcher.gpus import GPULauncher, slots
 
 # A stand-in for `python -m ginr.train`: notes its device and the jobs running beside it, fails on "fail".
@@ -54,9 +55,9 @@ def test_jobs_run_on_distinct_gpus_and_a_failing_job_is_recorded(tmp_path: Path)
 
 @pytest.mark.parametrize("sweep", ["decoder_blocks", "decoder_study"])
 def test_sweeps_run_on_the_gpu_launcher(sweep):
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize_config_dir
 
-    with initialize_config_module(config_module="ginr.configs", version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == "hydra_plugins.ginr_launcher.gpus.GPULauncher"
     assert cfg.hydra.sweeper.params.experiment == "glob(*)"
@@ -66,9 +67,9 @@ def test_sweeps_run_on_the_gpu_launcher(sweep):
 
 def test_slurm_launcher_config_asks_one_gpu_per_job_and_overrides_the_sweeps_launcher():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize_config_dir
 
-    with initialize_config_module(config_module="ginr.configs", version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["sweep=decoder_study", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
                       return_hydra_config=True)  # fmt: skip
     launcher = cfg.hydra.launcher

@@ -15,18 +15,18 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-import ginr.memory.simulate as simulate_module
+import ginr.tools.memory.simulate as simulate_module
 from ginr.config import compose as compose_config
 from ginr.config import prepare
 from ginr.engine.build import build_model, count_parameters
-from ginr.memory import check, largest_batch, parse_budget, plan
-from ginr.memory.__main__ import main
-from ginr.memory.simulate import FakeModel, component_of
-from ginr.memory.standins import GEGLU_ROWS_PER_PROGRAM, CudaAutocastPolicy, cuda_standins
 from ginr.models.layers import Attention, FeedForward, PreNorm
 from ginr.ops import backend
 from ginr.ops.causal_conv1d import causal_conv1d
 from ginr.ops.selective_scan import selective_scan
+from ginr.tools.memory import check, largest_batch, parse_budget, plan
+from ginr.tools.memory.__main__ import main
+from ginr.tools.memory.simulate import FakeModel, component_of
+from ginr.tools.memory.standins import GEGLU_ROWS_PER_PROGRAM, CudaAutocastPolicy, cuda_standins
 from tests.conftest import requires_triton_kernels, requires_triton_scan
 
 SMALL = ["debug=smoke"]  # encoder dim 32, decoder hidden 32, 2 heads x 8, 16 latents, num_layers 2
@@ -415,7 +415,7 @@ RECORDED = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / 
 
 
 def test_predictions_stay_within_tolerance_of_the_recorded_h100_peaks(tmp_path):
-    # points behind the accuracy claim (ginr.memory.plan), re-predicted on the CPU: every eager step of
+    # points behind the accuracy claim (ginr.tools.memory.plan), re-predicted on the CPU: every eager step of
     # the joint direction scan but naive attention, and the memory-lean mode
     names = {
         *(

@@ -11,12 +11,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ginr"
 LAYERS = [
     ("ginr.coords", "ginr.constraints", "ginr.ops"),
     ("ginr.models", "ginr.data"),
-    ("ginr.schema", "ginr.config"),
+    ("ginr.config.schema", "ginr.config"),
     ("ginr.engine",),
-    ("ginr.api", "ginr.bench", "ginr.memory", "ginr.compare"),
-    ("ginr.train", "ginr.evaluate", "ginr"),
+    ("ginr.api", "ginr.tools.bench", "ginr.tools.memory", "ginr.tools.compare"),
+    ("ginr.train", "ginr.tools.evaluate", "ginr"),
 ]
-APART = [("ginr.models", "ginr.data"), ("ginr.bench", "ginr.memory"), ("ginr.memory", "ginr.bench")]
+APART = [
+    ("ginr.models", "ginr.data"),
+    ("ginr.tools.bench", "ginr.tools.memory"),
+    ("ginr.tools.memory", "ginr.tools.bench"),
+]
 TOOLS = ("bench", "memory", "compare")
 
 

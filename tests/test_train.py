@@ -13,7 +13,6 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import ginr
-from ginr import evaluate
 from ginr.config import ConfigError, mixes_queries, prepare
 from ginr.coords import image_to_values, pixel_grid
 from ginr.engine.build import build_model
@@ -22,6 +21,7 @@ from ginr.engine.data import prefetched
 from ginr.engine.loop import Trainer
 from ginr.engine.step import select_queries, with_targets_above
 from ginr.models.ginr import GINR
+from ginr.tools import evaluate
 from ginr.train import train
 from tests.conftest import EXPERIMENTS, compose
 

@@ -10,4 +10,4 @@ python3 -m ginr.train sweep=decoder_blocks \
   "hydra.sweeper.params={experiment:'glob(*)',decoder.num_layers:'$depths'}" \
   trainer.max_steps=$steps trainer.eval_every=$((steps / 4)) optim.warmup_steps=$((steps / 10)) \
   logger.progress=false hydra.sweep.dir="$out" 2>&1 | grep -E "job #[0-9]+|jobs|rror" || true
-python3 -m ginr.compare "$out"
+python3 -m ginr.tools.compare "$out"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A change's speed, read in one GPU call (timings drift about 5% between calls): times the tree as it is
-# (after), the tree with PATCH undone (before), then after again, with the same ginr.bench arguments.
+# (after), the tree with PATCH undone (before), then after again, with the same ginr.tools.bench arguments.
 # Make PATCH on a machine with the history, e.g. `git diff 42cbd42 HEAD -- ginr > change.patch`. Usage:
-#   bash tools/bench_ab.sh OUT_DIR PATCH [ginr.bench arguments...]
+#   bash tools/bench_ab.sh OUT_DIR PATCH [ginr.tools.bench arguments...]
 set -euo pipefail
 out=$1
 patch_file=$(realpath "$2")
@@ -16,6 +16,6 @@ for run in after before after2; do
   tree=$PWD
   [ "$run" = before ] && tree=$before
   echo "== $run"
-  (cd "$tree" && python3 -m ginr.bench "$@" --out "$out/$run") | grep "^\["  # the working directory comes first on the path
+  (cd "$tree" && python3 -m ginr.tools.bench "$@" --out "$out/$run") | grep "^\["  # the working directory comes first on the path
 done
 rm -rf "$before"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmarks and memory-planner checks, for one H100:
 #   tools/gpu_bench.sh OUT_DIR
-# 1. python -m ginr.bench --preset reference --out OUT_DIR (its preset stops starting cases after 330 s)
-# 2. python -m ginr.memory.check: the planner against measured peaks -> OUT_DIR/memory_check.md, with
+# 1. python -m ginr.tools.bench --preset reference --out OUT_DIR (its preset stops starting cases after 330 s)
+# 2. python -m ginr.tools.memory.check: the planner against measured peaks -> OUT_DIR/memory_check.md, with
 #    OUT_DIR/memory_<point>.txt (the planner's table beside the measured peak) for each of its points: every
 #    experiment at bf16, and scent_ff with checkpointing, in fp32, at batch 16 and in the memory-lean mode;
 #    then its prediction for every training step that step 1 measured (OUT_DIR/results.json)
@@ -22,8 +22,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 
 failed=0
 started=$SECONDS
-if ! timeout 400 "$python" -m ginr.bench --preset reference --out "$out" 2>&1 | tee "$out/bench.log"; then
-  echo "ginr.bench failed or timed out; see $out/bench.log" >&2
+if ! timeout 400 "$python" -m ginr.tools.bench --preset reference --out "$out" 2>&1 | tee "$out/bench.log"; then
+  echo "ginr.tools.bench failed or timed out; see $out/bench.log" >&2
   failed=1
 fi
 echo "bench: $((SECONDS - started)) s"
@@ -37,9 +37,9 @@ results=()
 if [[ -f "$out/results.json" ]]; then
   results=(--results "$out/results.json")
 fi
-if ! timeout $((budget + 45)) "$python" -m ginr.memory.check "$out" ${results[@]+"${results[@]}"} \
+if ! timeout $((budget + 45)) "$python" -m ginr.tools.memory.check "$out" ${results[@]+"${results[@]}"} \
   --budget-s "$budget" >"$out/memory_check.log" 2>&1; then
-  echo "ginr.memory.check failed or timed out; see $out/memory_check.log" >&2
+  echo "ginr.tools.memory.check failed or timed out; see $out/memory_check.log" >&2
   failed=1
 fi
 cat "$out/memory_check.md" 2>/dev/null || cat "$out/memory_check.log"

@@ -13,7 +13,7 @@ echo "== CUDA tests"
 timeout 240 "$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_ops.py tests/test_models.py 2>&1 | tail -4
 
 echo "== benchmark"
-timeout 300 "$python" -m ginr.bench --preset reference --out "$out/bench" --compile \
+timeout 300 "$python" -m ginr.tools.bench --preset reference --out "$out/bench" --compile \
   --only "main/*/bf16/*" lean/ compile/ 2>&1 | grep -E "^\[|error|Error" | tee "$out/bench.log"
 
 echo "== a real run: 64 images x 1024 pixels per step, as the benchmark's main table"

@@ -13,6 +13,6 @@ out="$(cd "$1" && pwd)"
 shift
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$(mktemp -d)}"
-timeout 300 "${PYTHON:-python}" -m ginr.bench --preset reference --compile --profile --out "$out" \
+timeout 300 "${PYTHON:-python}" -m ginr.tools.bench --preset reference --compile --profile --out "$out" \
   --only "compile/${VARIANT:-scent_ff}/bf16" "$@" 2>&1 | tee "$out/profile.log"
 (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name '*.py' -size +1k -print0 | tar czf "$out/inductor.tgz" --null -T -)

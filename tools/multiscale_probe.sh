@@ -45,11 +45,11 @@ done
 render=${RENDER:-${names[-1]}}
 photos=${PHOTOS:-.photos}
 if [ "$render" != none ]; then
-  python3 -m ginr.evaluate "$runs/$render" --max-images 8 --images 8 --out "$runs/emoji" > /dev/null
+  python3 -m ginr.tools.evaluate "$runs/$render" --max-images 8 --images 8 --out "$runs/emoji" > /dev/null
   cp "$runs/emoji/renders.png" "$out/${render}_test_renders.png"
 fi
 if [ "$render" != none ] && [ -d "$photos" ]; then
-  python3 -m ginr.evaluate "$runs/$render" --inputs "$photos" --sizes 256 512 1024 2048 --out "$runs/photos"
+  python3 -m ginr.tools.evaluate "$runs/$render" --inputs "$photos" --sizes 256 512 1024 2048 --out "$runs/photos"
   cp "$runs/photos/results.json" "$runs/results/${render}_photos.json"
   cp "$runs/photos/per_image.csv" "$runs/results/${render}_photos.csv"
   cp "$runs/photos/astronaut_2048.png" "$runs/photos/astronaut_512_grid.png" "$out/"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real photos to render at any size (ginr.evaluate RUN --inputs DIR --sizes 1024 2048), taken from
+# Real photos to render at any size (ginr.tools.evaluate RUN --inputs DIR --sizes 1024 2048), taken from
 # scikit-image's bundled data on PyPI: astronaut (NASA, public domain), rocket (SpaceX, public domain),
 # coffee and chelsea (CC0 by their photographers). A GPU machine without a registry gets DIR carried.
 #   bash tools/photos.sh [DIR]        (default .photos/, which git ignores)

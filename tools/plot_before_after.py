@@ -1,5 +1,5 @@
 """Before / after bars of ms per step and peak memory per decoder variant, from two or more
-``python -m ginr.bench`` results files (bf16, batch 64, every pixel decoded). Usage:
+``python -m ginr.tools.bench`` results files (bf16, batch 64, every pixel decoded). Usage:
 
     python tools/plot_before_after.py BEFORE.json AFTER.json [MORE_AFTER.json ...] --out PLOT.png
 """

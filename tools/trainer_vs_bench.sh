@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Does `python -m ginr.train` run at the benchmark's speed? Times the default experiment's training step
-# with ginr.bench (compiled, as a GPU trains), then runs a real training of STEPS steps on the default
+# with ginr.tools.bench (compiled, as a GPU trains), then runs a real training of STEPS steps on the default
 # dataset and prints the median ms/step and images/s of its logged windows after the first (which holds
 # the compilation), beside the benchmark's. Data loading, logging and evaluation are excluded from the
 # trainer's window time as they are from the bench's. Usage:
@@ -9,7 +9,7 @@ set -euo pipefail
 out=$1
 steps=${2:-1200}
 mkdir -p "$out"
-python3 -m ginr.bench --preset reference --compile --only 'compile/scent_ff/bf1[6]' --out "$out/bench" | grep "^\["
+python3 -m ginr.tools.bench --preset reference --compile --only 'compile/scent_ff/bf1[6]' --out "$out/bench" | grep "^\["
 python3 -m ginr.train experiment=scent_ff trainer.max_steps="$steps" trainer.log_every=100 \
   trainer.eval_every=100000 trainer.eval_max_images=64 trainer.test_max_images=64 trainer.ckpt_every=100000 \
   logger.progress=false hydra.output_subdir=null hydra.run.dir="$out/run" 2>&1 | grep -E "compile|step [0-9]+:|rror"

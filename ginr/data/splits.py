@@ -1,7 +1,7 @@
 """Dataset splits: the names every dataset accepts and a deterministic hash split.
 
 ``train`` fits the weights, ``val`` selects (best checkpoint, sweep objective, defaults), ``test`` is
-reported at the end of a run and by ``ginr.evaluate``, never used to choose anything.
+reported at the end of a run and by ``ginr.tools.evaluate``, never used to choose anything.
 """
 
 import hashlib

@@ -6,9 +6,9 @@ import time
 
 import torch
 
+from ginr.config.schema import TIMED_STEPS
 from ginr.engine import distributed as dist
 from ginr.engine.step import TrainStep, flop_counter, forward_loss
-from ginr.schema import TIMED_STEPS
 
 log = logging.getLogger(__name__)
 

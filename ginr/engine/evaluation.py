@@ -1,4 +1,4 @@
-"""Evaluation on a held-out split (val during training, test at its end and in ``ginr.evaluate``).
+"""Evaluation on a held-out split (val during training, test at its end and in ``ginr.tools.evaluate``).
 
 At the training resolution: per-image PSNR of unclamped predictions (the GINR protocol, the headline),
 clamped PSNR and SSIM beside it. At each higher resolution, against real higher-resolution ground truth:

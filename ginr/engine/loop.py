@@ -12,6 +12,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from ginr.config.schema import target_resolutions
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.budget import MinutesBudget, count_step_flops
@@ -21,7 +22,6 @@ from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepQueries, StepResult
-from ginr.schema import target_resolutions
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.

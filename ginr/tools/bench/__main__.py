@@ -1,7 +1,7 @@
 """Benchmark the model family: training-step time, memory and MFU per decoder variant, query and batch
 scaling, encoder scan backends, full-image renders.
 
-    python -m ginr.bench [--preset reference|quick|cpu] [--out DIR] [--only NAME...] [--compile]
+    python -m ginr.tools.bench [--preset reference|quick|cpu] [--out DIR] [--only NAME...] [--compile]
                          [--peak-tflops X] [--set KEY=VALUE...]
 
 Writes results.json, results.md, memory_vs_queries.png and ms_per_step.png to --out and prints the
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from ginr.bench.cases import PRESETS, build_cases, selected
-from ginr.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step
-from ginr.bench.runners import run_all
 from ginr.ops import backend as scan_backend
+from ginr.tools.bench.cases import PRESETS, build_cases, selected
+from ginr.tools.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step
+from ginr.tools.bench.runners import run_all
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ginr.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ginr.tools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
     parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks"))
     parser.add_argument("--only", nargs="+", metavar="NAME")
@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only {' '.join(args.only)} matches no case")
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
-        "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(["python -m ginr.bench", *(sys.argv[1:] if argv is None else argv)]),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(["python -m ginr.tools.bench", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "preset": args.preset,
         "timing": asdict(preset.timing), "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "scan_kernels": scan_backend.KERNEL_STATUS,
     }  # fmt: skip
-    print(f"ginr.bench: {len(cases)} cases on {meta['device']}, torch {meta['torch']}", flush=True)
+    print(f"ginr.tools.bench: {len(cases)} cases on {meta['device']}, torch {meta['torch']}", flush=True)
     threads = torch.get_num_threads()
     if device.type == "cpu":  # tiny ops on a busy machine: more threads only add barrier waits
         torch.set_num_threads(1)

@@ -1,12 +1,12 @@
-"""The planner against measured peaks: where its accuracy claim (:mod:`ginr.memory.plan`) comes from.
+"""The planner against measured peaks: where its accuracy claim (:mod:`ginr.tools.memory.plan`) comes from.
 
-    python -m ginr.memory.check OUT_DIR [--results RESULTS_JSON] [--budget-s SECONDS]
+    python -m ginr.tools.memory.check OUT_DIR [--results RESULTS_JSON] [--budget-s SECONDS]
 
 - on a CUDA machine, every point of :func:`points` (the experiments at the reference configuration, and
   ``scent_ff`` with checkpointing, in fp32, at batch 16 and in the memory-lean mode): the prediction and
-  the measured peak of the same step (:func:`ginr.memory.plan.measure_peak`), the planner's table beside it
+  the measured peak of the same step (:func:`ginr.tools.memory.plan.measure_peak`), the planner's table beside it
   in ``OUT_DIR/memory_<point>.txt``;
-- with ``--results``, on any machine: the prediction for every training step that a ``python -m ginr.bench``
+- with ``--results``, on any machine: the prediction for every training step that a ``python -m ginr.tools.bench``
   run measured (its ``results.json``, e.g. ``experiments/benchmarks/reference.json``), against the
   recorded peak.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from ginr.config import compose, experiments, mixes_queries, prepare
-from ginr.memory.plan import measure_peak, plan, report, takes_fused_mixer
 from ginr.ops import backend
+from ginr.tools.memory.plan import measure_peak, plan, report, takes_fused_mixer
 
 TOLERANCE = 0.05
 _CKPT = ("decoder.checkpoint=true", "encoder.checkpoint=true")
@@ -119,7 +119,7 @@ def check_live(out: Path, deadline: float) -> list[Row]:
 
 
 def check_results(path: Path, deadline: float) -> list[Row]:
-    """Every training step a ``ginr.bench`` results file recorded a peak for, predicted here for the kernels
+    """Every training step a ``ginr.tools.bench`` results file recorded a peak for, predicted here for the kernels
     that machine had (with or without causal-conv1d's, from the file's ``scan_kernels``)."""
     data = json.loads(path.read_text())
     fused = "causal_conv1d available" in data["meta"].get("scan_kernels", "")
@@ -162,9 +162,11 @@ def table(title: str, rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ginr.memory.check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ginr.tools.memory.check", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("out", type=Path, help="where memory_<point>.txt and memory_check.md go")
-    parser.add_argument("--results", type=Path, help="a python -m ginr.bench results.json to predict")
+    parser.add_argument("--results", type=Path, help="a python -m ginr.tools.bench results.json to predict")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no point after this")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.budget_s

@@ -1,6 +1,6 @@
 """Memory planner: the peak GPU memory of one training step, predicted from the config alone.
 
-The step is simulated at full size on fake tensors (:mod:`ginr.memory.simulate`): the training loop's own
+The step is simulated at full size on fake tensors (:mod:`ginr.tools.memory.simulate`): the training loop's own
 inputs, forward, loss and backward (``ginr.engine.step``), with CUDA's autocast dtypes and the CUDA kernels'
 saved tensors, every allocation counted as it is made and freed. Parameters, gradients and AdamW state are
 added from the parameter count; the optimizer step (foreach AdamW: one parameter-sized temporary) is a
@@ -33,8 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from ginr.config import prepare
 from ginr.engine.build import amp_dtype, build_train_step, param_groups
 from ginr.engine.step import synthetic_batch
-from ginr.memory.simulate import FakeModel, Trace
 from ginr.ops import backend as scan_backend
+from ginr.tools.memory.simulate import FakeModel, Trace
 
 # cuBLAS workspaces (32 MiB on Hopper) come from the caching allocator, one per thread that runs matmuls:
 # the forward's and the autograd device thread's.
@@ -285,5 +285,5 @@ def oom_hint(cfg: DictConfig, budget_bytes: int) -> str:
     return (
         f"the memory planner predicts a peak of {predicted.total / 1e9:.1f} GB at data.batch_size="
         f"{predicted.batch_size}; the largest batch predicted to fit in {budget_bytes / 1e9:.1f} GB is {fits} "
-        f"(details: python -m ginr.memory <overrides> --budget {budget_bytes / 1e9:.0f}GB)"
+        f"(details: python -m ginr.tools.memory <overrides> --budget {budget_bytes / 1e9:.0f}GB)"
     )

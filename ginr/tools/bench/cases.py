@@ -1,5 +1,5 @@
 """What the benchmark measures: one :class:`Case` per measurement, grouped by preset. The variants are
-the experiments in ``ginr/configs/experiment`` (discovered, never listed here)."""
+the experiments in ``configs/experiment`` (discovered, never listed here)."""
 
 import fnmatch
 import functools

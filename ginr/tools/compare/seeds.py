@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ginr.compare.runs import RunSummary, differing_keys
+from ginr.tools.compare.runs import RunSummary, differing_keys
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal's 1.96 is
 # within 2% of them.

@@ -1,4 +1,4 @@
-"""What a fake-tensor run on the CPU needs to allocate as a CUDA training step does (used by :mod:`ginr.memory.simulate`).
+"""What a fake-tensor run on the CPU needs to allocate as a CUDA training step does (used by :mod:`ginr.tools.memory.simulate`).
 
 - autocast: CPU autocast makes the same bf16 casts of matmuls, with the same weight-cast cache, as CUDA;
   :class:`CudaAutocastPolicy` adds CUDA's float32 list (layer_norm, softmax, exp, ...), which CPU

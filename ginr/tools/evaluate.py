@@ -1,4 +1,4 @@
-"""Evaluate a trained model on its test split (or val), or on any images: ``python -m ginr.evaluate
+"""Evaluate a trained model on its test split (or val), or on any images: ``python -m ginr.tools.evaluate
 RUN_OR_CHECKPOINT [options]`` (or ``ginr-eval``).
 
 The model is rebuilt from the config stored in the checkpoint alone (:func:`ginr.load`). Prints test
@@ -11,7 +11,7 @@ With ``--inputs`` (image files or folders, searched recursively), each image is 
 centre square, resized with Lanczos to the training resolution, rendered at every ``--sizes`` side and
 scored only where the original's centre square is at least that size (downsampled with Lanczos to it);
 renders, grids, ``per_image.csv`` and ``results.json`` go to ``--out`` (default: ``<run>/eval_inputs``).
-Also :func:`ginr.images.render_images` in Python.
+Also :func:`ginr.tools.images.render_images` in Python.
 """
 
 import argparse
@@ -34,7 +34,15 @@ from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
 from ginr.engine.evaluation import evaluate, reconstructions
 from ginr.engine.metrics import UPSCALERS
-from ginr.images import PRECISIONS, InputError, Rendered, check_sizes, find_inputs, render_images, sizes_table
+from ginr.tools.images import (
+    PRECISIONS,
+    InputError,
+    Rendered,
+    check_sizes,
+    find_inputs,
+    render_images,
+    sizes_table,
+)
 
 
 def _split_of(cfg: DictConfig, split: str, resolution: int | None = None) -> Dataset:
@@ -216,7 +224,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m ginr.evaluate", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m ginr.tools.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("ckpt", help="a checkpoint file, or a run directory (its checkpoints/best.ckpt)")
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument(

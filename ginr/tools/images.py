@@ -2,7 +2,7 @@
 truth. Each image's centre square, resized with Lanczos to the training resolution, is encoded and rendered
 at every requested side in chunks of ``trainer.render_chunk`` queries; a side is scored where the original's
 centre square is at least that large (downsampled with Lanczos to it), beside nearest, bicubic and Lanczos
-upscaling of the same input. ``python -m ginr.evaluate RUN --inputs ... --sizes ...`` runs it."""
+upscaling of the same input. ``python -m ginr.tools.evaluate RUN --inputs ... --sizes ...`` runs it."""
 
 import csv
 import json

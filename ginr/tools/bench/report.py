@@ -1,4 +1,4 @@
-"""Markdown tables and plots for ``ginr.bench`` results (one dict per case, as in results.json)."""
+"""Markdown tables and plots for ``ginr.tools.bench`` results (one dict per case, as in results.json)."""
 
 from pathlib import Path
 

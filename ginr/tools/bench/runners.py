@@ -15,10 +15,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.bench.cases import Case, Preset, Timing, case_config
 from ginr.engine.build import amp_dtype, build_model, build_train_step
 from ginr.engine.step import autocast, flop_counter, synthetic_batch
 from ginr.ops import backend as scan_backend
+from ginr.tools.bench.cases import Case, Preset, Timing, case_config
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Compare training runs: a table (markdown + CSV) and PSNR curves from TensorBoard logs.
 
-Usage: python -m ginr.compare RUN_DIRS_OR_MULTIRUN_DIR... [--out DIR]   (or ginr-compare)
+Usage: python -m ginr.tools.compare RUN_DIRS_OR_MULTIRUN_DIR... [--out DIR]   (or ginr-compare)
 """
 
 import argparse
@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ginr.compare import seeds
-from ginr.compare.runs import (
+from ginr.tools.compare import seeds
+from ginr.tools.compare.runs import (
     by_dataset,
     find_runs,
     label_runs,
@@ -23,7 +23,7 @@ from ginr.compare.runs import (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ginr.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ginr.tools.compare", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="run dirs and/or dirs containing runs (e.g. a multirun dir)")
     parser.add_argument("--out", help="output dir (default: the single input dir, else ./compare)")
     args = parser.parse_args(argv)

@@ -1,10 +1,10 @@
 """Predict the peak GPU memory of one training step from the config alone.
 
-    python -m ginr.memory [config overrides, as for ginr.train...] [--budget 24GB]   (or ginr-memory)
+    python -m ginr.tools.memory [config overrides, as for ginr.train...] [--budget 24GB]   (or ginr-memory)
 
 Prints the predicted peak by component (and, on a CUDA machine, the measured peak beside it) and, with
 ``--budget``, the largest ``data.batch_size`` predicted to fit. What the prediction models, and where it
-was checked against measured peaks: :mod:`ginr.memory.plan`; the check itself: ``python -m ginr.memory.check``.
+was checked against measured peaks: :mod:`ginr.tools.memory.plan`; the check itself: ``python -m ginr.tools.memory.check``.
 """
 
 import argparse
@@ -14,11 +14,11 @@ import torch
 from hydra.errors import HydraException
 
 from ginr.config import ConfigError, compose
-from ginr.memory.plan import _prepared, largest_batch, measure_peak, parse_budget, plan, report
+from ginr.tools.memory.plan import _prepared, largest_batch, measure_peak, parse_budget, plan, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ginr.memory", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ginr.tools.memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="config overrides, as for python -m ginr.train")
     parser.add_argument("--budget", help="GPU memory to fit in, e.g. 24GB, 24GiB or 500MB")
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
-"""The run config: composed by Hydra from the YAML groups shipped in ``ginr/configs``, checked against
-:mod:`ginr.schema` before any work, and the one source of the variants (``configs/experiment/*.yaml``).
+"""The run config: composed by Hydra from the YAML groups in ``configs/`` (the repository's root; inside
+the package once installed), checked against :mod:`ginr.config.schema` before any work, and the one source of
+the variants (``configs/experiment/*.yaml``).
 
 Hardware is a config group: ``hardware=gpu`` is the full schedule, ``hardware=cpu`` a scaled-down model
 for a CPU machine; ``python -m ginr.train`` picks it from the machine unless the command line names one.
@@ -19,9 +20,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ginr import schema
+from ginr.config import schema
+from ginr.config.schema import TIMED_STEPS, ConfigError
 from ginr.coords import scale_tag
-from ginr.schema import TIMED_STEPS, ConfigError
 
 __all__ = [
     "CONFIG_DIR",
@@ -35,7 +36,19 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def _config_dir() -> Path:
+    """``configs/`` beside the package in a checkout (editable installs too); ``ginr/configs`` in a wheel,
+    where pyproject.toml maps the folder into the package."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package.parent / "configs", package / "configs"):
+        if (folder / "train.yaml").is_file():
+            return folder
+    raise FileNotFoundError(f"no configs/train.yaml beside or inside {package}: a broken install?")
+
+
+CONFIG_DIR = _config_dir()
 
 
 def experiments() -> list[str]:

@@ -12,7 +12,7 @@ Each allocation is attributed when it is made: in the forward to the module runn
 component of the model's own module tree by :func:`component_of`; outside any module before the backward
 to ``output_loss``; in the backward (``is_bw``) to the temporaries. Attention matrices are what a module
 allocates in the shape of a softmax it takes. Where a CPU run would differ from a CUDA one (autocast's float32 list, the attention and
-mamba kernels), :mod:`ginr.memory.standins` makes it allocate as CUDA does.
+mamba kernels), :mod:`ginr.tools.memory.standins` makes it allocate as CUDA does.
 """
 
 import weakref
@@ -29,7 +29,7 @@ from torch.utils.module_tracker import ModuleTracker
 
 from ginr.engine.build import build_model
 from ginr.engine.step import TrainStep, synthetic_batch
-from ginr.memory.standins import cuda_autocast_policy, cuda_standins
+from ginr.tools.memory.standins import cuda_autocast_policy, cuda_standins
 
 # Children of the model that are broken down into components: the decoder is the ablation axis; the
 # encoder (and any other child) is one component.

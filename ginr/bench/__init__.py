@@ -1,1 +1,0 @@
-"""Benchmarks of the training step, the encoder and renders per variant: ``python -m ginr.bench``."""

@@ -1,1 +1,0 @@
-"""Comparing training runs: a table (markdown + CSV) and PSNR curves, ``python -m ginr.compare``."""

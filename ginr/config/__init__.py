@@ -1,0 +1,26 @@
+"""The run config: Hydra composition of ``configs/`` (:mod:`ginr.config.compose`) and the one schema every
+key is checked against before any work (:mod:`ginr.config.schema`)."""
+
+from ginr.config.compose import (
+    CONFIG_DIR,
+    check_overrides,
+    compose,
+    default_hardware,
+    experiments,
+    mixes_queries,
+    prepare,
+    validate,
+)
+from ginr.config.schema import ConfigError
+
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigError",
+    "check_overrides",
+    "compose",
+    "default_hardware",
+    "experiments",
+    "mixes_queries",
+    "prepare",
+    "validate",
+]

@@ -1,7 +1,0 @@
-"""Memory planner: the peak GPU memory of one training step, predicted from the config alone by running
-the real step on fake tensors (:mod:`ginr.memory.simulate`); ``python -m ginr.memory`` is its command,
-``python -m ginr.memory.check`` compares it with measured peaks (what it models and how well: :mod:`ginr.memory.plan`)."""
-
-from ginr.memory.plan import MemoryPlan, largest_batch, measure_peak, oom_hint, parse_budget, plan
-
-__all__ = ["MemoryPlan", "largest_batch", "measure_peak", "oom_hint", "parse_budget", "plan"]

@@ -1,0 +1,1 @@
+"""Comparing training runs: a table (markdown + CSV) and PSNR curves, ``python -m ginr.tools.compare``."""
