@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ginr.constraints import Positive
-from ginr.models.layers import Attention, AttnImpl, FeedForward, PreNorm
+from ginr.models.layers import AttnImpl, prenorm_attention, prenorm_feedforward
 
 
 def mixes_queries(module: nn.Module) -> bool:
@@ -44,8 +44,8 @@ class AttnFF(nn.Module):
         attn_impl: AttnImpl = "sdpa",
     ):
         super().__init__()
-        self.attn = PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head, impl=attn_impl))
-        self.ff = PreNorm(dim, FeedForward(dim, mult=ff_mult))
+        self.attn = prenorm_attention(dim, heads=heads, dim_head=dim_head, impl=attn_impl)
+        self.ff = prenorm_feedforward(dim, mult=ff_mult)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(x)
@@ -59,8 +59,8 @@ class FFFF(nn.Module):
 
     def __init__(self, *, dim: Positive, ff_mult: Positive = 4):
         super().__init__()
-        self.ff1 = PreNorm(dim, FeedForward(dim, mult=ff_mult))
-        self.ff2 = PreNorm(dim, FeedForward(dim, mult=ff_mult))
+        self.ff1 = prenorm_feedforward(dim, mult=ff_mult)
+        self.ff2 = prenorm_feedforward(dim, mult=ff_mult)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.ff1(x)
@@ -83,9 +83,10 @@ class XAttnFF(nn.Module):
         attn_impl: AttnImpl = "sdpa",
     ):
         super().__init__()
-        attn = Attention(dim, context_dim=context_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
-        self.attn = PreNorm(dim, attn, context_dim=context_dim)
-        self.ff = PreNorm(dim, FeedForward(dim, mult=ff_mult))
+        self.attn = prenorm_attention(
+            dim, context_dim=context_dim, heads=heads, dim_head=dim_head, impl=attn_impl
+        )
+        self.ff = prenorm_feedforward(dim, mult=ff_mult)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(x, context=context)

@@ -38,13 +38,12 @@ from ginr.coords import nyquist
 from ginr.models.blocks import mixes_queries
 from ginr.models.conditioning import CellSize, ImageSkip, ImageSkipMode, LocalityBias, split_cells
 from ginr.models.layers import (
-    Attention,
     AttnImpl,
-    FeedForward,
     FourierFeatures,
-    PreNorm,
     Spectrum,
-    checkpointed,
+    checkpointed_if,
+    prenorm_attention,
+    prenorm_feedforward,
 )
 
 BlockFactory = Callable[..., nn.Module]
@@ -64,10 +63,7 @@ class Stack(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = self.inp(x)
         for blk in self.blocks:
-            if self.checkpoint and torch.is_grad_enabled():
-                x = checkpointed(blk, x, context)
-            else:
-                x = blk(x, context)
+            x = checkpointed_if(self.checkpoint, blk, x, context)
         return x
 
 
@@ -111,7 +107,27 @@ def fourier_factory(
     )
 
 
-class MultiBandDecoder(nn.Module):
+class QueryDecoder(nn.Module):
+    """What both decoders start from: coordinates -> queries (Fourier features of the pixel centres, a
+    projection [+ the pixel's size]). A base class, not a child module, so that these weights keep their
+    names at the top of the decoder (``query_proj``, ``cell``) and checkpoints load across versions."""
+
+    def __init__(self, *, fourier: FourierFeatures, dim: int, resolution: int, cell_conditioning: bool):
+        super().__init__()
+        self.query_fourier = fourier
+        self.query_proj = nn.Linear(self.query_fourier.out_dim, dim)
+        self.cell = CellSize(dim=dim, resolution=resolution) if cell_conditioning else None
+
+    def queries(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """coords (B | 1, N, 2 | 4) -> (the pixel centres (B | 1, N, 2), the queries (B | 1, N, D))."""
+        coords, cells = split_cells(coords)
+        q = self.query_proj(self.query_fourier(coords))
+        if self.cell is not None:
+            q = q + self.cell(cells)
+        return coords, q
+
+
+class MultiBandDecoder(QueryDecoder):
     def __init__(
         self,
         *,
@@ -136,15 +152,16 @@ class MultiBandDecoder(nn.Module):
         image_skip: ImageSkipMode = "none",
         checkpoint: bool = False,
     ):
-        super().__init__()
         if not bandwidths:
             raise ValueError("decoder bandwidths must name at least one scale, got an empty list")
         fourier = fourier_factory(resolution, num_fourier, spectrum, learnable_bandwidth)
-        self.query_fourier = fourier(query_bandwidth)
-        self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
-        self.cell = CellSize(dim=hidden_dim, resolution=resolution) if cell_conditioning else None
-        xattn = Attention(hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
-        self.modulation = PreNorm(hidden_dim, xattn, context_dim=latent_dim)
+        super().__init__(
+            fourier=fourier(query_bandwidth), dim=hidden_dim, resolution=resolution,
+            cell_conditioning=cell_conditioning,
+        )  # fmt: skip
+        self.modulation = prenorm_attention(
+            hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl
+        )
         self.locality = LocalityBias(num_latents=num_latents, strength=locality) if locality > 0 else None
         stack = {"num_layers": num_layers, "block": block, "checkpoint": checkpoint}
         self.bands = nn.ModuleList(
@@ -164,10 +181,7 @@ class MultiBandDecoder(nn.Module):
         self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
     ) -> torch.Tensor:
         """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
-        coords, cells = split_cells(coords)
-        q = self.query_proj(self.query_fourier(coords))
-        if self.cell is not None:
-            q = q + self.cell(cells)
+        coords, q = self.queries(coords)
         bias = self.locality(coords) if self.locality is not None else None
         modulation = q + self.modulation(q, context=latents, bias=bias)
         out = self.chain([band.feature(coords, modulation, latents) for band in self.bands])
@@ -182,7 +196,7 @@ class MultiBandDecoder(nn.Module):
         return out
 
 
-class ScentDecoder(nn.Module):
+class ScentDecoder(QueryDecoder):
     """Fourier queries -> cross-attention to the latents -> + query skip -> GEGLU feedforwards -> linear."""
 
     mixes_queries = False
@@ -207,16 +221,15 @@ class ScentDecoder(nn.Module):
         image_skip: ImageSkipMode = "none",
         checkpoint: bool = False,
     ):
-        super().__init__()
         fourier = fourier_factory(resolution, num_fourier, spectrum, learnable_bandwidth)
-        self.query_fourier = fourier(query_bandwidth)
-        self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
-        self.cell = CellSize(dim=hidden_dim, resolution=resolution) if cell_conditioning else None
-        xattn = Attention(hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl)
-        self.cross_attn = PreNorm(hidden_dim, xattn, context_dim=latent_dim)
-        self.ffs = nn.ModuleList(
-            PreNorm(hidden_dim, FeedForward(hidden_dim, mult=ff_mult)) for _ in range(num_layers)
+        super().__init__(
+            fourier=fourier(query_bandwidth), dim=hidden_dim, resolution=resolution,
+            cell_conditioning=cell_conditioning,
+        )  # fmt: skip
+        self.cross_attn = prenorm_attention(
+            hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl
         )
+        self.ffs = nn.ModuleList(prenorm_feedforward(hidden_dim, mult=ff_mult) for _ in range(num_layers))
         self.out = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, out_channels))
         self.image_skip = ImageSkip.build(image_skip, self.out[-1])
         self.checkpoint = checkpoint
@@ -225,12 +238,9 @@ class ScentDecoder(nn.Module):
         self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
     ) -> torch.Tensor:
         """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
-        coords, cells = split_cells(coords)
-        q = self.query_proj(self.query_fourier(coords))
-        if self.cell is not None:
-            q = q + self.cell(cells)
+        coords, q = self.queries(coords)
         x = q + self.cross_attn(q, context=latents)
         for ff in self.ffs:
-            x = x + (checkpointed(ff, x) if self.checkpoint and torch.is_grad_enabled() else ff(x))
+            x = x + checkpointed_if(self.checkpoint, ff, x)
         out = self.out(x)
         return out if self.image_skip is None else self.image_skip(out, images, coords)

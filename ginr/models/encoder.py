@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from ginr.constraints import Count, Positive
-from ginr.models.layers import Attention, FeedForward, FourierFeatures, PreNorm, checkpointed
+from ginr.models.layers import FourierFeatures, checkpointed, prenorm_attention, prenorm_feedforward
 from ginr.models.mamba import BiMamba, DirectionScan
 from ginr.ops.backend import Backend
 
@@ -110,8 +110,8 @@ class LatentProcessor(nn.Module):
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 [
-                    PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head)),
-                    PreNorm(dim, FeedForward(dim, mult=ff_mult)),
+                    prenorm_attention(dim, heads=heads, dim_head=dim_head),
+                    prenorm_feedforward(dim, mult=ff_mult),
                 ]
             )
             for _ in range(depth)

@@ -24,6 +24,12 @@ def checkpointed(fn, *args: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def checkpointed_if(enabled: bool, fn, *args: torch.Tensor) -> torch.Tensor:
+    """``fn(*args)``, under :func:`checkpointed` when ``enabled`` and autograd is recording: evaluation and
+    rendering keep no activations, so there checkpointing would only cost its graph break."""
+    return checkpointed(fn, *args) if enabled and torch.is_grad_enabled() else fn(*args)
+
+
 class PreNorm(nn.Module):
     """``fn(norm(x), context=norm(context))``; the residual stays in the caller's forward."""
 
@@ -106,6 +112,20 @@ class Attention(nn.Module):
                 logits = logits + bias
             out = logits.softmax(dim=-1) @ v
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+def prenorm_attention(
+    dim: int, *, context_dim: int | None = None, heads: int, dim_head: int, impl: str = "sdpa"
+) -> PreNorm:
+    """Attention behind its LayerNorm(s): self-attention, or cross-attention to a ``context_dim`` context.
+    Every attention sub-layer of the encoder and decoders is one of these, so they all normalise alike."""
+    attn = Attention(dim, context_dim=context_dim, heads=heads, dim_head=dim_head, impl=impl)
+    return PreNorm(dim, attn, context_dim=context_dim)
+
+
+def prenorm_feedforward(dim: int, *, mult: int = 4) -> PreNorm:
+    """A GEGLU feedforward behind its LayerNorm: the other half of every attention block."""
+    return PreNorm(dim, FeedForward(dim, mult=mult))
 
 
 Spectrum = Literal["gaussian", "log"]

@@ -19,6 +19,18 @@ from ginr.ops.causal_conv1d import causal_conv1d
 from ginr.ops.selective_scan import selective_scan
 
 
+def _mixer_scan(
+    x: torch.Tensor, dt: torch.Tensor, A_log: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: torch.Tensor, z: torch.Tensor, dt_bias: torch.Tensor, backend: str,
+) -> torch.Tensor:  # fmt: skip
+    """The selective scan as the mixer parametrises it (as mamba-ssm's does): ``A = -exp(A_log)``, dt through
+    its bias and a softplus, the per-channel parameters in float32 whatever the weights' dtype."""
+    return selective_scan(
+        x, dt, -torch.exp(A_log.float()), B, C, D.float(), z=z, delta_bias=dt_bias.float(),
+        delta_softplus=True, backend=backend,
+    )  # fmt: skip
+
+
 class MambaMixer(nn.Module):
     def __init__(
         self,
@@ -87,18 +99,7 @@ class MambaMixer(nn.Module):
         weight = rearrange(self.conv1d.weight, "d 1 w -> d w")
         x = causal_conv1d(x, weight, self.conv1d.bias, activation="silu", backend=self.backend)
         dt, B, C = self.scan_inputs(x)
-        y = selective_scan(
-            x,
-            dt,
-            -torch.exp(self.A_log.float()),
-            B,
-            C,
-            self.D.float(),
-            z=z,
-            delta_bias=self.dt_proj.bias.float(),
-            delta_softplus=True,
-            backend=self.backend,
-        )
+        y = _mixer_scan(x, dt, self.A_log, B, C, self.D, z, self.dt_proj.bias, self.backend)
         return self.out_proj(rearrange(y, "b d l -> b l d"))
 
     def scan_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -170,18 +171,9 @@ class BiMamba(nn.Module):
         dt = torch.cat([dt_fwd, dt_bwd], dim=1)
         B = torch.stack([B_fwd, B_bwd], dim=1)  # (batch, 2 groups, N, L)
         C = torch.stack([C_fwd, C_bwd], dim=1)
-        y = selective_scan(
-            hidden,
-            dt,
-            -torch.exp(torch.cat([fwd.A_log, bwd.A_log]).float()),
-            B,
-            C,
-            torch.cat([fwd.D, bwd.D]).float(),
-            z=gate,
-            delta_bias=torch.cat([fwd.dt_proj.bias, bwd.dt_proj.bias]).float(),
-            delta_softplus=True,
-            backend=fwd.backend,
-        )
+        A_log, D = torch.cat([fwd.A_log, bwd.A_log]), torch.cat([fwd.D, bwd.D])
+        dt_bias = torch.cat([fwd.dt_proj.bias, bwd.dt_proj.bias])
+        y = _mixer_scan(hidden, dt, A_log, B, C, D, gate, dt_bias, fwd.backend)
         y_fwd, y_bwd = y.chunk(2, dim=1)
         y = rearrange(torch.cat([y_fwd, y_bwd.flip(-1)], dim=1), "b d l -> b l d")
         out_weight = 0.5 * torch.cat([fwd.out_proj.weight, bwd.out_proj.weight], dim=1)

@@ -187,6 +187,13 @@ def _layout(u: Tensor, B: Tensor, block_d: int) -> tuple[int, int, int, int, int
     return batch, dim, length, groups, n_state, per_group
 
 
+def _fwd_outputs(u: Tensor, z: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The forward's outputs, allocated: by the launch and, alike, by the fake that torch.compile and the
+    memory planner trace instead of it."""
+    out = torch.empty_like(u if z is None else z)
+    return out, u.new_empty(0) if z is None else torch.empty_like(out)
+
+
 def launch_fwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor | None,
     delta_bias: Tensor, softplus: bool, tiles: dict[str, int] | None = None,
@@ -194,8 +201,7 @@ def launch_fwd(
     """The output and, with z, the output before the gate (empty without z)."""
     tiles = tiles or tile(u.shape[2], u.shape[1] // B.shape[1], FWD_ROWS)
     batch, dim, length, groups, n_state, per_group = _layout(u, B, tiles["BLOCK_D"])
-    out = torch.empty_like(u if z is None else z)
-    y = u.new_empty(0) if z is None else torch.empty_like(out)
+    out, y = _fwd_outputs(u, z)
     _scan_fwd_kernel[(batch, dim // tiles["BLOCK_D"])](
         u, delta, A, B, C, D, u if z is None else z, delta_bias, out, out if z is None else y,
         dim, length, n_state, groups, per_group, SOFTPLUS=softplus, HAS_Z=z is not None, **tiles,
@@ -247,8 +253,7 @@ def scan_bwd(
 
 @scan_fwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, softplus):
-    out = torch.empty_like(u if z is None else z)
-    return out, u.new_empty(0) if z is None else torch.empty_like(out)
+    return _fwd_outputs(u, z)
 
 
 @scan_bwd.register_fake

@@ -10,6 +10,8 @@ Shapes follow mamba-ssm's ``selective_scan_fn``: ``u, delta, z: (B, D, L)``, ``A
 - :func:`selective_scan_ref`: a plain loop over time, the reference the other two are tested against.
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from einops import einsum
@@ -53,6 +55,31 @@ def _compute_dtype(u: torch.Tensor) -> torch.dtype:
     return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
+def _loop_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All states of ``h_t = a_t h_(t-1) + b_t`` (``h_(-1) = 0``), one step at a time: ``linear_scan``'s
+    result the obvious way, for the reference."""
+    state = torch.zeros_like(a[0])
+    states = []
+    for t in range(a.shape[0]):
+        state = a[t] * state + b[t]
+        states.append(state)
+    return torch.stack(states)
+
+
+def _scan_in_pytorch(
+    recurrence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], u, delta, A, B, C, D, z, delta_bias,
+    delta_softplus,
+) -> torch.Tensor:  # fmt: skip
+    """The scan in float32 (float64 for float64 inputs), its states from ``recurrence``: the PyTorch
+    version and the reference differ only there."""
+    dtype = _compute_dtype(u)
+    u, delta, A, B, C, D, z, delta_bias = (
+        None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias)
+    )
+    delta_a, delta_b_u = _discretize(delta, A, B, u, delta_bias, delta_softplus)
+    return _output(_read_out(recurrence(delta_a, delta_b_u), C), u, D, z)
+
+
 def selective_scan_torch(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -65,13 +92,8 @@ def selective_scan_torch(
     delta_softplus: bool = False,
 ) -> torch.Tensor:
     """Selective scan in PyTorch, computed in float32 (float64 for float64 inputs)."""
-    dtype = _compute_dtype(u)
     with torch.autocast(u.device.type, enabled=False):
-        cast = [None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
-        u, delta, A, B, C, D, z, delta_bias = cast
-        delta_a, delta_b_u = _discretize(delta, A, B, u, delta_bias, delta_softplus)
-        y = _read_out(linear_scan(delta_a, delta_b_u), C)
-        return _output(y, u, D, z)
+        return _scan_in_pytorch(linear_scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 def selective_scan_ref(
@@ -86,16 +108,7 @@ def selective_scan_ref(
     delta_softplus: bool = False,
 ) -> torch.Tensor:
     """Selective scan as a loop over time steps: slow, obviously right, for tests only."""
-    dtype_in, dtype = u.dtype, _compute_dtype(u)
-    cast = [None if t is None else t.to(dtype) for t in (u, delta, A, B, C, D, z, delta_bias)]
-    u, delta, A, B, C, D, z, delta_bias = cast
-    delta_a, delta_b_u = _discretize(delta, A, B, u, delta_bias, delta_softplus)
-    state = torch.zeros_like(delta_a[0])
-    states = []
-    for t in range(u.shape[-1]):
-        state = delta_a[t] * state + delta_b_u[t]
-        states.append(state)
-    return _output(_read_out(torch.stack(states), C), u, D, z).to(dtype_in)
+    return _scan_in_pytorch(_loop_scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus).to(u.dtype)
 
 
 def selective_scan(
