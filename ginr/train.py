@@ -5,6 +5,8 @@ point around it, which also picks the ``hardware`` group for this machine unless
 """
 
 import logging
+import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +15,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config import CONFIG_DIR, ConfigError, check_overrides, compose, default_hardware, prepare
+from ginr.config import (
+    CONFIG_DIR,
+    HYDRA_ERRORS,
+    ConfigError,
+    config_error,
+    default_hardware,
+    prepare,
+    run_dir_of,
+)
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.loop import DataError, Trainer
@@ -25,10 +35,8 @@ log = logging.getLogger("ginr.train")
 def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
     """Train as ``cfg`` says; return the last validation's metrics (``val/psnr``, ``val/best_psnr``, ...) and,
     for a complete run, the test split's (``test/psnr``, ...) of the checkpoint selected on val."""
-    cfg = prepare(cfg)
+    cfg = prepare(cfg)  # a resumed run's run_dir: the folder it continues in
     run_dir = Path(cfg.run_dir)
-    if cfg.trainer.resume:  # continue in the run directory the checkpoint belongs to
-        run_dir = ckpt.run_dir_of(cfg.trainer.resume)
     trainer = Trainer(cfg, run_dir, display_name or cfg.name, oom_hint=oom_hint)
     if trainer.dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -81,17 +89,28 @@ def hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
 def _hydra_main(cfg: DictConfig) -> float | None:
     overrides = HydraConfig.get().job.override_dirname
     try:
-        metrics = train(cfg, f"{cfg.name} {overrides}".strip())
-    except (ConfigError, ckpt.CheckpointError, DataError) as err:
+        metrics = train(cfg, f"{cfg.name} {overrides}".strip())  # validates the config, once
+    except ConfigError as err:
+        _discard_if_unused(Path(HydraConfig.get().runtime.output_dir))
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except (ckpt.CheckpointError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("val/best_psnr")  # the sweep objective: selection reads val only
 
 
+def _discard_if_unused(run_dir: Path) -> None:
+    """Remove the run folder Hydra made for a run that never started (nothing in it but Hydra's own
+    files): a refused config leaves nothing behind. A folder with anything else in it is kept."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def main() -> None:
     """``python -m ginr.train [overrides]``: Hydra's command line, with ``hardware`` picked for this
-    machine unless given, the overrides checked first (one line and exit 2 for an unknown group option
-    or key), and a resumed run written into its own run directory."""
+    machine unless given, and a resumed run written into its own run directory. Hydra composes the config
+    once and :func:`train` validates it once; a bad override, key or value is one line and exit status 2."""
     given = {
         a.lstrip("+~").split("=", 1)[0]: a.split("=", 1)[1] for a in sys.argv[1:] if "=" in a and a[0] != "-"
     }
@@ -104,20 +123,15 @@ def main() -> None:
                 file=sys.stderr,
             )
         sys.argv.insert(1, f"hardware={choice}")  # before any --flag, which Hydra parses first
-    sweeping = any(arg in ("-m", "--multirun") for arg in sys.argv) or "sweep" in given
-    if not sweeping:
-        try:
-            overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
-            ours = [a for a in overrides if not a.lstrip("+~").startswith("hydra.")]
-            check_overrides(ours)
-            prepare(compose(ours))  # every key and value, before Hydra makes a run folder
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        if given.get("trainer.resume", "null") != "null" and "hydra.run.dir" not in given:
-            run_dir = ckpt.run_dir_of(given["trainer.resume"])  # logs and outputs stay with the run
-            sys.argv += [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
-    _hydra_main()
+    if given.get("trainer.resume", "null") != "null" and "hydra.run.dir" not in given:
+        run_dir = run_dir_of(given["trainer.resume"])  # logs and outputs stay with the run
+        sys.argv += [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's composition errors reach the line below whole
+    try:
+        _hydra_main()
+    except HYDRA_ERRORS as err:
+        print(f"error: {config_error(err)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -7,34 +7,38 @@ from ginr.tools.bench.__main__ import main
 from ginr.tools.bench.cases import PRESETS, build_cases, case_config, selected
 from ginr.tools.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
 from ginr.tools.bench.runners import peak_rate
+from ginr.tools.variants import default_variant, variants
+from tests.conftest import DEFAULT_EXPERIMENT, EXPERIMENTS, MIXING, NOT_MIXING
 
 PNG = b"\x89PNG"
+DEFAULT = DEFAULT_EXPERIMENT  # a variant that decodes queries independently (test_config checks it)
+
+
+def test_the_variants_are_the_experiments_and_naive_attention_where_queries_mix():
+    assert default_variant() == DEFAULT
+    assert list(variants()) == [*EXPERIMENTS, *(f"{e}_naive" for e in MIXING)]
+    for e in MIXING:
+        assert variants()[f"{e}_naive"] == (f"experiment={e}", "decoder.attn_impl=naive")
 
 
 def test_cpu_preset_end_to_end(tmp_path, capsys):
-    only = [
-        "main/scent_ff/bf16",
-        "main/scent_attn_naive/fp32/ckpt-off",
-        "queries/scent_ff/",
-        "batch/",
-        "encoder/",
-        "render/scent_ff/",
-    ]
+    naive = [f"main/{e}_naive/fp32/ckpt-off" for e in MIXING[:1]]  # naive attention, where queries mix
+    only = [f"main/{DEFAULT}/bf16", *naive, f"queries/{DEFAULT}/", "batch/", "encoder/", f"render/{DEFAULT}/"]
     assert main(["--preset", "cpu", "--out", str(tmp_path), "--only", *only]) == 0
     out = capsys.readouterr().out
-    assert "main/scent_ff/bf16/ckpt-on:" in out and "## Training step by decoder variant" in out
+    assert f"main/{DEFAULT}/bf16/ckpt-on:" in out and "## Training step by decoder variant" in out
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"device", "torch", "command", "date"} <= data["meta"].keys()
     cases = {c["name"]: c for c in data["cases"]}
-    assert len(cases) == 2 + 1 + 3 + 2 + 4 + 2
+    assert len(cases) == 2 + len(naive) + 3 + 2 + 4 + 2 and set(naive) <= set(cases)
     on_kernels = [name for name in cases if name.startswith(("encoder/cuda/", "encoder/triton/"))]
     assert len(on_kernels) == 3 and all(cases[n]["status"].startswith("skipped") for n in on_kernels)
     ran = [c for c in cases.values() if c["name"] not in on_kernels]
     assert all(c["status"] == "ok" and c["ms"] > 0 for c in ran)
-    assert cases["main/scent_ff/bf16/ckpt-off"]["flops_counted"] > 0
+    assert cases[f"main/{DEFAULT}/bf16/ckpt-off"]["flops_counted"] > 0
     assert (
-        cases["main/scent_ff/bf16/ckpt-on"]["model_flops"]
-        == cases["main/scent_ff/bf16/ckpt-off"]["flops_counted"]
+        cases[f"main/{DEFAULT}/bf16/ckpt-on"]["model_flops"]
+        == cases[f"main/{DEFAULT}/bf16/ckpt-off"]["flops_counted"]
     )
     text = (tmp_path / "results.md").read_text()
     for heading in ("Query scaling", "Batch size", "Encoder alone", "Render a 16x16 image"):
@@ -51,33 +55,31 @@ def _case(name, group, variant, status="ok", **fields):
 
 
 def test_report_of_gpu_results(tmp_path):
-    gb = 10**9
+    gb, V = 10**9, DEFAULT  # the report of any variant's results
     results = [
-        _case("main/scent_ff/bf16/ckpt-off", "main", "scent_ff", ms=50.0, images_per_s=1280.0, peak_bytes=28 * gb,
+        _case(f"main/{V}/bf16/ckpt-off", "main", V, ms=50.0, images_per_s=1280.0, peak_bytes=28 * gb,
               activation_bytes=27 * gb, model_flops=2 * 10**13, mfu=0.4, peak_flops_note="989.4 TFLOP/s"),
-        _case("main/scent_ff/bf16/ckpt-on", "main", "scent_ff", checkpoint=True, ms=70.0, peak_bytes=6 * gb, activation_bytes=5 * gb),
-        _case("queries/scent_ff/1024", "queries", "scent_ff", ms=5.0, peak_bytes=2 * gb, activation_bytes=1 * gb),
-        _case("queries/scent_ff/16384", "queries", "scent_ff", queries=16384, ms=60.0, peak_bytes=17 * gb, activation_bytes=16 * gb),
-        _case("queries/scent_ff/65536", "queries", "scent_ff", "OOM", queries=65536),
+        _case(f"main/{V}/bf16/ckpt-on", "main", V, checkpoint=True, ms=70.0, peak_bytes=6 * gb, activation_bytes=5 * gb),
+        _case(f"queries/{V}/1024", "queries", V, ms=5.0, peak_bytes=2 * gb, activation_bytes=1 * gb),
+        _case(f"queries/{V}/16384", "queries", V, queries=16384, ms=60.0, peak_bytes=17 * gb, activation_bytes=16 * gb),
+        _case(f"queries/{V}/65536", "queries", V, "OOM", queries=65536),
         _case("encoder/cuda/joint", "encoder", "encoder", backend="cuda", ms=10.0, peak_bytes=gb, activation_bytes=gb),
         _case("encoder/cuda/separate", "encoder", "encoder", backend="cuda", ms=15.0, peak_bytes=gb, activation_bytes=gb),
         _case("encoder/torch/joint", "encoder", "encoder", backend="torch", ms=40.0, peak_bytes=9 * gb, activation_bytes=8 * gb),
-        _case("render/scent_ff/chunk65536", "render", "scent_ff", chunk=65536, ms=300.0, peak_bytes=3 * gb, activation_bytes=2 * gb),
-        _case("compile/scent_ff/bf16", "compile", "scent_ff", compile=True, ms=40.0, peak_bytes=20 * gb),
+        _case(f"render/{V}/chunk65536", "render", V, chunk=65536, ms=300.0, peak_bytes=3 * gb, activation_bytes=2 * gb),
+        _case(f"compile/{V}/bf16", "compile", V, compile=True, ms=40.0, peak_bytes=20 * gb),
     ]  # fmt: skip
-    assert query_ratios(results) == {"scent_ff": (1024, 16384, 16.0)}
+    assert query_ratios(results) == {V: (1024, 16384, 16.0)}
     meta = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.x", "cuda": "12", "scan_kernels": "ok", "date": "today",
             "command": "python -m ginr.tools.bench", "preset": "reference", "timing": {"warmup": 3, "repeats": 8}}  # fmt: skip
     text = markdown(meta, results, PRESETS["reference"])
-    assert (
-        "| scent_ff | 65536 | OOM |" in text and "| scent_ff | 16384 | 60.0 | 17.00 | 16.00 | 16.0x |" in text
-    )
+    assert f"| {V} | 65536 | OOM |" in text and f"| {V} | 16384 | 60.0 | 17.00 | 16.00 | 16.0x |" in text
     assert "activations at 16384 vs 1024 queries (16x): 16.0x" in text
     assert "speed-up of the cuda backend over torch (joint): 4.00x" in text
     assert "speed-up of joint over separate direction scans (cuda): 1.50x" in text
     assert "the same, compiled: –" in text
-    assert "| scent_ff | 50.0 | 40.0 | 1.25x | 100 | 20.00 |" in text
-    assert "| scent_ff | bf16 | off | 50.0 | 1280 | 28.00 | 27.00 | 20000 | 40.0% |" in text
+    assert f"| {V} | 50.0 | 40.0 | 1.25x | 100 | 20.00 |" in text
+    assert f"| {V} | bf16 | off | 50.0 | 1280 | 28.00 | 27.00 | 20000 | 40.0% |" in text
     plot_memory_vs_queries(results, tmp_path / "m.png")
     plot_ms_per_step(results, tmp_path / "s.png")
     assert (tmp_path / "m.png").read_bytes().startswith(PNG) and (tmp_path / "s.png").read_bytes().startswith(
@@ -86,29 +88,31 @@ def test_report_of_gpu_results(tmp_path):
 
 
 def test_presets_and_selection():
+    every = [*EXPERIMENTS, *(f"{e}_naive" for e in MIXING)]  # naive attention only where queries mix
     reference = build_cases(PRESETS["reference"], compile=False)
     groups = [c.group for c in reference]
-    assert groups.count("main") == 6 * 2 * 2 and groups.count("queries") == 5 * 4
-    assert [c.queries for c in reference if c.name.startswith("queries/scent_ff/")] == [
-        1024,
-        4096,
-        16384,
-        65536,
-    ]
+    assert groups.count("main") == len(every) * 2 * 2 and groups.count("queries") == len(EXPERIMENTS) * 4
+    for e in EXPERIMENTS:
+        assert [c.queries for c in reference if c.name.startswith(f"queries/{e}/")] == [
+            1024,
+            4096,
+            16384,
+            65536,
+        ]
     quick = build_cases(PRESETS["quick"], compile=False)
     assert {c.group for c in quick} == {"main", "queries"} and all(c.precision == "bf16" for c in quick)
-    assert max(c.queries for c in quick) == 16384
+    assert max(c.queries for c in quick if c.queries is not None) == 16384  # main cases: the config's queries
     compiled = [c for c in build_cases(PRESETS["reference"], compile=True) if c.compile]
     sizes = PRESETS["reference"].sizes  # run_case puts the preset's overrides first
     # the training default on a GPU: every variant, and the memory-lean mode, compiled; the rest eager
     assert [c.name for c in compiled] == [
         "encoder/cuda/joint/compiled", "encoder/cuda/separate/compiled", "encoder/triton/joint/compiled",
-        *(f"compile/{v}/bf16" for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn", "scent_attn_naive")),
-        "compile/scent_ff/bf16/cudagraphs",
-        "compile/lean/scent_ff/chunk64", "compile/lean/scent_ff/chunk256", "compile/lean/scent_ff/chunk512",
-        "compile/lean/scent_ff/memory-lean",
+        *(f"compile/{v}/bf16" for v in every),
+        f"compile/{DEFAULT}/bf16/cudagraphs",
+        f"compile/lean/{DEFAULT}/chunk64", f"compile/lean/{DEFAULT}/chunk256", f"compile/lean/{DEFAULT}/chunk512",
+        f"compile/lean/{DEFAULT}/memory-lean",
     ]  # fmt: skip
-    for name in ("compile/scent_ff/bf16/cudagraphs", "compile/lean/scent_ff/memory-lean"):
+    for name in (f"compile/{DEFAULT}/bf16/cudagraphs", f"compile/lean/{DEFAULT}/memory-lean"):
         cfg = case_config((*sizes, *next(c for c in compiled if c.name == name).overrides))
         assert cfg.trainer.compile_mode == "reduce-overhead"  # CUDA graphs, not only named so
     lean = case_config((*sizes, *compiled[-1].overrides))
@@ -120,15 +124,11 @@ def test_presets_and_selection():
         case_config((*sizes, *c.overrides)).trainer.compile for c in reference if c.group == "main"
     )
     lean = [c.name for c in reference if c.group == "lean"]
-    assert lean == [
-        f"lean/{v}/chunk{c}"
-        for v in ("mamba_ginr", "scent", "scent_ff", "scent_xattn")
-        for c in (64, 256, 512)
-    ]
-    assert selected("main/scent_ff/bf16/ckpt-on", ["scent_ff/bf16"]) and selected(
-        "queries/scent_ff/4096", ["queries/*/4096"]
+    assert lean == [f"lean/{v}/chunk{c}" for v in NOT_MIXING for c in (64, 256, 512)]
+    assert selected(f"main/{DEFAULT}/bf16/ckpt-on", [f"{DEFAULT}/bf16"]) and selected(
+        f"queries/{DEFAULT}/4096", ["queries/*/4096"]
     )
-    assert not selected("main/scent_ff/bf16/ckpt-on", ["queries/"])
+    assert not selected(f"main/{DEFAULT}/bf16/ckpt-on", ["queries/"])
 
 
 def test_peak_rate():

@@ -8,6 +8,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ginr.tools.compare import runs as compare
 from ginr.tools.compare.__main__ import main as compare_main
+from tests.conftest import DEFAULT_EXPERIMENT, EXPERIMENTS
 
 T0 = 1_700_000_000.0
 
@@ -168,7 +169,7 @@ def test_labels_name_what_differs_and_datasets_are_ranked_apart(tmp_path: Path, 
     settings = {"a": ["seed=0"], "b": ["seed=1"], "c": ["seed=1"], "d": ["data=cifar10", "seed=1"]}
     for folder, overrides in settings.items():
         run = write_run(tmp_path / "runs" / folder, {"val/psnr": [(10, 20.0 + len(folder))]}, None)
-        cfg = compose(["experiment=scent_ff", "hardware=cpu", f"run_dir={run}", *overrides])
+        cfg = compose([f"experiment={DEFAULT_EXPERIMENT}", "hardware=cpu", f"run_dir={run}", *overrides])
         (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     assert compare_main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "compare.md").read_text()
@@ -176,7 +177,8 @@ def test_labels_name_what_differs_and_datasets_are_ranked_apart(tmp_path: Path, 
     with open(tmp_path / "out" / "compare.csv", newline="") as f:
         names = [row["run"] for row in csv.DictReader(f)]
     # within a dataset: the experiment and what differs; two identical settings by their folders
-    assert sorted(names) == ["scent_ff", "scent_ff seed=0", "scent_ff seed=1 (b)", "scent_ff seed=1 (c)"]
+    name = DEFAULT_EXPERIMENT
+    assert sorted(names) == [name, f"{name} seed=0", f"{name} seed=1 (b)", f"{name} seed=1 (c)"]
 
 
 def test_interval_arithmetic_on_known_spread() -> None:
@@ -207,12 +209,11 @@ def test_synthetic_study_recovers_its_spread_and_ranks_variants(tmp_path: Path, 
 
     from ginr.config import compose
 
-    psnr = {"scent_ff": [27.0, 28.0, 29.0], "mamba_ginr": [24.0, 25.5, 27.0], "scent": [20.0, 21.0, 22.0]}
+    first, second, third = EXPERIMENTS[:3]  # any three variants: the values are made up
+    psnr = {first: [27.0, 28.0, 29.0], second: [24.0, 25.5, 27.0], third: [20.0, 21.0, 22.0]}
     for experiment, values in psnr.items():
         for seed, value in enumerate(values):
-            test = (
-                [] if (experiment, seed) == ("scent", 2) else [(20, value - 0.5)]
-            )  # stopped before its test
+            test = [] if (experiment, seed) == (third, 2) else [(20, value - 0.5)]  # stopped before its test
             run = write_run(
                 tmp_path / "study" / f"{experiment}_{seed}",
                 {"val/psnr": [(10, value - 1.0), (20, value)], "test/psnr": test},
@@ -223,13 +224,12 @@ def test_synthetic_study_recovers_its_spread_and_ranks_variants(tmp_path: Path, 
     assert compare_main([str(tmp_path / "study"), "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "seeds.md").read_text()
     half = 4.303 / 3**0.5  # sd 1 over 3 seeds
-    assert f"| scent_ff | 3 | 28.00 ± {half:.2f} | 27.50 ± {half:.2f} |" in md
-    assert f"| mamba_ginr | 3 | 25.50 ± {1.5 * half:.2f} |" in md
-    assert f"| scent | 3 | 21.00 ± {half:.2f} | 20.00 ± {12.706 * 0.5:.2f} (n=2) |" in md  # says n
+    assert f"| {first} | 3 | 28.00 ± {half:.2f} | 27.50 ± {half:.2f} |" in md
+    assert f"| {second} | 3 | 25.50 ± {1.5 * half:.2f} |" in md
+    assert f"| {third} | 3 | 21.00 ± {half:.2f} | 20.00 ± {12.706 * 0.5:.2f} (n=2) |" in md  # says n
     # paired by seed: differences 3.0, 2.5, 2.0 -> mean 2.5, sd 0.5
     assert (
-        f"| scent_ff | mamba_ginr | +2.50 | [{2.5 - 0.5 * half:+.2f}, {2.5 + 0.5 * half:+.2f}] | paired |"
-        in md
+        f"| {first} | {second} | +2.50 | [{2.5 - 0.5 * half:+.2f}, {2.5 + 0.5 * half:+.2f}] | paired |" in md
     )
     for name in ("seeds.csv", "psnr_vs_step_seeds.png", "psnr_vs_time_seeds.png", "test_psnr_seeds.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0

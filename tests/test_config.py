@@ -1,17 +1,34 @@
 """The config layer: the schema (unknown keys, types and ranges from the constructors' own signatures),
 the hardware group, and the variants discovered from configs/experiment."""
 
+import inspect
+import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 from omegaconf import OmegaConf
+from torch import nn
 
-from ginr.config import ConfigError, compose, experiments, mixes_queries, prepare
+from ginr.config import CONFIG_DIR, ConfigError, compose, experiments, mixes_queries, prepare
 from ginr.config.schema import describe
 from ginr.constraints import Positive
+from ginr.engine.build import build_model
+from ginr.tools import variants as tool_variants
+from tests.conftest import (
+    BLOCKS,
+    DEFAULT_EXPERIMENT,
+    EXPERIMENTS,
+    block_class,
+    block_of,
+    blocks,
+    config_module,
+    default_experiment,
+)
 
 SMOKE = ["debug=smoke", "run_dir=unused"]
+DEFAULT_BLOCK = block_class(block_of(DEFAULT_EXPERIMENT)).__name__  # SMOKE composes the default experiment
 
 
 @pytest.mark.parametrize(
@@ -19,7 +36,7 @@ SMOKE = ["debug=smoke", "run_dir=unused"]
     [
         ("+encoder.dimm=3", "encoder.dimm is not a key of BiMambaEncoder (did you mean dim?)"),
         ("+trainer.max_step=3", "trainer.max_step is not a key of trainer (did you mean max_steps?)"),
-        ("+decoder.block.heads=3", "decoder.block.heads is not a key of FFFF"),
+        ("+decoder.block.heads=3", f"decoder.block.heads is not a key of {DEFAULT_BLOCK}"),
         ("+data.dataset.size=3", "data.dataset.size is not a key of Emoji3D"),
         ("+optim.optimizer.momentum=0.9", "optim.optimizer.momentum is not a key of AdamW"),
         ("+seeds=3", "seeds is not a key of the config (did you mean seed?)"),
@@ -68,9 +85,69 @@ def test_hardware_group_values_lose_to_the_command_line():
 
 
 def test_default_experiment_and_mixing_come_from_the_configs():
-    assert compose().name == "scent_ff"
+    assert (
+        compose().name == DEFAULT_EXPERIMENT == default_experiment() and DEFAULT_EXPERIMENT in experiments()
+    )
     mixing = {e for e in experiments() if mixes_queries(prepare(compose([f"experiment={e}"])))}
-    assert mixing == {"scent_attn"}
+    # a decoder mixes queries exactly where its block type says so; the recommended one does not
+    assert mixing == {e for e in experiments() if block_of(e) and block_class(block_of(e)).mixes_queries}
+    assert DEFAULT_EXPERIMENT not in mixing
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_every_block_file_names_a_block_type_an_experiment_uses(block):
+    spec = OmegaConf.load(CONFIG_DIR / "decoder" / "block" / f"{block}.yaml")
+    cls = block_class(block)
+    assert spec._partial_ is True and "dim" in inspect.signature(cls).parameters  # a stack gives dim=
+    assert isinstance(cls.mixes_queries, bool)  # declared, as ginr.models.blocks asks
+    assert [e for e in EXPERIMENTS if block_of(e) == block], f"no experiment uses decoder/block={block}"
+
+
+class _NewBlock(nn.Module):
+    """A block type the configs do not ship, for the discovery test."""
+
+    mixes_queries = False
+
+    def __init__(self, *, dim: Positive):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(x)
+
+
+class _NewMixingBlock(_NewBlock):
+    mixes_queries = True
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(x).mean(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("cls", [_NewBlock, _NewMixingBlock])
+def test_a_new_block_and_experiment_are_discovered(tmp_path, monkeypatch, cls):
+    """One block file and one experiment file, nothing else: the variant lists the tests and the tools
+    parametrize over take them up."""
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, configs)
+    (configs / "decoder" / "block" / "zz_block.yaml").write_text(
+        f"_target_: {cls.__module__}.{cls.__qualname__}\n_partial_: true\n"
+    )
+    (configs / "experiment" / "zz_variant.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /decoder/block: zz_block\n\nname: zz_variant\n"
+    )
+    monkeypatch.setattr(config_module, "CONFIG_DIR", configs)
+    assert experiments() == sorted([*EXPERIMENTS, "zz_variant"]) and blocks() == sorted([*BLOCKS, "zz_block"])
+    assert block_of("zz_variant") == "zz_block" and block_class("zz_block") is cls
+    cfg = prepare(compose(["experiment=zz_variant", *SMOKE]))
+    assert cfg.name == "zz_variant" and mixes_queries(cfg) == cls.mixes_queries
+    model = build_model(cfg)
+    assert {type(m) for m in model.decoder.modules() if isinstance(m, _NewBlock)} == {cls}
+    tool_variants.variants.cache_clear()
+    try:
+        found = tool_variants.variants()
+        assert "zz_variant" in found and ("zz_variant_naive" in found) == cls.mixes_queries
+    finally:
+        tool_variants.variants.cache_clear()
 
 
 def test_cli_picks_cpu_hardware_without_a_gpu_and_says_so(tmp_path):

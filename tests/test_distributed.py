@@ -14,6 +14,7 @@ import torch.distributed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ginr.engine.distributed import DistInfo, StopVote
+from tests.conftest import DEFAULT_EXPERIMENT
 
 
 def losses(run_dir):
@@ -25,7 +26,7 @@ def losses(run_dir):
 def run(tmp_path, data_dir, name, nproc, *extra):
     run_dir = tmp_path / name
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    args = ["-m", "ginr.train", "experiment=scent_ff", "debug=smoke", "trainer.log_every=1", "trainer.deterministic=true",
+    args = ["-m", "ginr.train", f"experiment={DEFAULT_EXPERIMENT}", "debug=smoke", "trainer.log_every=1", "trainer.deterministic=true",
             "trainer.queries_per_image=64", "data.eval_resolutions=[]", f"paths.data_dir={data_dir}",
             f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -16,6 +16,7 @@ from ginr.engine.metrics import ssim, strip_ssim
 from ginr.tools.evaluate import main
 from ginr.tools.images import InputError, render_images
 from ginr.train import train
+from tests.conftest import DEFAULT_EXPERIMENT
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def run_dir(tmp_path_factory, data_dir):
     """A checkpoint of a very small model, trained one step (uncompiled: the test is about evaluation)."""
     run = tmp_path_factory.mktemp("inputs") / "run"
     train(
-        compose(["experiment=scent_ff", "debug=smoke", f"paths.data_dir={data_dir}", f"run_dir={run}",
+        compose([f"experiment={DEFAULT_EXPERIMENT}", "debug=smoke", f"paths.data_dir={data_dir}", f"run_dir={run}",
                  "trainer.max_steps=1", "trainer.compile=false", "data.eval_resolutions=[]",
                  "trainer.eval_max_images=1", "trainer.test_max_images=1",
                  "decoder.hidden_dim=8", "decoder.num_layers=1", "decoder.num_fourier=4"])

@@ -9,6 +9,7 @@ from ginr.config import compose
 from ginr.coords import nyquist, pixel_grid
 from ginr.models.decoder import MultiBandDecoder, ScentDecoder
 from ginr.models.layers import FourierFeatures
+from tests.conftest import DEFAULT_EXPERIMENT, block_of
 from tests.test_models import BLOCKS
 
 
@@ -73,7 +74,7 @@ def test_bad_fourier_settings_are_refused(kwargs, message):
 @pytest.mark.parametrize("resolution", [32, 178])
 def test_decoder_bandwidths_are_fractions_of_the_training_nyquist(resolution):
     decoder = MultiBandDecoder(
-        block=BLOCKS["ff_ff"], latent_dim=16, hidden_dim=16, num_layers=1, num_fourier=8, heads=2, dim_head=8,
+        block=BLOCKS[block_of(DEFAULT_EXPERIMENT)], latent_dim=16, hidden_dim=16, num_layers=1, num_fourier=8, heads=2, dim_head=8,
         resolution=resolution, bandwidths=(0.25, 1.0), query_bandwidth=0.5,
     )  # fmt: skip
     rad = [band.fourier.log_bandwidth.exp().item() for band in decoder.bands]
@@ -91,7 +92,7 @@ def test_decoder_bandwidths_are_fractions_of_the_training_nyquist(resolution):
 
 def test_one_config_scales_the_spectrum_with_the_training_resolution():
     """The same experiment at 32 px and 178 px keeps its bandwidths as fractions; the radians follow."""
-    small = compose(["experiment=scent_ff", "hardware=cpu"])
-    large = compose(["experiment=scent_ff", "hardware=cpu", "data=celeba178"])
+    small = compose([f"experiment={DEFAULT_EXPERIMENT}", "hardware=cpu"])
+    large = compose([f"experiment={DEFAULT_EXPERIMENT}", "hardware=cpu", "data=celeba178"])
     assert small.decoder.bandwidths == large.decoder.bandwidths
     assert (small.decoder.resolution, large.decoder.resolution) == (small.data.resolution, 178)

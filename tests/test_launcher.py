@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from ginr.config import CONFIG_DIR
 from hydra_plugins.ginr_launcher.gpus import GPULauncher, slots
+from tests.conftest import EXPERIMENTS
 
 # A stand-in for `python -m ginr.train`: notes its device and the jobs running beside it, fails on "fail".
 JOB = """
@@ -83,7 +84,7 @@ def test_a_sweep_runs_through_submitit(tmp_path, data_dir):
     training task of each job, as it would on a cluster node."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     proc = subprocess.run(
-        [sys.executable, "-m", "ginr.train", "-m", "experiment=scent_ff,mamba_ginr", "debug=smoke", "hardware=cpu",
+        [sys.executable, "-m", "ginr.train", "-m", f"experiment={','.join(EXPERIMENTS[:2])}", "debug=smoke", "hardware=cpu",
          "trainer.max_steps=2", "data.eval_resolutions=[]", f"paths.data_dir={data_dir}",
          "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path}"],
         capture_output=True, text=True, timeout=300,

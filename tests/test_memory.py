@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -19,17 +20,35 @@ import ginr.tools.memory.simulate as simulate_module
 from ginr.config import compose as compose_config
 from ginr.config import prepare
 from ginr.engine.build import build_model, count_parameters
+from ginr.models.decoder import MultiBandDecoder, ScentDecoder
 from ginr.models.layers import Attention, FeedForward, PreNorm
 from ginr.ops import backend
 from ginr.ops.causal_conv1d import causal_conv1d
 from ginr.ops.selective_scan import selective_scan
 from ginr.tools.memory import check, largest_batch, parse_budget, plan
 from ginr.tools.memory.__main__ import main
+from ginr.tools.memory.plan import with_inputs
 from ginr.tools.memory.simulate import FakeModel, component_of
-from ginr.tools.memory.standins import GEGLU_ROWS_PER_PROGRAM, CudaAutocastPolicy, cuda_standins
-from tests.conftest import requires_triton_kernels, requires_triton_scan
+from ginr.tools.memory.standins import (
+    GEGLU_ROWS_PER_PROGRAM,
+    CudaAutocastPolicy,
+    cuda_standins,
+    simulated_kernels,
+)
+from tests.conftest import (
+    DEFAULT_EXPERIMENT,
+    EXPERIMENTS,
+    MIXING,
+    NOT_MIXING,
+    WITH_BLOCKS,
+    block_class,
+    block_of,
+    requires_triton_kernels,
+    requires_triton_scan,
+)
 
 SMALL = ["debug=smoke"]  # encoder dim 32, decoder hidden 32, 2 heads x 8, 16 latents, num_layers 2
+DEFAULT = f"experiment={DEFAULT_EXPERIMENT}"  # the planner's arithmetic on one small config
 
 
 def small(*overrides: str):
@@ -37,7 +56,7 @@ def small(*overrides: str):
 
 
 def test_static_components_follow_the_parameter_count():
-    cfg = small("experiment=scent_ff")
+    cfg = small(DEFAULT)
     numel = count_parameters(build_model(prepare(cfg)))
     result = plan(cfg, batch_size=2, queries=32)
     assert result.components["parameters"] == 4 * numel
@@ -52,10 +71,9 @@ def test_the_triton_scan_is_planned_with_its_own_op(monkeypatch):
     """encoder.backend=triton is labelled as such and predicted by running the Triton op on fake tensors: it
     saves what mamba-ssm's kernel saves but the chunk states (the output before the gate in place of the
     output), so only the encoder's share differs, by less than those states."""
-    monkeypatch.delenv(backend.ENV_VAR, raising=False)
-    result = plan(small("experiment=scent_ff", "encoder.backend=triton"), batch_size=2, queries=32)
+    result = plan(small(DEFAULT, "encoder.backend=triton"), batch_size=2, queries=32)
     assert result.scan_backend == "triton"
-    cuda_cfg = small("experiment=scent_ff", "encoder.backend=cuda")
+    cuda_cfg = small(DEFAULT, "encoder.backend=cuda")
     on_kernels = plan(cuda_cfg, batch_size=2, queries=32, conv_kernel=False).components
     got = result.components
     assert {k: v for k, v in got.items() if k != "encoder"} == {
@@ -68,14 +86,26 @@ def test_the_triton_scan_is_planned_with_its_own_op(monkeypatch):
     assert 0 < on_kernels["encoder"] - got["encoder"] <= states
 
 
-def test_ff_ff_activations_are_linear_in_batch_and_queries():
-    cfg = small("experiment=scent_ff")
+def _blocks_hold_attention(experiment: str) -> bool:
+    """Whether the decoder blocks of ``experiment`` attend (to the other queries or to the latents)."""
+    with torch.device("meta"):
+        decoder = instantiate(small(f"experiment={experiment}").decoder)
+    cls = block_class(block_of(experiment))
+    return any(isinstance(m, Attention) for b in decoder.modules() if type(b) is cls for m in b.modules())
+
+
+PER_QUERY_BLOCKS = [e for e in WITH_BLOCKS if not _blocks_hold_attention(e)]  # feedforwards, residual MLPs
+
+
+@pytest.mark.parametrize("experiment", PER_QUERY_BLOCKS)
+def test_activations_of_attention_free_blocks_are_linear_in_batch_and_queries(experiment):
+    cfg = small(f"experiment={experiment}")
     base = plan(cfg, batch_size=2, queries=32).components
     batch2x = plan(cfg, batch_size=4, queries=32).components
     batch3x = plan(cfg, batch_size=6, queries=32).components
     queries2x = plan(cfg, batch_size=2, queries=64).components
     stacks = [k for k in base if re.fullmatch(r"decoder\.bands\.\d+\.(band|modulation)", k)]
-    assert len(stacks) == 4  # two scales, a band and a modulation stack each
+    assert len(stacks) == 2 * len(cfg.decoder.bandwidths)  # a band and a modulation stack per scale
     for key in stacks:
         assert batch2x[key] == 2 * base[key]
         assert queries2x[key] == 2 * base[key]
@@ -84,22 +114,48 @@ def test_ff_ff_activations_are_linear_in_batch_and_queries():
     assert batch3x["encoder"] - batch2x["encoder"] == batch2x["encoder"] - base["encoder"] > 0
 
 
+def _attention_scores(cfg, batch: int, queries: int) -> int:
+    """Elements of the attention score matrices a real forward of ``cfg``'s model makes (every attention
+    call: batch x heads x its queries x its keys), with per-image queries as the trainer samples them."""
+    assert cfg.trainer.query_sampling == "per_image"
+    model, seen = build_model(prepare(cfg)), []
+
+    def count(module, args, kwargs, out):
+        x, context = args[0], kwargs.get("context", args[1] if len(args) > 1 else None)
+        context = x if context is None else context  # self-attention: the queries are the keys
+        seen.append(max(len(x), len(context)) * module.heads * x.shape[1] * context.shape[1])
+
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.register_forward_hook(count, with_kwargs=True)
+    with torch.no_grad():
+        model(torch.rand(batch, cfg.data.channels, cfg.data.resolution, cfg.data.resolution),
+              torch.rand(batch, queries, 2) * 2 - 1)  # fmt: skip
+    return sum(seen)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize(("precision", "bytes_per_element"), [("bf16", 4 + 2), ("fp32", 4)])
-def test_naive_attention_matrices_are_quadratic_in_queries(precision, bytes_per_element):
+def test_naive_attention_matrices_are_the_score_matrices_quadratic_where_queries_mix(
+    experiment, precision, bytes_per_element
+):
     # bf16: softmax runs in float32 under CUDA autocast and is saved (4 bytes), and its bf16 copy for the
     # matmul with v is saved too (2 bytes). fp32: the softmax output alone.
-    cfg = small("experiment=scent_attn", "decoder.attn_impl=naive", f"trainer.precision={precision}")
-    heads, latents, batch = 2, 16, 2
-    self_attention_layers = 1 * 2 * 2  # (num_layers - 1) blocks x 2 stacks x 2 scales
+    cfg = small(f"experiment={experiment}", "decoder.attn_impl=naive", f"trainer.precision={precision}")
+    batch, planned = 2, {}
     for queries in (24, 48):
-        expected = batch * heads * queries * (self_attention_layers * queries + latents) * bytes_per_element
-        assert plan(cfg, batch_size=batch, queries=queries).components["attention_matrices"] == expected
+        expected = _attention_scores(cfg, batch, queries) * bytes_per_element
+        planned[queries] = plan(cfg, batch_size=batch, queries=queries).components["attention_matrices"]
+        assert planned[queries] == expected
+    # blocks that mix queries attend from every query to every other: quadratic; the others linear
+    assert (planned[48] > 2 * planned[24]) == (experiment in MIXING)
+    assert (planned[48] == 2 * planned[24]) == (experiment in NOT_MIXING)
 
 
 def test_checkpointing_keeps_only_block_inputs():
-    plain = plan(small("experiment=scent_ff"), batch_size=4, queries=64)
+    plain = plan(small(DEFAULT), batch_size=4, queries=64)
     ckpt = plan(
-        small("experiment=scent_ff", "decoder.checkpoint=true", "encoder.checkpoint=true"),
+        small(DEFAULT, "decoder.checkpoint=true", "encoder.checkpoint=true"),
         batch_size=4,
         queries=64,
     )
@@ -108,8 +164,25 @@ def test_checkpointing_keeps_only_block_inputs():
     assert ckpt.total < plain.total
 
 
+@pytest.mark.parametrize("experiment", WITH_BLOCKS)
+def test_a_checkpointed_block_keeps_only_its_input(experiment):
+    """Each block more in a checkpointed stack keeps one (batch, queries, hidden) bf16 tensor: its input."""
+    ckpt = [f"experiment={experiment}", "trainer.precision=bf16", "decoder.checkpoint=true"]
+    kept = {
+        n: plan(small(*ckpt, f"decoder.num_layers={n}"), batch_size=4, queries=64).components
+        for n in (1, 2, 3)
+    }
+    plain = plan(small(*ckpt[:2], "decoder.num_layers=3"), batch_size=4, queries=64).components
+    block_input = 4 * 64 * small(*ckpt).decoder.hidden_dim * 2
+    stacks = [k for k in kept[1] if re.fullmatch(r"decoder\.bands\.\d+\.(band|modulation)", k)]
+    assert stacks
+    for key in stacks:
+        assert kept[2][key] - kept[1][key] == kept[3][key] - kept[2][key] == block_input
+        assert kept[3][key] < plain[key]
+
+
 def test_largest_batch_is_monotone_and_fits():
-    cfg = small("experiment=scent_ff", "trainer.queries_per_image=32")  # the simulations of the tests above
+    cfg = small(DEFAULT, "trainer.queries_per_image=32")  # the simulations of the tests above
     budgets = [int(0.08e9), int(0.1e9)]
     fits = [largest_batch(cfg, b) for b in budgets]
     assert 0 < fits[0] < fits[1]
@@ -141,7 +214,7 @@ def test_parse_budget_rejects_bad_sizes(text):
 def test_cli_prints_the_table_and_the_largest_batch(capsys):
     args = [
         *SMALL,
-        "experiment=scent_ff",
+        DEFAULT,
         "trainer.queries_per_image=32",
         "data.batch_size=2",
         "--budget",
@@ -196,11 +269,10 @@ def _forward_allocations(cfg, device: str) -> list:
     return record.log
 
 
-@pytest.mark.parametrize(
-    "overrides", [["experiment=scent_attn", "decoder.attn_impl=naive"], ["experiment=scent"]]
-)
-def test_emulated_autocast_allocates_as_cuda_autocast(overrides):
-    cfg = prepare(small(*overrides))
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("attn_impl", ["sdpa", "naive"])
+def test_emulated_autocast_allocates_as_cuda_autocast(experiment, attn_impl):
+    cfg = prepare(small(f"experiment={experiment}", f"decoder.attn_impl={attn_impl}"))
     try:
         with FakeTensorMode():
             torch.empty(1, device="cuda")
@@ -230,7 +302,7 @@ class TowerDecoder(nn.Module):
 
 
 def _tower_cfg():
-    cfg = small("experiment=scent_ff")
+    cfg = small(DEFAULT)
     cfg.decoder = OmegaConf.create(
         {"_target_": f"{__name__}.TowerDecoder", "latent_dim": 32, "hidden_dim": 32}
     )
@@ -245,24 +317,36 @@ def test_a_new_decoder_gets_components_from_its_module_tree():
     assert not any("other" in key for key in components)
 
 
-def test_components_of_the_shipped_decoders():
-    multiband = build_model(prepare(small("experiment=scent_ff")))
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_components_of_the_shipped_decoders(experiment):
+    model = build_model(prepare(small(f"experiment={experiment}")))
     cases = {
-        "decoder.bands.0.band.blocks.0.ff1.fn.net.0": "decoder.bands.0.band",
-        "decoder.bands.1.modulation.inp.0": "decoder.bands.1.modulation",
-        "decoder.bands.1.fourier": "decoder.bands.1",  # single layers belong to their band
-        "decoder.modulation.fn.to_q": "decoder.modulation",
         "decoder.query_proj": "decoder",
         "decoder": "decoder",
         "encoder.blocks.0.mixer.forward_mixer": "encoder",
         "": "model",
     }
+    if isinstance(model.decoder, MultiBandDecoder):
+        cases |= {
+            "decoder.bands.1.modulation.inp.0": "decoder.bands.1.modulation",
+            "decoder.bands.1.fourier": "decoder.bands.1",  # single layers belong to their band
+            "decoder.modulation.fn.to_q": "decoder.modulation",
+        }
+        inside_blocks = {  # every module of a block, whatever its type, belongs to the block's stack
+            path: ".".join(path.split(".")[:4])
+            for path, _ in model.named_modules()
+            if re.match(r"decoder\.bands\.\d+\.(band|modulation)\.blocks\.", path)
+        }
+        assert inside_blocks or block_of(experiment) is None
+        cases |= inside_blocks
+    if isinstance(model.decoder, ScentDecoder):
+        cases |= {
+            "decoder.ffs.1.fn.net.2": "decoder.ffs.1",
+            "decoder.cross_attn.norm": "decoder.cross_attn",
+            "decoder.out.1": "decoder.out",
+        }
     for path, component in cases.items():
-        assert component_of(multiband, path) == component, path
-    scent = build_model(prepare(small("experiment=scent")))
-    assert component_of(scent, "decoder.ffs.1.fn.net.2") == "decoder.ffs.1"
-    assert component_of(scent, "decoder.cross_attn.norm") == "decoder.cross_attn"
-    assert component_of(scent, "decoder.out.1") == "decoder.out"
+        assert component_of(model, path) == component, path
 
 
 def test_kernel_seam_routes_the_ops_and_restores_the_previous_state():
@@ -279,13 +363,13 @@ def test_kernel_seam_routes_the_ops_and_restores_the_previous_state():
 
     u, delta, z = torch.randn(3, 1, 4, 8).unbind(0)
     A, B, C = -torch.rand(4, 2), torch.randn(1, 2, 8), torch.randn(1, 2, 8)
-    with backend.simulate_kernels(selective_scan=scan, causal_conv1d=conv):
+    with simulated_kernels(selective_scan=scan, causal_conv1d=conv):
         assert backend.resolve_backend("auto", torch.device("cpu")) == "cuda"
         assert backend.resolve_backend("torch", torch.device("cpu")) == "torch"
         assert backend.mamba_inner_cuda is None
         selective_scan(u, delta, A, B, C, z=z)
         causal_conv1d(u, torch.randn(4, 3))
-        with pytest.raises(KeyError), backend.simulate_kernels(selective_scan=scan):
+        with pytest.raises(KeyError), simulated_kernels(selective_scan=scan):
             assert backend.causal_conv1d_cuda is None
             raise KeyError  # an error inside restores too
         assert backend.causal_conv1d_cuda is conv
@@ -300,18 +384,42 @@ def test_the_planner_patches_nothing():
         assert "mock" not in path.read_text(), path.name
 
 
-CHECKED = {
-    "plain": ["experiment=scent_ff"],
-    "checkpointing": ["experiment=scent_ff", "decoder.checkpoint=true", "encoder.checkpoint=true"],
-    "lean": ["experiment=scent_xattn", "decoder.attn_impl=naive", "trainer.checkpoint_queries=16", "encoder.checkpoint=true"],
-    "fp32": ["experiment=scent_attn", "decoder.attn_impl=naive", "trainer.precision=fp32", "decoder.checkpoint=true"],
-}  # fmt: skip
+def _checked() -> dict[str, list[str]]:
+    """The steps whose accounting is checked: every experiment plain, checkpointed, and in float32 with
+    naive attention, checkpointed; those whose blocks do not mix queries also memory-lean (checkpointed
+    query chunks) with naive attention."""
+    checked = {}
+    for e in EXPERIMENTS:
+        checked[f"plain/{e}"] = [f"experiment={e}"]
+        checked[f"checkpointing/{e}"] = [
+            f"experiment={e}",
+            "decoder.checkpoint=true",
+            "encoder.checkpoint=true",
+        ]
+        if e in NOT_MIXING:
+            checked[f"lean/{e}"] = [
+                f"experiment={e}",
+                "decoder.attn_impl=naive",
+                "trainer.checkpoint_queries=16",
+                "encoder.checkpoint=true",
+            ]
+        checked[f"fp32/{e}"] = [
+            f"experiment={e}",
+            "decoder.attn_impl=naive",
+            "trainer.precision=fp32",
+            "decoder.checkpoint=true",
+        ]
+    return checked
+
+
+CHECKED = _checked()
 
 
 def _simulate(overrides, **kwargs):
-    fake = FakeModel(prepare(small(*overrides)))
+    cfg = with_inputs(prepare(small(*overrides)), batch_size=2, queries=32)
+    fake = FakeModel(cfg)
     amp = None if "trainer.precision=fp32" in overrides else torch.bfloat16
-    return fake, lambda: fake.simulate(2, 32, amp=amp, scan_backend="cuda", conv_kernel=True, **kwargs)
+    return fake, lambda: fake.simulate(cfg, amp=amp, scan_backend="cuda", conv_kernel=True, **kwargs)
 
 
 class _NoModules:
@@ -330,7 +438,7 @@ class _NoModules:
         pass
 
 
-@pytest.mark.parametrize("name", ["checkpointing", "lean"])
+@pytest.mark.parametrize("name", [n for n in CHECKED if n.startswith(("checkpointing/", "lean/"))])
 def test_accounting_agrees_with_torch_memtracker(name):
     fake, run = _simulate(CHECKED[name])
     with fake.mode, MemTracker() as tracker:  # MemTracker sees the ops only below the fake mode
@@ -356,7 +464,7 @@ def test_simulation_leaves_no_mode_or_hook_behind():
     from torch.nn.modules import module as module_hooks
 
     hooks = (len(module_hooks._global_forward_pre_hooks), len(module_hooks._global_forward_hooks))
-    _, run = _simulate(CHECKED["lean"])
+    _, run = _simulate(next(overrides for name, overrides in CHECKED.items() if name.startswith("lean/")))
     run()
     assert torch._C._len_torch_function_stack() == 0
     assert (len(module_hooks._global_forward_pre_hooks), len(module_hooks._global_forward_hooks)) == hooks
@@ -365,7 +473,7 @@ def test_simulation_leaves_no_mode_or_hook_behind():
 def test_lean_mode_is_modelled(capsys):
     # bf16: the checkpointed decoder chunks re-run under the emulated CUDA autocast inside the backward,
     # else torch.utils.checkpoint would find float32 tensors recomputed as bf16 and raise
-    base = ["experiment=scent_ff", "trainer.queries_per_image=32", "encoder.checkpoint=true"]
+    base = [DEFAULT, "trainer.queries_per_image=32", "encoder.checkpoint=true"]
     lean = plan(small(*base, "trainer.checkpoint_queries=16"), batch_size=4)
     full = plan(small(*base), batch_size=4)
     assert not any(key.startswith("decoder") for key in lean.components)  # nothing kept between chunks
@@ -377,14 +485,14 @@ def test_lean_mode_is_modelled(capsys):
 def test_check_predicts_the_recorded_steps_of_a_benchmark_run(tmp_path):
     overrides = [
         *SMALL,
-        "experiment=scent_ff",
+        DEFAULT,
         "trainer.precision=bf16",
         "data.batch_size=2",
         "trainer.cpu_overrides=[]",
     ]
     # the recorded machine had mamba-ssm without causal-conv1d: the check predicts for those kernels
-    predicted = plan(small("experiment=scent_ff"), batch_size=2, queries=32, conv_kernel=False).total
-    with_conv = plan(small("experiment=scent_ff"), batch_size=2, queries=32, conv_kernel=True).total
+    predicted = plan(small(DEFAULT), batch_size=2, queries=32, conv_kernel=False).total
+    with_conv = plan(small(DEFAULT), batch_size=2, queries=32, conv_kernel=True).total
     assert with_conv != predicted
     case = {"group": "main", "status": "ok", "overrides": overrides, "batch": 2, "queries": 32}
     cases = [{**case, "name": "close", "peak_bytes": round(predicted * 1.03)}]
@@ -416,15 +524,17 @@ RECORDED = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / 
 
 def test_predictions_stay_within_tolerance_of_the_recorded_h100_peaks(tmp_path):
     # points behind the accuracy claim (ginr.tools.memory.plan), re-predicted on the CPU: every eager step of
-    # the joint direction scan but naive attention, and the memory-lean mode
-    names = {
-        *(
-            f"main/{v}/bf16/ckpt-off"
-            for v in ("mamba_ginr", "scent", "scent_attn", "scent_ff", "scent_xattn")
-        ),
-        "lean/scent_ff/chunk512",
-    }
+    # the joint direction scan but naive attention, and the memory-lean mode, as the record holds them
     recorded = json.loads(RECORDED.read_text())
+    eager = [
+        c for c in recorded["cases"]
+        if c["status"] == "ok" and c["group"] == "main" and c["precision"] == "bf16" and not c["checkpoint"]
+        and "decoder.attn_impl=naive" not in c["overrides"]
+    ]  # fmt: skip
+    lean = [c for c in recorded["cases"] if c["status"] == "ok" and c["group"] == "lean"]
+    assert {c["variant"] for c in eager} <= set(EXPERIMENTS)  # the record is of the current variants
+    assert DEFAULT_EXPERIMENT in {c["variant"] for c in eager} and lean
+    names = {c["name"] for c in [*eager, *lean]}
     recorded["cases"] = [c for c in recorded["cases"] if c["name"] in names]
     (tmp_path / "results.json").write_text(json.dumps(recorded))
     rows = check.check_results(tmp_path / "results.json", deadline=float("inf"))

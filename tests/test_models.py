@@ -4,25 +4,33 @@ import functools
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ginr.config import compose, prepare
 from ginr.coords import pixel_grid, values_to_image, with_cells
 from ginr.engine.build import build_model
 from ginr.engine.step import StepQueries
-from ginr.models.blocks import FFFF, AttnFF, ResBlock, XAttnFF
-from ginr.models.decoder import MultiBandDecoder, ScentDecoder
 from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
 from ginr.models.ginr import GINR
 from ginr.models.mamba import BiMamba, MambaMixer
-from tests.conftest import requires_cuda, requires_scan_kernel
+from tests.conftest import (
+    DEFAULT_EXPERIMENT,
+    EXPERIMENTS,
+    MIXING,
+    NOT_MIXING,
+    PER_DECODER,
+    WITH_BLOCKS,
+    block_of,
+    config_of,
+    requires_cuda,
+    requires_scan_kernel,
+)
 
 DIM = 32
-BLOCKS = {
-    "resblock": ResBlock,
-    "attn_ff": functools.partial(AttnFF, heads=2, dim_head=8, ff_mult=2),
-    "ff_ff": functools.partial(FFFF, ff_mult=2),
-    "xattn_ff": functools.partial(XAttnFF, context_dim=DIM, heads=2, dim_head=8, ff_mult=2),
-}
+# debug=smoke's sizes (dim 32, 2 heads x 8, 8 Fourier features, 16 latents, 32 px), and for the decoders
+# that take them three layers (two blocks a stack) and these bands
+SIZES = {"num_layers": 3, "bandwidths": [0.16, 0.64]}
 
 
 def make_encoder(channels=3, placement="interleave", num_latents=16, **kw):
@@ -32,34 +40,46 @@ def make_encoder(channels=3, placement="interleave", num_latents=16, **kw):
     )  # fmt: skip
 
 
-def make_decoder(kind, channels=3, **kw):
-    if kind == "scent":
-        return ScentDecoder(
-            latent_dim=DIM, out_channels=channels, hidden_dim=DIM, num_fourier=8, heads=2, dim_head=8, **kw
-        )
-    return MultiBandDecoder(
-        block=BLOCKS[kind], latent_dim=DIM, out_channels=channels, hidden_dim=DIM, num_layers=3,
-        bandwidths=(0.16, 0.64), num_fourier=8, heads=2, dim_head=8, num_latents=16, **kw,
-    )  # fmt: skip
+@functools.cache
+def _smoke(experiment: str):
+    return config_of(experiment, "debug=smoke")
 
 
-def make_model(kind="ff_ff", channels=3, **kw):
-    return GINR(encoder=make_encoder(channels), decoder=make_decoder(kind, channels, **kw))
+LOCAL = [e for e in EXPERIMENTS if "locality" in _smoke(e).decoder]  # decoders with a locality bias
+MODULATED = [e for e in EXPERIMENTS if "modulation" in _smoke(e).decoder]  # multi-band: chained scales
+# block type -> its factory as a small decoder's config builds it (tests/test_fourier.py takes one)
+BLOCKS = {
+    block: instantiate(_smoke(next(e for e in WITH_BLOCKS if block_of(e) == block)).decoder.block)
+    for block in sorted({block_of(e) for e in WITH_BLOCKS})
+}
 
 
-@pytest.mark.parametrize("kind", [*BLOCKS, "scent"])
+def make_decoder(experiment, channels=3, **kw):
+    """The decoder of ``experiment`` as its config builds it, small; ``kw`` overrides its keys."""
+    cfg = _smoke(experiment)
+    sizes = {k: v for k, v in SIZES.items() if k in cfg.decoder}
+    cfg = OmegaConf.merge(cfg, {"data": {"channels": channels}, "decoder": {**sizes, **kw}})
+    assert cfg.decoder.latent_dim == DIM and cfg.decoder.hidden_dim == DIM
+    return instantiate(cfg.decoder, _partial_=True)()  # called here: its own errors, not Hydra's
+
+
+def make_model(experiment=DEFAULT_EXPERIMENT, channels=3, **kw):
+    return GINR(encoder=make_encoder(channels), decoder=make_decoder(experiment, channels, **kw))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("channels, size", [(3, (16, 16)), (1, (13, 22)), (3, (20, 9))])
-def test_shapes_and_finite(kind, channels, size):
-    model = make_model(kind, channels)
+def test_shapes_and_finite(experiment, channels, size):
+    model = make_model(experiment, channels)
     images = torch.rand(2, channels, *size)
     out = model(images, pixel_grid(*size))
     assert out.shape == (2, size[0] * size[1], channels)
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("kind", [*BLOCKS, "scent"])
-def test_every_parameter_gets_a_gradient(kind):
-    model = make_model(kind, learnable_bandwidth=True)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_parameter_gets_a_gradient(experiment):
+    model = make_model(experiment, learnable_bandwidth=True)
     out = model(torch.rand(2, 3, 16, 16), pixel_grid(16, 16))
     out.square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -97,9 +117,10 @@ def test_encoder_returns_hidden_states_of_the_latent_slots(placement, size):
     torch.testing.assert_close(encoder(images), encoder.norm(x[:, positions]))
 
 
-@pytest.mark.parametrize("kind", ["resblock", "ff_ff", "xattn_ff", "scent"])
-def test_prediction_does_not_depend_on_other_queries(kind):
-    model = make_model(kind).eval()
+@pytest.mark.parametrize("experiment", NOT_MIXING)
+def test_prediction_does_not_depend_on_other_queries(experiment):
+    model = make_model(experiment).eval()
+    assert not model.decoder.mixes_queries
     latents = model.encode(torch.rand(2, 3, 16, 16))
     coords = torch.rand(2, 50, 2) * 2 - 1
     full = model.decode(latents, coords)
@@ -107,28 +128,29 @@ def test_prediction_does_not_depend_on_other_queries(kind):
     torch.testing.assert_close(subset, full[:, 10:17], rtol=1e-5, atol=1e-6)
 
 
-def test_attn_ff_mixes_queries():
-    model = make_model("attn_ff").eval()
+@pytest.mark.parametrize("experiment", MIXING)
+def test_query_mixing_decoders_mix_queries(experiment):
+    model = make_model(experiment).eval()
     assert model.decoder.mixes_queries
     latents = model.encode(torch.rand(1, 3, 16, 16))
     coords = torch.rand(1, 50, 2) * 2 - 1
     assert not torch.allclose(model.decode(latents, coords[:, :7]), model.decode(latents, coords)[:, :7])
 
 
-@pytest.mark.parametrize("kind", [*BLOCKS, "scent"])
-def test_chunked_render_equals_full_decode(kind):
-    model = make_model(kind).eval()
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_chunked_render_equals_full_decode(experiment):
+    model = make_model(experiment).eval()
     latents = model.encode(torch.rand(2, 3, 16, 16))
     with torch.no_grad():
         full = model.decode(latents, pixel_grid(11, 7)).transpose(1, 2).reshape(2, 3, 11, 7)
     torch.testing.assert_close(model.render(latents, 11, 7, chunk=10), full, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["ff_ff", "xattn_ff", "scent"])
-def test_activation_checkpointing_gives_same_gradients(kind):
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_activation_checkpointing_gives_same_gradients(experiment):
     images, coords = torch.rand(2, 3, 16, 16), pixel_grid(16, 16)
-    plain = make_model(kind)
-    ckpt = make_model(kind, checkpoint=True)
+    plain = make_model(experiment)
+    ckpt = make_model(experiment, checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
     for model in (plain, ckpt):
         model(images, coords).square().mean().backward()
@@ -136,17 +158,19 @@ def test_activation_checkpointing_gives_same_gradients(kind):
         torch.testing.assert_close(q.grad, p.grad, msg=name)
 
 
-def test_naive_attention_equals_sdpa():
-    sdpa = make_model("attn_ff").eval()
-    naive = make_model("attn_ff", attn_impl="naive").eval()
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_naive_attention_equals_sdpa(experiment):
+    sdpa = make_model(experiment).eval()
+    naive = make_model(experiment, attn_impl="naive").eval()
     naive.load_state_dict(sdpa.state_dict())
     images, coords = torch.rand(2, 3, 16, 16), pixel_grid(16, 16)
     torch.testing.assert_close(naive(images, coords), sdpa(images, coords), rtol=1e-4, atol=1e-5)
 
 
-def test_locality_bias_runs_and_changes_output():
-    plain = make_model("ff_ff").eval()
-    local = make_model("ff_ff", locality=1.0).eval()
+@pytest.mark.parametrize("experiment", LOCAL)
+def test_locality_bias_runs_and_changes_output(experiment):
+    plain = make_model(experiment).eval()
+    local = make_model(experiment, locality=1.0).eval()
     local.load_state_dict(plain.state_dict())
     images, coords = torch.rand(1, 3, 16, 16), pixel_grid(8, 8)
     assert not torch.allclose(local(images, coords), plain(images, coords))
@@ -158,7 +182,7 @@ def test_bad_names_fail_before_building():
     ):
         make_encoder(placement="middle")
     with pytest.raises(ValueError, match="attn_impl must be one of sdpa, naive, got 'flash'"):
-        make_decoder("attn_ff", attn_impl="flash")
+        make_decoder(DEFAULT_EXPERIMENT, attn_impl="flash")
     with pytest.raises(ValueError, match="3-channel images, got 1"):
         make_encoder()(torch.rand(1, 1, 8, 8))
 
@@ -251,11 +275,11 @@ def test_encoder_same_latents_and_grads_on_both_backends(dtype):
         assert err < limit * 5, f"{name}: gradient relative error {err:.2e}"
 
 
-@pytest.mark.parametrize("kind", ["ff_ff", "xattn_ff", "scent"])
-def test_checkpointed_query_chunks_give_same_outputs_and_gradients(kind):
+@pytest.mark.parametrize("experiment", NOT_MIXING)
+def test_checkpointed_query_chunks_give_same_outputs_and_gradients(experiment):
     images, coords = torch.rand(2, 3, 16, 16), pixel_grid(16, 16)
-    plain = make_model(kind)
-    lean = GINR(encoder=make_encoder(), decoder=make_decoder(kind), checkpoint_queries=50)
+    plain = make_model(experiment)
+    lean = GINR(encoder=make_encoder(), decoder=make_decoder(experiment), checkpoint_queries=50)
     lean.load_state_dict(plain.state_dict())
     outs = [model(images, coords) for model in (plain, lean)]
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
@@ -265,26 +289,30 @@ def test_checkpointed_query_chunks_give_same_outputs_and_gradients(kind):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_checkpointed_query_chunks_refuse_query_mixing_blocks():
-    with pytest.raises(ValueError, match="not attn_ff"):
-        GINR(encoder=make_encoder(), decoder=make_decoder("attn_ff"), checkpoint_queries=50)
+@pytest.mark.parametrize("experiment", MIXING)
+def test_checkpointed_query_chunks_refuse_query_mixing_blocks(experiment):
+    with pytest.raises(ValueError, match="needs a decoder whose blocks do not mix queries") as err:
+        GINR(encoder=make_encoder(), decoder=make_decoder(experiment), checkpoint_queries=50)
+    assert f"not {block_of(experiment)}" in str(err.value)  # names the block type that mixes them
 
 
+@pytest.mark.parametrize("experiment", MODULATED)
 @pytest.mark.parametrize("modulation", ["additive", "multiplicative"])
-def test_multiband_chain_is_not_a_sum_of_per_scale_terms(modulation):
+def test_multiband_chain_is_not_a_sum_of_per_scale_terms(experiment, modulation):
     # A sum of per-scale terms g0(f0) + g1(f1) has zero mixed second difference in (f0, f1); the carried
     # value through a learned layer and a nonlinearity makes the fine scale depend on the coarse one.
-    decoder = make_model("ff_ff", modulation=modulation).decoder.eval()
+    decoder = make_model(experiment, modulation=modulation).decoder.eval()
     f0, f1, d0, d1 = (torch.randn(1, 5, decoder.bands[0].head.in_features) for _ in range(4))
     out = lambda a, b: decoder.chain([a, b])
     mixed = out(f0 + d0, f1 + d1) - out(f0 + d0, f1) - out(f0, f1 + d1) + out(f0, f1)
     assert mixed.abs().max() > 1e-3
 
 
-def test_additive_and_multiplicative_modulation_differ_on_the_same_weights():
+@pytest.mark.parametrize("experiment", MODULATED)
+def test_additive_and_multiplicative_modulation_differ_on_the_same_weights(experiment):
     torch.manual_seed(0)
-    additive = make_model("ff_ff", modulation="additive").eval()
-    multiplicative = make_model("ff_ff", modulation="multiplicative").eval()
+    additive = make_model(experiment, modulation="additive").eval()
+    multiplicative = make_model(experiment, modulation="multiplicative").eval()
     multiplicative.load_state_dict(additive.state_dict())
     images, coords = torch.rand(1, 3, 16, 16), torch.rand(1, 7, 2) * 2 - 1
     assert not torch.allclose(additive(images, coords), multiplicative(images, coords))
@@ -304,15 +332,12 @@ def test_patch_padding_pads_every_side_and_centres_follow():
     assert tokenizer(blank).shape == (1, 9, 4) and changed.tolist() == [True] + [False] * 8
 
 
-@pytest.mark.parametrize(
-    "kind, locality",
-    [(k, 0.0) for k in [*BLOCKS, "scent"]] + [(k, 1.0) for k in BLOCKS],  # scent: no locality
-)
-def test_shared_coordinates_give_the_same_outputs_and_gradients_as_per_image_copies(kind, locality):
+@pytest.mark.parametrize("experiment, locality", [(e, 0.0) for e in EXPERIMENTS] + [(e, 1.0) for e in LOCAL])
+def test_shared_coordinates_give_the_same_outputs_and_gradients_as_per_image_copies(experiment, locality):
     """Coordinates of batch 1 run the coordinate-only work once; copies per image run it B times."""
     torch.manual_seed(0)
-    extra = {"locality": locality} if kind != "scent" else {}
-    model = make_model(kind, learnable_bandwidth=True, **extra).double()
+    extra = {"locality": locality} if experiment in LOCAL else {}
+    model = make_model(experiment, learnable_bandwidth=True, **extra).double()
     images, coords = torch.rand(3, 3, 16, 16, dtype=torch.float64), pixel_grid(8, 8, dtype=torch.float64)
     outputs, grads = [], []
     for c in (coords, coords.expand(3, -1, -1).contiguous()):
@@ -326,13 +351,19 @@ def test_shared_coordinates_give_the_same_outputs_and_gradients_as_per_image_cop
         torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
 
 
-def test_shared_coordinates_run_the_band_stacks_at_batch_one():
-    model = make_model("ff_ff")
+@pytest.mark.parametrize("experiment", WITH_BLOCKS)
+def test_shared_coordinates_run_the_band_stacks_at_batch_one(experiment):
+    """Unless their blocks meet the latents (cross-attention), which makes them per image."""
+    model = make_model(experiment)
+    block = model.decoder.bands[0].band.blocks[0]
+    shared = block(torch.rand(1, 5, DIM), torch.rand(4, 16, DIM)).shape[0]  # 1, or 4 if it reads the latents
     seen = []
     model.decoder.bands[0].band.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
     model(torch.rand(4, 3, 16, 16), pixel_grid(8, 8))
     model(torch.rand(4, 3, 16, 16), pixel_grid(8, 8).expand(4, -1, -1))
-    assert seen == [1, 4]
+    assert seen == [shared, 4]
+    if experiment == DEFAULT_EXPERIMENT:  # the recommended variant shares its band stacks' work
+        assert shared == 1
 
 
 @requires_cuda
@@ -357,9 +388,9 @@ def test_compiled_encoder_matches_eager_on_the_kernels():
         assert err < 1e-1, f"{name}: gradient relative error {err:.2e}"
 
 
-@pytest.mark.parametrize("kind", ["ff_ff", "scent"])
-def test_cell_conditioning_reads_each_querys_pixel_size(kind):
-    model = make_model(kind, cell_conditioning=True).eval()  # make_decoder's resolution: 32 px
+@pytest.mark.parametrize("experiment", PER_DECODER)
+def test_cell_conditioning_reads_each_querys_pixel_size(experiment):
+    model = make_model(experiment, cell_conditioning=True).eval()  # make_decoder's resolution: 32 px
     latents = model.encode(torch.rand(2, 3, 16, 16))
     grid = pixel_grid(8, 8)
     native, at_2x, at_4x = (with_cells(grid, r, r) for r in (32, 64, 128))
@@ -383,21 +414,22 @@ def test_cell_conditioning_reads_each_querys_pixel_size(kind):
     assert model.decoder.cell.proj.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kind", ["ff_ff", "scent"])
+@pytest.mark.parametrize("experiment", PER_DECODER)
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
-def test_an_image_skip_starts_at_its_upscaler_and_learns_the_residual(kind, mode):
-    model = make_model(kind, image_skip=mode)
+def test_an_image_skip_starts_at_its_upscaler_and_learns_the_residual(experiment, mode):
+    model = make_model(experiment, image_skip=mode)
     images = torch.rand(2, 3, 16, 16)
     upscaled = torch.nn.functional.interpolate(images, size=(40, 40), mode=mode, align_corners=False)
     with torch.no_grad():
         latents = model.encode(images)
         torch.testing.assert_close(model.render(latents, 40, 40, images=images, chunk=300), upscaled)
         torch.testing.assert_close(model.render(latents, 16, 16, images=images), images)  # exact at 1x
-    assert model.reads_images and not make_model(kind).reads_images
+    assert model.reads_images and not make_model(experiment).reads_images
     with pytest.raises(ValueError, match=f"{mode} at each query.*pass images="):
         model.decode(latents, pixel_grid(4, 4))
     model(images, pixel_grid(40, 40)).sub(torch.rand(2, 1600, 3)).square().mean().backward()
-    heads = [model.decoder.out[-1]] if kind == "scent" else [band.head for band in model.decoder.bands]
+    bands = getattr(model.decoder, "bands", None)  # a multi-band decoder: a head per band
+    heads = [model.decoder.out[-1]] if bands is None else [band.head for band in bands]
     assert all(head.weight.grad.abs().sum() > 0 for head in heads)
     lean = GINR(encoder=model.encoder, decoder=model.decoder, checkpoint_queries=300)
     for head in heads:

@@ -112,18 +112,21 @@ def test_backend_choice(monkeypatch):
         backend.resolve_backend("triton", cpu)
     with pytest.raises(ValueError, match="must be one of auto, cuda, triton, torch, got 'mamba'"):
         backend.resolve_backend("mamba", cpu)
-    monkeypatch.setenv(backend.ENV_VAR, "cuda")
-    with pytest.raises(RuntimeError):
-        backend.resolve_backend("torch", cpu)
+    monkeypatch.setenv("GINR_MAMBA_BACKEND", "cuda")  # what once overrode encoder.backend: no longer read
+    assert backend.resolve_backend("torch", cpu) == "torch"
 
 
 @requires_triton_scan
 def test_auto_takes_the_triton_scan_where_mamba_ssm_is_missing():
-    cpu = torch.device("cpu")  # inside simulate_kernels every device takes the kernels' path, as a GPU does
-    with backend.simulate_kernels(selective_scan=None):
+    from ginr.tools.memory.standins import simulated_kernels
+
+    cpu = torch.device(
+        "cpu"
+    )  # in the planner's simulation every device takes the kernels' path, as a GPU does
+    with simulated_kernels(selective_scan=None):
         assert backend.resolve_backend("auto", cpu) == "triton"
         assert backend.resolve_backend("triton", cpu) == "triton"
-    with backend.simulate_kernels(selective_scan=lambda *args, **kwargs: None):
+    with simulated_kernels(selective_scan=lambda *args, **kwargs: None):
         assert backend.resolve_backend("auto", cpu) == "cuda"  # mamba-ssm's kernels, the reference, first
 
 

@@ -1,5 +1,6 @@
 """The training pipeline end to end on CPU: composition, a few real steps, exact resume, evaluation."""
 
+import inspect
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import threading
 
 import pytest
 import torch
+from hydra.utils import get_class
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import ginr
@@ -23,23 +25,28 @@ from ginr.engine.step import select_queries, with_targets_above
 from ginr.models.ginr import GINR
 from ginr.tools import evaluate
 from ginr.train import train
-from tests.conftest import EXPERIMENTS, compose
-
-BLOCK_OF = {"scent_ff": "FFFF", "scent_attn": "AttnFF", "scent_xattn": "XAttnFF", "mamba_ginr": "ResBlock"}
+from tests.conftest import BLOCKS, DEFAULT_EXPERIMENT, EXPERIMENTS, block_class, block_of, compose
 
 
-def test_all_experiments_listed():
-    assert set(EXPERIMENTS) == {"scent_ff", "scent_attn", "scent_xattn", "mamba_ginr", "scent"}
+def test_the_variants_are_the_experiment_files():
+    assert EXPERIMENTS and sorted(set(EXPERIMENTS)) == EXPERIMENTS  # discovered, each once
+    assert DEFAULT_EXPERIMENT in EXPERIMENTS and compose([]).name == DEFAULT_EXPERIMENT
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates(experiment):
     cfg = prepare(compose([f"experiment={experiment}", "run_dir=unused"]))
     model = build_model(cfg)
-    if experiment == "scent":
-        assert type(model.decoder).__name__ == "ScentDecoder"
+    assert type(model.decoder) is get_class(cfg.decoder._target_)
+    block = block_of(experiment)  # the block file it names; the blocks in the model are of its class only
+    if block is None:
+        assert "block" not in cfg.decoder
     else:
-        assert type(model.decoder.bands[0].band.blocks[0]).__name__ == BLOCK_OF[experiment]
+        assert block in BLOCKS and get_class(cfg.decoder.block._target_) is block_class(block)
+    classes = {block_class(b) for b in BLOCKS}
+    assert {type(m) for m in model.decoder.modules() if type(m) in classes} == (
+        set() if block is None else {block_class(block)}
+    )
     assert cfg.name == experiment
 
 
@@ -59,8 +66,9 @@ def test_memory_lean_checkpoints_query_chunks_and_encoder_layers_where_blocks_do
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_arbitrary_scale_targets_compose_with_every_multiband_experiment(experiment):
     overrides = [f"experiment={experiment}", "targets=arbitrary_scale", "run_dir=unused"]
-    if experiment == "scent":  # the plain SCENT decoder has no locality bias: one clear line
-        with pytest.raises(ConfigError, match="decoder.locality is not a key of ScentDecoder"):
+    decoder = get_class(compose(overrides[:1]).decoder._target_)
+    if "locality" not in inspect.signature(decoder).parameters:  # no locality bias (plain SCENT): one line
+        with pytest.raises(ConfigError, match=f"decoder.locality is not a key of {decoder.__name__}"):
             prepare(compose(overrides))
         return
     model = build_model(prepare(compose(overrides)))
@@ -222,7 +230,7 @@ def test_bad_values_fail_before_any_work(smoke_cfg, tmp_path, override, message)
 
 def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "ginr.train", "experiment=scent_ff", "decoder.num_layers=-1", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "ginr.train", f"experiment={DEFAULT_EXPERIMENT}", "decoder.num_layers=-1", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2
@@ -232,7 +240,7 @@ def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
 
 def test_cli_missing_image_folder_is_one_line_and_exit_code_2(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "ginr.train", "experiment=scent_ff", "data=image_folder",
+        [sys.executable, "-m", "ginr.train", f"experiment={DEFAULT_EXPERIMENT}", "data=image_folder",
          f"data.dataset.root={tmp_path / 'nowhere'}", "hardware=gpu", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -266,7 +274,8 @@ def test_query_sampling_draws_distinct_pixels_per_image_or_one_set_per_batch(sha
 
 @pytest.mark.parametrize("backend_fails", [False, True])
 def test_compiled_step_is_timed_once_and_falls_back_to_eager_when_compilation_fails(backend_fails, caplog):
-    from ginr.engine.step import TrainStep, synthetic_batch
+    from ginr.coords import image_to_values, pixel_grid
+    from ginr.engine.step import TrainStep
 
     def backend(graph, inputs):
         if backend_fails:
@@ -287,7 +296,8 @@ def test_compiled_step_is_timed_once_and_falls_back_to_eager_when_compilation_fa
     net = Net()
     step = TrainStep(net, torch.optim.SGD(net.parameters(), lr=0.1), amp=None, grad_clip=1.0,
                      net=torch.compile(net, backend=backend))  # fmt: skip
-    images, coords, targets = synthetic_batch(2, 3, 2, 4, "cpu")
+    images = torch.rand(2, 3, 2, 2)
+    coords, targets = pixel_grid(2, 2), image_to_values(images)  # every pixel, on the shared grid
     assert step.compile_s is None
     first = step(images, coords, targets)
     assert step.compile_s is not None and step.compile_s > 0 and first.ok
@@ -427,12 +437,12 @@ def test_train_minutes_need_a_warm_up_that_covers_the_timed_steps(smoke_cfg, tmp
 
 @pytest.mark.slow
 def test_a_flop_count_out_of_memory_is_skipped_and_training_goes_on(smoke_cfg, monkeypatch, tmp_path, caplog):
-    from ginr.engine import budget
+    from ginr.engine import step
 
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(budget, "forward_loss", no_memory)  # the FLOP count's forward
+    monkeypatch.setattr(step, "flop_counter", no_memory)  # the FLOP count's own, not the training step's
     metrics = train(smoke_cfg("trainer.max_steps=2", "data.eval_resolutions=[]"))
     assert "test/psnr" in metrics and not scalars(tmp_path / "run", "perf/gflop_per_step")
     assert "no FLOP count" in caplog.text

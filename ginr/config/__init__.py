@@ -3,12 +3,15 @@ key is checked against before any work (:mod:`ginr.config.schema`)."""
 
 from ginr.config.compose import (
     CONFIG_DIR,
-    check_overrides,
+    HYDRA_ERRORS,
     compose,
+    config_error,
+    decoding,
     default_hardware,
     experiments,
     mixes_queries,
     prepare,
+    run_dir_of,
     validate,
 )
 from ginr.config.schema import ConfigError
@@ -16,11 +19,14 @@ from ginr.config.schema import ConfigError
 __all__ = [
     "CONFIG_DIR",
     "ConfigError",
-    "check_overrides",
+    "HYDRA_ERRORS",
     "compose",
+    "config_error",
+    "decoding",
     "default_hardware",
     "experiments",
     "mixes_queries",
     "prepare",
+    "run_dir_of",
     "validate",
 ]

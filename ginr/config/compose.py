@@ -8,6 +8,7 @@ for a CPU machine; ``python -m ginr.train`` picks it from the machine unless the
 
 import difflib
 import logging
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,17 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from ginr.config import schema
 from ginr.config.schema import TIMED_STEPS, ConfigError
 from ginr.coords import scale_tag
-
-__all__ = [
-    "CONFIG_DIR",
-    "ConfigError",
-    "check_overrides",
-    "compose",
-    "default_hardware",
-    "experiments",
-    "mixes_queries",
-    "prepare",
-]
 
 log = logging.getLogger(__name__)
 
@@ -56,47 +46,47 @@ def experiments() -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
+HYDRA_ERRORS = (MissingConfigException, ConfigCompositionException, OverrideParseException)
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The training config with ``overrides`` (Hydra syntax), outside a Hydra app (tools, tests, the API);
-    ``run_dir`` is set so nothing needs Hydra's runtime."""
+    ``run_dir`` is set so nothing needs Hydra's runtime. A bad override raises a one-line
+    :class:`ConfigError` (:func:`config_error`)."""
     overrides = list(overrides)
     if not any(o.lstrip("+~").split("=", 1)[0] == "run_dir" for o in overrides):
         overrides.append("run_dir=unused")  # train.yaml has run_dir: ${hydra:runtime.output_dir}
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its config search path is ours
-        return hydra_compose("train", overrides=overrides)
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR), job_name="ginr"):
-        return hydra_compose("train", overrides=overrides)
-
-
-def check_overrides(overrides: Sequence[str]) -> None:
-    """Compose ``overrides`` once and turn Hydra's errors (an unknown group option, an unknown key, a
-    malformed override) into a one-line :class:`ConfigError` naming the nearest valid names."""
     try:
-        compose(overrides)
-    except MissingConfigException as err:
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its config search path is ours
+            return hydra_compose("train", overrides=overrides)
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR), job_name="ginr"):
+            return hydra_compose("train", overrides=overrides)
+    except HYDRA_ERRORS as err:
+        raise config_error(err) from None
+
+
+def config_error(err: Exception) -> ConfigError:
+    """Hydra's error for a bad override (an unknown group option, an unknown key, a malformed override)
+    as one line naming the nearest valid names."""
+    if isinstance(err, MissingConfigException):
         group, _, value = (err.missing_cfg_file or "").rpartition("/")
         options = sorted(err.options or [])
         close = difflib.get_close_matches(value, options, n=1)
         hint = f" (did you mean {group}={close[0]}?)" if close else ""
-        raise ConfigError(
-            f"{group}={value} is not allowed: {group} is one of {', '.join(options)}{hint}"
-        ) from None
-    except ConfigCompositionException as err:
-        match = re.search(r"override '([^']+)'", str(err))
-        if match is None:
-            raise ConfigError(str(err).strip().splitlines()[0]) from None
-        key = match.group(1).lstrip("+~")
-        known = _keys(compose(()))
-        parent = key.rpartition(".")[0]
-        if parent in known:  # a typo in the last name: compare names within its section
-            names = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
-            close = [names[n] for n in difflib.get_close_matches(key.rpartition(".")[2], names, n=1)]
-        else:
-            close = difflib.get_close_matches(key, known, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"{key} is not a config key{hint}") from None
-    except OverrideParseException as err:
-        raise ConfigError(str(err).strip().splitlines()[0]) from None
+        return ConfigError(f"{group}={value} is not allowed: {group} is one of {', '.join(options)}{hint}")
+    match = re.search(r"override '([^']+)'", str(err))
+    if not isinstance(err, ConfigCompositionException) or match is None:
+        return ConfigError(str(err).strip().splitlines()[0])
+    key = match.group(1).lstrip("+~")
+    known = _keys(compose(()))
+    parent = key.rpartition(".")[0]
+    if parent in known:  # a typo in the last name: compare names within its section
+        names = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+        close = [names[n] for n in difflib.get_close_matches(key.rpartition(".")[2], names, n=1)]
+    else:
+        close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(f"{key} is not a config key{hint}")
 
 
 def _keys(node: DictConfig, prefix: str = "") -> list[str]:
@@ -121,6 +111,20 @@ def mixes_queries(cfg: DictConfig) -> bool:
     its output for one query depends on the others: no query chunking, O(N^2) in queries."""
     with torch.device("meta"):  # the decoder's own answer, with no weights allocated
         return bool(instantiate(cfg.decoder).mixes_queries)
+
+
+def decoding(queries: int, resolution: int) -> list[str]:
+    """The overrides under which a training step at ``data.resolution=resolution`` decodes ``queries``
+    pixels per image, as a run would: a random subset of the input's pixels, every pixel, or every pixel
+    plus the rest drawn from the same images at the smallest power-of-two resolution that holds them
+    (as ``targets=multiscale`` does). Values only, so they merge onto a composed config. The benchmark's
+    and the planner's query sweeps say what they mean with it."""
+    pixels = resolution**2
+    if queries <= pixels:  # targets above the input stay as configured
+        return [f"trainer.queries_per_image={queries if queries < pixels else 'null'}"]
+    above = queries - pixels
+    side = max(2 * resolution, 1 << math.ceil(math.log2(math.sqrt(above))))
+    return ["trainer.queries_per_image=null", f"targets.resolution={side}", f"targets.queries={above}"]
 
 
 def validate(cfg: DictConfig) -> None:
@@ -180,8 +184,17 @@ def validate(cfg: DictConfig) -> None:
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
-    """A resolved copy of ``cfg``, validated."""
+    """A resolved copy of ``cfg``, validated; a resumed run's ``run_dir`` is the folder it continues in."""
     cfg = cfg.copy()
     OmegaConf.resolve(cfg)
     validate(cfg)
+    if cfg.trainer.resume:
+        cfg.run_dir = str(run_dir_of(cfg.trainer.resume))
     return cfg
+
+
+def run_dir_of(resume: str | Path) -> Path:
+    """The run directory a ``trainer.resume`` value belongs to: the directory itself, or a checkpoint
+    file's ``<run>/checkpoints/`` parent's parent."""
+    path = Path(resume).expanduser()
+    return path if path.is_dir() else path.parent.parent

@@ -9,12 +9,11 @@ each resolution is preprocessed once into ``root/emoji3d/r{resolution}_{split}.v
 import gzip
 import hashlib
 import io
-import os
 import tarfile
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ginr.data.splits import SPLITS, check_split, hash_split
+from ginr.files import write_atomic
 
 TARBALL_URL = "https://registry.npmjs.org/@lobehub/fluent-emoji-3d/-/fluent-emoji-3d-1.1.0.tgz"
 TARBALL_NAME = "fluent-emoji-3d-1.1.0.tgz"
@@ -74,32 +74,24 @@ def _unavailable_message(target: Path, reason: str) -> str:
     )
 
 
-def _temp_path(path: Path) -> Path:
-    """A unique sibling of ``path``; unlike ``mkstemp`` the file gets the usual umask permissions."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-
-
 def download_tarball(target: Path) -> None:
     """Download the tarball to ``target`` through a temp file; it appears only once complete and verified."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(target)
-    try:
+
+    def fetch(out: BinaryIO) -> None:
         digest = hashlib.sha256()
-        with open(tmp, "xb") as out:
-            try:
-                with urllib.request.urlopen(TARBALL_URL, timeout=60) as response:
-                    total = int(response.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {TARBALL_NAME}") as bar:
-                        while chunk := response.read(1 << 20):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            bar.update(len(chunk))
-            except (urllib.error.URLError, OSError) as err:
-                raise RuntimeError(_unavailable_message(target, f"download failed: {err}")) from err
-        _check_sha(f"download of {TARBALL_URL}", digest.hexdigest())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            with urllib.request.urlopen(TARBALL_URL, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {TARBALL_NAME}") as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, OSError) as err:
+            raise RuntimeError(_unavailable_message(target, f"download failed: {err}")) from err
+        _check_sha(f"download of {TARBALL_URL}", digest.hexdigest())  # a mismatch is never renamed into place
+
+    write_atomic(target, fetch)
 
 
 def _load_webp(data: bytes, resolution: int) -> np.ndarray:
@@ -138,15 +130,8 @@ def preprocess(tarball: Path, resolution: int) -> dict[str, tuple[np.ndarray, li
 
 
 def save_npz(path: Path, images: np.ndarray, names: list[str]) -> None:
-    """Write a compressed cache file atomically (temp file in the same folder, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "xb") as f:
-            np.savez_compressed(f, images=images, names=np.array(names, dtype=str))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a compressed cache file atomically (:func:`ginr.files.write_atomic`)."""
+    write_atomic(path, lambda f: np.savez_compressed(f, images=images, names=np.array(names, dtype=str)))
 
 
 class Emoji3D(Dataset):

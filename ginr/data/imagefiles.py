@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ginr.files import write_atomic
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 SCAN_VERSION = 1
@@ -114,15 +115,10 @@ def _write_cache(path: Path, folder: Path, entries: dict[str, Scanned]) -> None:
     """Write ``entries`` atomically; a cache that cannot be written only costs a rescan next time."""
     files = {rel: list(entry) for rel, entry in entries.items()}
     data = {"version": SCAN_VERSION, "folder": str(folder.resolve()), "files": files}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data))
     except OSError as err:
         log.warning("cannot write the image scan cache %s (%s); the images will be decoded again", path, err)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def scan_images(folder: Path, files: list[Path], cache_dir: str | Path | None = None) -> dict[Path, str]:

@@ -1,5 +1,5 @@
-"""What a run spends: the matrix FLOPs of its step, counted once, and a budget of training minutes
-that fixes the run's number of steps from the time of its first steps (``trainer.train_minutes``)."""
+"""A budget of training minutes that fixes the run's number of steps from the time of its first steps
+(``trainer.train_minutes``). (A run's FLOPs: :meth:`ginr.engine.step.TrainStep.count_flops`.)"""
 
 import logging
 import time
@@ -8,33 +8,8 @@ import torch
 
 from ginr.config.schema import TIMED_STEPS
 from ginr.engine import distributed as dist
-from ginr.engine.step import TrainStep, flop_counter, forward_loss
 
 log = logging.getLogger(__name__)
-
-
-def count_step_flops(
-    step_fn: TrainStep, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor
-) -> int | None:
-    """The matrix FLOPs of one training step (forward and backward of the eager model, as the benchmark
-    counts them). The gradients are dropped and nothing random is drawn, so training goes on as without
-    it. Not for DDP, whose gradient hooks would fire on this backward. An eager step can need more
-    memory than the compiled one that trains: out of memory, None."""
-    loss = None
-    try:
-        with flop_counter() as counter:
-            loss, _ = forward_loss(step_fn.model, images, coords, targets, step_fn.amp)
-            loss.backward()
-    except torch.OutOfMemoryError:
-        log.warning("no FLOP count: the eager step it needs does not fit in GPU memory")
-        return None
-    finally:
-        step_fn.optimizer.zero_grad(set_to_none=True)
-        del loss
-        if images.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(images.device)
-    return counter.get_total_flops()
 
 
 class MinutesBudget:

@@ -1,6 +1,7 @@
-"""From a validated config to objects: device, precision, model, datasets, and the training step with
-its optimizer and schedule. Everything swappable is built by ``hydra.utils.instantiate`` from its
-``_target_``; the benchmark and the planner build their steps here too."""
+"""From a validated config to objects: device, precision, model, datasets, the training step with its
+optimizer and schedule, and the step's inputs (which pixels it decodes, against which targets). Everything
+swappable is built by ``hydra.utils.instantiate`` from its ``_target_``. This is the core's face to the
+tools: the benchmark and the memory planner build their steps and inputs here, as the trainer does."""
 
 import math
 
@@ -9,8 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
+from ginr.config.schema import target_resolutions
 from ginr.engine import distributed as dist
-from ginr.engine.step import TrainStep
+from ginr.engine.data import Batch
+from ginr.engine.step import StepQueries, TrainStep
 from ginr.models.ginr import GINR
 
 
@@ -63,6 +66,32 @@ def build_dataset(cfg: DictConfig, split: str, resolution: int | None = None) ->
     return instantiate(cfg.data.dataset, split=split, resolution=resolution or cfg.data.resolution)
 
 
+def build_queries(
+    cfg: DictConfig, model: GINR, device: torch.device, *, distributed: dist.DistInfo | None = None
+) -> StepQueries:
+    """The pixels each step decodes and their targets, from the step number alone: ``trainer.
+    queries_per_image`` and ``query_sampling`` of the input's pixels, plus ``targets.queries`` pixels of
+    the same images at ``targets.resolution``; with each pixel's size where ``model`` is cell-conditioned."""
+    distributed = distributed or dist.DistInfo()
+    return StepQueries(
+        cfg.data.resolution, cfg.seed, distributed.rank, distributed.world_size,
+        queries_per_image=cfg.trainer.queries_per_image, shared=cfg.trainer.query_sampling == "per_batch",
+        target_resolutions=target_resolutions(cfg.targets), target_queries=cfg.targets.queries,
+        cells=model.cell_conditioned, device=device,
+    )  # fmt: skip
+
+
+def synthetic_batch(cfg: DictConfig, device: torch.device | str, batch_size: int | None = None) -> Batch:
+    """Random images in the shapes the training loader yields for ``cfg`` (``data.batch_size`` of them unless
+    ``batch_size`` says otherwise): at ``data.resolution`` and, with ``targets.resolution``, a tuple of those
+    and the same count at each target resolution. For the benchmark and the planner, whose steps then take
+    their inputs from :func:`build_queries` as the trainer's do."""
+    count, channels = batch_size or cfg.data.batch_size, cfg.data.channels
+    sides = [cfg.data.resolution, *target_resolutions(cfg.targets)]
+    images = tuple(torch.rand(count, channels, side, side, device=device) for side in sides)
+    return images[0] if len(images) == 1 else images
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -89,7 +118,8 @@ def build_train_step(
     if cfg.trainer.compile:
         net = torch.compile(net, mode=cfg.trainer.get("compile_mode", "default"))
     model.train()
+    amp = amp_dtype(cfg.trainer.precision, device)
     return TrainStep(
-        model, optimizer, scheduler=scheduler, amp=amp_dtype(cfg.trainer.precision, device),
-        grad_clip=cfg.optim.grad_clip, net=net, all_finite=dist.all_finite(distributed),
+        model, optimizer, scheduler=scheduler, amp=amp, grad_clip=cfg.optim.grad_clip, net=net,
+        all_finite=dist.all_finite(distributed),
     )  # fmt: skip

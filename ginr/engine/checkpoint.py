@@ -1,8 +1,7 @@
-"""Checkpoints written atomically (temporary file, fsync, rename): a crash, a kill or a full disk while
-writing leaves the previous checkpoint intact."""
+"""Checkpoints written atomically (:func:`ginr.files.write_atomic`: temporary file, fsync, rename): a
+crash, a kill or a full disk while writing leaves the previous checkpoint intact."""
 
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from ginr.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: torch.save(state, f))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(
             f"could not write checkpoint {path} ({err}); the previous one is intact"
         ) from err
@@ -93,13 +87,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}: not a ginr checkpoint")
     return state
-
-
-def run_dir_of(resume: str | Path) -> Path:
-    """The run directory a ``trainer.resume`` value belongs to: the directory itself, or a checkpoint
-    file's ``<run>/checkpoints/`` parent's parent."""
-    path = Path(resume).expanduser()
-    return path if path.is_dir() else path.parent.parent
 
 
 def load_for_resume(

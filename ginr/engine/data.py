@@ -92,11 +92,11 @@ def query_indices(
     one draw (k,) for every image of the global batch, so the decoder's coordinate-only work is shared."""
     generator = torch.Generator().manual_seed(hash((seed, step)) % 2**63)
     if shared:
-        return torch.rand(num_pixels, generator=generator).argsort()[:k]
+        return torch.rand(num_pixels, generator=generator).argsort()[:k].clone()
     scores = torch.rand(batch * world_size, num_pixels, generator=generator)[
         rank * batch : (rank + 1) * batch
     ]
-    return scores.argsort(dim=1)[:, :k]
+    return scores.argsort(dim=1)[:, :k].clone()  # not a view that keeps every pixel's rank alive
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:

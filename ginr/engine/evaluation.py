@@ -10,11 +10,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ginr.coords import scale_tag
-from ginr.engine.logging import reconstruction_grid
-from ginr.engine.metrics import UPSCALERS, psnr, ssim, upscale
+from ginr.engine.metrics import UPSCALERS, margin, score, upscale
 from ginr.engine.step import autocast
 from ginr.models.ginr import GINR
 
@@ -22,22 +22,18 @@ from ginr.models.ginr import GINR
 @dataclass
 class Evaluation:
     """``means`` per metric key (``psnr``, ``psnr_clamped``, ``ssim`` at the input resolution; ``psnr_<r>``,
-    ``psnr_clamped_<r>``, ``ssim_<r>`` and ``<upscaler>_<r>`` at a resolution ``r``); ``rows`` per image."""
+    ``psnr_clamped_<r>``, ``ssim_<r>`` and ``<upscaler>_<r>`` at a resolution ``r``); ``rows`` per image;
+    ``grids``: tag -> picture grid of the first images, where asked for: ``reconstructions_x2``, ...
+    (input | bicubic | model | truth) at every higher resolution; without any, ``reconstructions`` (input |
+    reconstruction | 4x render)."""
 
     means: dict[str, float]
     rows: list[dict[str, float]] = field(repr=False)
+    grids: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def count(self) -> int:
         return len(self.rows)
-
-
-def _scores(pred: torch.Tensor, truth: torch.Tensor, suffix: str) -> dict[str, torch.Tensor]:
-    return {
-        f"psnr{suffix}": psnr(pred, truth),
-        f"psnr_clamped{suffix}": psnr(pred, truth, clamp=True),
-        f"ssim{suffix}": ssim(pred, truth),
-    }
 
 
 @torch.no_grad()
@@ -52,29 +48,37 @@ def evaluate(
     chunk: int,
     max_images: int | None = None,
     baselines: bool = True,
+    pictures: int = 0,
 ) -> Evaluation:
     """Score ``model`` on the first ``max_images`` images of ``dataset`` (all by default) and, at each
     resolution ``r`` of ``highres`` (the same images, same order, at ``r``), its renders and, with
-    ``baselines``, the classical upscalers of the input."""
+    ``baselines``, the classical upscalers of the input; with the picture grids of the first ``pictures``."""
     was_training = model.training
     model.eval()
     total = len(dataset) if max_images is None else min(max_images, len(dataset))
     rows: list[dict[str, float]] = []
+    grids: dict[str, torch.Tensor] = {}
     for start, images in _batches(dataset, batch_size, total):
         images = images.to(device)
         with autocast(device, amp_dtype):
             latents = model.encode(images)
             recon = model.render(latents, *images.shape[-2:], images=images, chunk=chunk)
-        scores = _scores(recon, images, "")
+        scores = score(recon, images)
+        shown = images[:pictures] if start == 0 else images[:0]  # the picture grids' images
+        if len(shown) and not highres:
+            grids["reconstructions"] = reconstructions(model, shown, amp_dtype=amp_dtype, chunk=chunk)
         for resolution, highres_set in highres.items():
             indices = range(start, start + len(images))
             truth = torch.stack([highres_set[i] for i in indices]).to(device)
             with autocast(device, amp_dtype):
                 render = model.render(latents, *truth.shape[-2:], images=images, chunk=chunk)
-            at_res = _scores(render, truth, f"_{resolution}")
-            if baselines:
-                for method in UPSCALERS:
-                    at_res[f"{method}_{resolution}"] = psnr(upscale(images, *truth.shape[-2:], method), truth)
+            scored = score(render, truth, images if baselines else None)
+            if len(shown):
+                size, k = truth.shape[-2:], len(shown)
+                panels = [shown, upscale(shown, *size, "bicubic"), render[:k], truth[:k]]
+                tag = f"reconstructions_{scale_tag(resolution, images.shape[-1])}"
+                grids[tag] = reconstruction_grid(*(p.float().cpu() for p in panels))
+            at_res = {f"{key}_{resolution}": value for key, value in scored.items()}
             upsampled = getattr(highres_set, "upsampled", None)  # an enlarged original is not truth
             if upsampled is not None:
                 fake = torch.tensor([upsampled(i) for i in indices], device=device)
@@ -90,7 +94,7 @@ def evaluate(
         means[key] = sum(scored) / len(scored) if scored else float("nan")
     for resolution in highres:  # how many images had real ground truth there
         means[f"images_{resolution}"] = sum(not math.isnan(r[f"psnr_{resolution}"]) for r in rows)
-    return Evaluation(means, rows)
+    return Evaluation(means, rows, grids)
 
 
 def _batches(dataset: Dataset, batch_size: int, total: int):
@@ -116,9 +120,22 @@ def scalar_tags(
             continue
         scale = scale_tag(int(res), resolution)
         tags[f"baseline/{name}_{scale}" if name in UPSCALERS else f"{name}_{scale}"] = value
-        if name == "psnr" and all(f"{m}_{res}" in upscaled for m in UPSCALERS):
-            tags[f"margin_{scale}"] = value - max(upscaled[f"{m}_{res}"] for m in UPSCALERS)
+        lead = margin(upscaled, f"_{res}") if name == "psnr" else None
+        if lead is not None:
+            tags[f"margin_{scale}"] = lead
     return tags
+
+
+def reconstruction_grid(*panels: torch.Tensor) -> torch.Tensor:
+    """One row per image, the panels side by side, each shown at the largest panel's size (nearest).
+
+    panels (K, C, h_i, w_i) -> (3, K * H, len(panels) * W) in [0, 1].
+    """
+    size = max((p.shape[-2:] for p in panels), key=lambda s: s[0] * s[1])
+    resized = [F.interpolate(p.float(), size=tuple(size), mode="nearest") for p in panels]
+    rows = torch.cat(resized, dim=-1).clamp(0, 1)  # (K, C, H, n W)
+    grid = torch.cat(list(rows), dim=-2)
+    return grid.expand(3, -1, -1) if grid.shape[0] == 1 else grid
 
 
 @torch.no_grad()
@@ -150,31 +167,3 @@ def reconstructions(
             ]
     model.train(was_training)
     return reconstruction_grid(*(p.float().cpu() for p in panels))
-
-
-def picture_grids(
-    model: GINR,
-    dataset: Dataset,
-    highres: dict[int, Dataset],
-    *,
-    count: int,
-    input_resolution: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    chunk: int,
-) -> dict[str, torch.Tensor]:
-    """Tag -> picture grid of the first ``count`` images: ``reconstructions_x2``, ... (input | bicubic |
-    model | truth) at every resolution of ``highres``; without any, ``reconstructions`` (input |
-    reconstruction | 4x render)."""
-    count = min(count, len(dataset))
-    if not count:
-        return {}
-    shown = torch.stack([dataset[i] for i in range(count)]).to(device)
-    if not highres:
-        return {"reconstructions": reconstructions(model, shown, amp_dtype=amp_dtype, chunk=chunk)}
-    grids = {}
-    for resolution, images in highres.items():
-        truth = torch.stack([images[i] for i in range(count)]).to(device)
-        grid = reconstructions(model, shown, truth=truth, amp_dtype=amp_dtype, chunk=chunk)
-        grids[f"reconstructions_{scale_tag(resolution, input_resolution)}"] = grid
-    return grids

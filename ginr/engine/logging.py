@@ -8,14 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+from ginr.files import write_atomic
 
 
 def process_alive(pid: int) -> bool:
@@ -34,18 +29,6 @@ def effective_state(status: dict[str, Any]) -> str:
     state = status.get("state") or "unknown"
     here = status.get("host") == socket.gethostname() and status.get("pid")
     return "killed" if state == "running" and here and not process_alive(int(status["pid"])) else state
-
-
-def reconstruction_grid(*panels: torch.Tensor) -> torch.Tensor:
-    """One row per image, the panels side by side, each shown at the largest panel's size (nearest).
-
-    panels (K, C, h_i, w_i) -> (3, K * H, len(panels) * W) in [0, 1].
-    """
-    size = max((p.shape[-2:] for p in panels), key=lambda s: s[0] * s[1])
-    resized = [F.interpolate(p.float(), size=tuple(size), mode="nearest") for p in panels]
-    rows = torch.cat(resized, dim=-1).clamp(0, 1)  # (K, C, H, n W)
-    grid = torch.cat(list(rows), dim=-2)
-    return grid.expand(3, -1, -1) if grid.shape[0] == 1 else grid
 
 
 class RunLogger:
@@ -101,7 +84,7 @@ class RunLogger:
             elapsed = time.time() - self.started
             self.status.update(state=state, step=step, error=error, wall_time_s=round(elapsed, 1),
                                updated=round(time.time(), 1), **extra)  # fmt: skip
-            write_json_atomic(self.run_dir / "status.json", self.status)
+            write_atomic(self.run_dir / "status.json", json.dumps(self.status, indent=2))
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         if self.enabled:

@@ -15,13 +15,20 @@ from omegaconf import DictConfig, OmegaConf
 from ginr.config.schema import target_resolutions
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
-from ginr.engine.budget import MinutesBudget, count_step_flops
-from ginr.engine.build import build_dataset, build_model, build_train_step, count_parameters, pick_device
-from ginr.engine.data import Resolutions, StepBatchSampler, prefetched, train_loader
-from ginr.engine.evaluation import evaluate, picture_grids, scalar_tags
+from ginr.engine.budget import MinutesBudget
+from ginr.engine.build import (
+    build_dataset,
+    build_model,
+    build_queries,
+    build_train_step,
+    count_parameters,
+    pick_device,
+)
+from ginr.engine.data import Batch, Resolutions, StepBatchSampler, prefetched, train_loader
+from ginr.engine.evaluation import evaluate, scalar_tags
 from ginr.engine.logging import RunLogger
 from ginr.engine.metrics import UPSCALERS
-from ginr.engine.step import StepQueries, StepResult
+from ginr.engine.step import StepResult
 
 log = logging.getLogger(__name__)
 # (config, GPU memory in bytes) -> one line on what fits; the entry point passes the memory planner's.
@@ -91,6 +98,7 @@ class Trainer:
             start_step=self.step, params=count_parameters(self.model), progress=cfg.logger.progress,
         )  # fmt: skip
         self.stop = dist.StopVote(self.dist, self.device)
+        self.first_window = True
         self.saved_at = time.monotonic()
 
     def _load_data(self) -> None:
@@ -118,12 +126,7 @@ class Trainer:
             rank=self.dist.rank, world_size=self.dist.world_size,
         )  # fmt: skip
         self.loader = train_loader(self.train_set, sampler, cfg.data.num_workers, self.device.type == "cuda")
-        self.queries = StepQueries(
-            cfg.data.resolution, cfg.seed, self.dist.rank, self.dist.world_size,
-            queries_per_image=cfg.trainer.queries_per_image, shared=cfg.trainer.query_sampling == "per_batch",
-            target_resolutions=target_resolutions(cfg.targets), target_queries=cfg.targets.queries,
-            cells=self.model.cell_conditioned, device=self.device,
-        )  # fmt: skip
+        self.queries = build_queries(cfg, self.model, self.device, distributed=self.dist)
 
     @contextmanager
     def _main_first(self):
@@ -170,26 +173,19 @@ class Trainer:
         }  # fmt: skip
         ckpt.save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.ckpt")
 
-    def train_step(self, batch: torch.Tensor | list[torch.Tensor]) -> StepResult:
+    def train_step(self, batch: Batch) -> StepResult:
         """The training step on one batch of images (with ``targets.resolution``, a tuple: the input and
         the same images at each target resolution): this step's query pixels, then the step."""
-        images, *above = (batch,) if isinstance(batch, torch.Tensor) else batch
-        images = images.to(self.device, non_blocking=True)
-        coords, targets = self.queries(self.step, images, *above)
-        if self.step == 0 and not self.dist.enabled:
-            self._log_flops(images, coords, targets)
-        return self.step_fn(images, coords, targets)
-
-    def _log_flops(self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor) -> None:
-        """``perf/gflop_per_step``, once: a run's budget in FLOPs is that times its steps."""
-        flops = count_step_flops(self.step_fn, images, coords, targets)
-        if flops is not None:
-            self.logger.scalars(0, {"perf/gflop_per_step": flops / 1e9})
+        images, coords, targets = self.queries.inputs(self.step, batch)
+        first = (
+            self.step == 0 and not self.dist.enabled
+        )  # its FLOPs: the run's budget is that times its steps
+        return self.step_fn(images, coords, targets, count_flops=first)
 
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()
         metrics: dict[str, float] = {}
-        window, compile_reported = Window(self.device), False
+        window = Window(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
@@ -203,12 +199,6 @@ class Trainer:
             self.step += 1
             window.add(self.step, result, tick)
             self._fit_to_minutes()
-            if self.step_fn.compile_s is not None and not compile_reported:
-                log.info(
-                    "torch.compile: the first step took %.1f s, compilation included", self.step_fn.compile_s
-                )
-                self.logger.scalars(self.step, {"perf/compile_s": self.step_fn.compile_s})
-                compile_reported = True
             self.logger.advance(1)
             if self.step % tcfg.log_every == 0:  # the host waits for the GPU here, once per window
                 self._settle(window)
@@ -301,7 +291,8 @@ class Trainer:
             return
         loss, train_psnr, grad_norm = (sums / n).tolist()
         self.logger.advance(0, loss=loss, psnr=train_psnr)
-        values = {"train/loss": loss, "train/psnr": train_psnr, "train/grad_norm": grad_norm,
+        values = self._once() if self.first_window else {}
+        values |= {"train/loss": loss, "train/psnr": train_psnr, "train/grad_norm": grad_norm,
                   "train/lr": self.step_fn.scheduler.get_last_lr()[0],
                   "perf/ms_per_step": 1000 * seconds / steps,
                   "perf/images_per_s": self.cfg.data.batch_size * steps / seconds}  # fmt: skip
@@ -310,6 +301,17 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.logger.scalars(self.step, values)
         self.logger.set_status("running", self.step)
+
+    def _once(self) -> dict[str, float]:
+        """What the first log window of this process adds: the first step's FLOPs (a run's budget is that
+        times its steps) and, when compiled, that step's seconds (compilation included)."""
+        values, step, self.first_window = {}, self.step_fn, False
+        if step.flops is not None:  # at step 0: a property of the step, not of this window
+            self.logger.scalars(0, {"perf/gflop_per_step": step.flops / 1e9})
+        if step.compile_s is not None:
+            log.info("torch.compile: the first step took %.1f s, compilation included", step.compile_s)
+            values["perf/compile_s"] = step.compile_s
+        return values
 
     def _check_time_limit(self, started: float) -> None:
         limit = self.cfg.trainer.time_limit_min
@@ -323,6 +325,7 @@ class Trainer:
             model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=self.device,
             amp_dtype=self.eval_amp, chunk=cfg.trainer.render_chunk, max_images=max_images,
             baselines=split == "test" or not self.val_baselines,  # they do not change during a run
+            pictures=cfg.logger.images,
         )  # fmt: skip
         if split == "val" and not self.val_baselines:
             self.val_baselines = {k: v for k, v in result.means.items() if k.split("_")[0] in UPSCALERS}
@@ -331,20 +334,13 @@ class Trainer:
         scalars[f"{split}/images"] = result.count
         scalars[f"{split}/split_images"] = len(dataset)
         self.logger.scalars(self.step, scalars)
-        self._log_pictures(model, split, dataset, highres)
+        for tag, grid in result.grids.items():
+            self.logger.image(self.step, f"{split}/{tag}", grid)
         headline = ", ".join(
             f"{k} {v:.2f}" for k, v in scalars.items() if "/psnr" in k and "clamped" not in k
         )
         log.info("step %d: %s (%d of %d %s images)", self.step, headline, result.count, len(dataset), split)
         return scalars
-
-    def _log_pictures(self, model: torch.nn.Module, split: str, dataset, highres: dict) -> None:
-        grids = picture_grids(
-            model, dataset, highres, count=self.cfg.logger.images, input_resolution=self.cfg.data.resolution,
-            device=self.device, amp_dtype=self.eval_amp, chunk=self.cfg.trainer.render_chunk,
-        )  # fmt: skip
-        for tag, grid in grids.items():
-            self.logger.image(self.step, f"{split}/{tag}", grid)
 
     def _evaluate(self) -> dict[str, float]:
         """Validation: selects the best checkpoint on ``trainer.select_on`` (``val/best_psnr``: its best)."""

@@ -2,8 +2,12 @@
 
 ``psnr`` is the GINR protocol's metric (Trans-INR, IPC): predictions as the model gives them,
 unclamped. ``psnr(..., clamp=True)`` and ``ssim`` (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5,
-K1 0.01, K2 0.03, channels averaged) stand beside it.
+K1 0.01, K2 0.03, channels averaged) stand beside it. :func:`score` is how every evaluation scores a
+model's output (these three, and the classical upscalers of the same input), :func:`margin` the model's
+lead over the best upscaler.
 """
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -74,3 +78,30 @@ def strip_ssim(pred: torch.Tensor, target: torch.Tensor, *, rows: int = 256) -> 
         bottom = min(top + rows + 10, height)
         total += ssim(pred[..., top:bottom, :], target[..., top:bottom, :]) * (bottom - top - 10)
     return total / (height - 10)
+
+
+def score(
+    pred: torch.Tensor, truth: torch.Tensor, inputs: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """The scores of a model's output ``pred`` against ``truth``, per image -> ``{key: (B,)}``: ``psnr``
+    (unclamped, the protocol's), ``psnr_clamped`` and ``ssim`` (:func:`strip_ssim`); given the ``inputs``
+    that ``pred`` was rendered from, also each classical upscaler's PSNR (``nearest``, ``bicubic``,
+    ``lanczos``: :data:`UPSCALERS`), upscaling ``inputs`` to ``truth``'s size."""
+    scores = {
+        "psnr": psnr(pred, truth),
+        "psnr_clamped": psnr(pred, truth, clamp=True),
+        "ssim": strip_ssim(pred, truth),
+    }
+    if inputs is not None:
+        scores |= {m: psnr(upscale(inputs, *truth.shape[-2:], m), truth) for m in UPSCALERS}
+    return scores
+
+
+def margin(scores: Mapping[str, float | None], suffix: str = "") -> float | None:
+    """The model's PSNR minus the best classical upscaler's: ``psnr<suffix>`` less the highest of
+    ``<upscaler><suffix>`` in ``scores`` (one image's, or means over images); None where an upscaler's
+    score is missing."""
+    upscaled = [scores.get(f"{m}{suffix}") for m in UPSCALERS]
+    if any(value is None for value in upscaled):
+        return None
+    return scores[f"psnr{suffix}"] - max(upscaled)

@@ -1,5 +1,6 @@
-"""THE training step: the forward + loss, the update, and the inputs they take. The trainer, the
-benchmark and the memory planner all run this code, so what they time or predict is what trains.
+"""THE training step: the forward + loss, the update, and the inputs they take (:class:`StepQueries`). The
+trainer, the benchmark and the memory planner all run this code, built from the config by
+:mod:`ginr.engine.build`, so what they time or predict is what trains.
 
 A step is ``forward_backward`` (autocast forward, float32 MSE, scaled backward) then ``update``
 (unscale, clip, a finite check agreed across ranks, optimizer and scheduler step, zero_grad). The
@@ -21,7 +22,7 @@ from torch._dynamo.exc import TorchDynamoException
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from ginr.coords import image_to_values, pixel_grid, with_cells
-from ginr.engine.data import query_indices
+from ginr.engine.data import Batch, query_indices
 from ginr.engine.metrics import psnr
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,13 @@ class StepQueries:
         grid = pixel_grid(resolution, resolution, device=self.device)
         return with_cells(grid, resolution, resolution) if self.cells else grid
 
+    def inputs(self, step: int, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images, coords, targets) of step ``step`` from a batch as the loader yields it: the images, or
+        a tuple of them and the same images at each target resolution; the images moved to ``device``."""
+        images, *above = (batch,) if isinstance(batch, torch.Tensor) else batch
+        images = images.to(self.device, non_blocking=True)
+        return images, *self(step, images, *above)
+
     def __call__(
         self, step: int, images: torch.Tensor, *above: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,19 +128,6 @@ class StepQueries:
             ).to(images.device, non_blocking=True)  # fmt: skip
             coords, targets = with_targets_above(coords, targets, high, grid, pixels)
         return coords, targets
-
-
-def synthetic_batch(
-    batch: int, channels: int, resolution: int, queries: int, device: torch.device | str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images, coords, targets) of random values for benchmarks and the planner: every pixel on the
-    shared grid, as training decodes it, when ``queries`` is the pixel count; otherwise ``queries``
-    random coordinates in [-1, 1] per image (any number, also more than the pixels)."""
-    images = torch.rand(batch, channels, resolution, resolution, device=device)
-    if queries == resolution**2:
-        return images, pixel_grid(resolution, resolution, device=device), image_to_values(images)
-    coords = torch.rand(batch, queries, 2, device=device) * 2 - 1
-    return images, coords, torch.rand(batch, queries, channels, device=device)
 
 
 def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
@@ -208,6 +203,7 @@ class TrainStep:
         self.amp, self.grad_clip, self.all_finite = amp, grad_clip, all_finite
         self.net = model if net is None else net
         self.compile_s: float | None = None  # the first compiled step's seconds, once it has run
+        self.flops: int | None = None  # one step's FLOPs, once a call has counted them
         device = next(model.parameters()).device
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
@@ -253,10 +249,37 @@ class TrainStep:
             self.scheduler.step()
         return grad_norm.detach(), ok
 
-    def __call__(self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor) -> StepResult:
+    def __call__(
+        self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor, *, count_flops: bool = False
+    ) -> StepResult:
+        """One step; with ``count_flops``, first its FLOPs into ``flops`` (:meth:`count_flops`)."""
+        if count_flops:
+            self.flops = self.count_flops(images, coords, targets)
         loss, pred = self.forward_backward(images, coords, targets)
         grad_norm, ok = self.update(loss)
         return StepResult(loss.detach(), psnr(pred.detach(), targets).mean(), grad_norm, ok)
+
+    def count_flops(self, images: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor) -> int | None:
+        """The matrix FLOPs of one step on these inputs (forward and backward of the eager model, as the
+        benchmark counts them): a run's budget in FLOPs is that times its steps. The gradients are dropped
+        and nothing random is drawn, so training goes on as without it. Not for DDP, whose gradient hooks
+        would fire on this backward. An eager step can need more memory than the compiled one that
+        trains: out of memory, None."""
+        loss = None
+        try:
+            with flop_counter() as counter:
+                loss, _ = forward_loss(self.model, images, coords, targets, self.amp)
+                loss.backward()
+        except torch.OutOfMemoryError:
+            log.warning("no FLOP count: the eager step it needs does not fit in GPU memory")
+            return None
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            del loss
+            if images.device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(images.device)
+        return counter.get_total_flops()
 
     def state_dict(self) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}

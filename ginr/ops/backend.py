@@ -5,18 +5,13 @@ mamba-ssm 2.3.2.post1 raises at import wherever its compiled extension is missin
 both imports are guarded here and nowhere else. The encoder's backend is ``cuda`` (mamba-ssm's compiled
 kernels), ``triton`` (ginr's Triton scan, :mod:`ginr.ops.scan_triton`: a GPU without mamba-ssm) or
 ``torch`` (pure PyTorch in :mod:`ginr.ops`); ``auto`` takes the first of those that can run: the kernels
-need the tensors on a GPU. The environment variable ``GINR_MAMBA_BACKEND`` overrides the configured choice.
-ginr's GEGLU kernel (:mod:`ginr.ops.geglu_triton`) runs on every CUDA tensor when Triton imports;
+need the tensors on a GPU (:func:`kernels_on`). ginr's GEGLU kernel (:mod:`ginr.ops.geglu_triton`) runs on every CUDA tensor when Triton imports;
 ``GINR_TRITON=0`` leaves ginr's Triton kernels out (the PyTorch references run instead).
-
-:func:`simulate_kernels` swaps in stand-ins for the kernels, so that the memory planner runs the GPU's code
-path on CPU (fake) tensors.
 """
 
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -25,7 +20,6 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "cuda", "triton", "torch"]
 BACKENDS = get_args(Backend)
-ENV_VAR = "GINR_MAMBA_BACKEND"
 TRITON_ENV_VAR = "GINR_TRITON"
 
 
@@ -118,12 +112,16 @@ def _import_triton_kernels() -> tuple[Callable | None, Callable | None, str]:
 selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, KERNEL_STATUS = _import_kernels()
 geglu_cuda, selective_scan_triton, TRITON_STATUS = _import_triton_kernels()
 _logged: set[tuple[str, str]] = set()
-_simulated = False  # inside simulate_kernels: stand-ins run the "cuda" path on any device
+
+
+def kernels_on(device: torch.device) -> bool:
+    """Whether tensors on ``device`` take the kernels' path: on a GPU. (The memory planner makes this, and
+    the kernels above, stand-ins of its own while it simulates a GPU step on fake CPU tensors.)"""
+    return device.type == "cuda"
 
 
 def runs_kernels(t: torch.Tensor) -> bool:
-    """Whether ``t`` takes the kernels' path: on a GPU, or anywhere inside :func:`simulate_kernels`."""
-    return t.is_cuda or _simulated
+    return kernels_on(t.device)
 
 
 def check_backend(name: str) -> str:
@@ -133,9 +131,9 @@ def check_backend(name: str) -> str:
 
 
 def resolve_backend(requested: str, device: torch.device) -> str:
-    """The backend to run on ``device``: the env var wins over ``requested``; logged once per choice."""
-    requested = check_backend(os.environ.get(ENV_VAR, requested))
-    on_gpu = device.type == "cuda" or _simulated
+    """The backend to run on ``device`` for ``requested`` (``encoder.backend``); logged once per choice."""
+    requested = check_backend(requested)
+    on_gpu = kernels_on(device)
     kernels = {"cuda": (selective_scan_cuda, KERNEL_STATUS), "triton": (selective_scan_triton, TRITON_STATUS)}
     if requested in kernels:
         kernel, status = kernels[requested]
@@ -150,26 +148,7 @@ def resolve_backend(requested: str, device: torch.device) -> str:
             (name for name, (kernel, _) in kernels.items() if kernel is not None and on_gpu), "torch"
         )
     key = (requested, chosen)
-    if key not in _logged and not _simulated and not torch.compiler.is_compiling():  # a log breaks a graph
+    if key not in _logged and not torch.compiler.is_compiling():  # a log breaks a graph
         _logged.add(key)
         log.info("mamba backend: %s (requested %s; %s; %s)", chosen, requested, KERNEL_STATUS, TRITON_STATUS)
     return chosen
-
-
-@contextmanager
-def simulate_kernels(
-    selective_scan: Callable, causal_conv1d: Callable | None = None, mamba_inner: Callable | None = None,
-    geglu: Callable | None = None,
-) -> Iterator[None]:  # fmt: skip
-    """For this scope the kernels are these callables (None: that kernel is absent) and the ``cuda`` path
-    is taken on any device, as on a GPU with those kernels; restored on exit. Swaps this module's globals:
-    not thread-safe, and meant for the memory planner's fake-tensor runs."""
-    global selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, geglu_cuda, _simulated
-    saved = selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, geglu_cuda, _simulated
-    selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda = selective_scan, causal_conv1d, mamba_inner
-    geglu_cuda = geglu
-    _simulated = True
-    try:
-        yield
-    finally:
-        selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, geglu_cuda, _simulated = saved

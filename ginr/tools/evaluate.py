@@ -33,16 +33,19 @@ from ginr.data.imagefiles import EXTENSIONS
 from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
 from ginr.engine.evaluation import evaluate, reconstructions
-from ginr.engine.metrics import UPSCALERS
+from ginr.engine.metrics import UPSCALERS, margin
 from ginr.tools.images import (
     PRECISIONS,
+    SCORE_COLUMNS,
     InputError,
     Rendered,
     check_sizes,
     find_inputs,
     render_images,
+    score_cells,
     sizes_table,
 )
+from ginr.tools.tables import markdown_table
 
 
 def _split_of(cfg: DictConfig, split: str, resolution: int | None = None) -> Dataset:
@@ -139,27 +142,18 @@ def run(
 def table(means: dict[str, float], resolution: int) -> str:
     """A markdown table: one row per resolution, the model's PSNR (unclamped, the protocol), clamped PSNR,
     SSIM, and the classical upscalers of the same input beside it, with the model's margin over the best."""
-    head = ["resolution", "images with truth", "PSNR", "PSNR clamped", "SSIM", *UPSCALERS, "margin over best"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     sizes = [resolution] + sorted(
         {int(k.rsplit("_", 1)[1]) for k in means if k.startswith("psnr_") and k[5:].isdigit()}
     )
+    rows = []
     for r in sizes:
         suffix = "" if r == resolution else f"_{r}"
-        base = [means.get(f"{m}_{r}") for m in UPSCALERS]
-        margin = means[f"psnr{suffix}"] - max(base) if all(b is not None for b in base) else None
-        cells = [
-            means[f"psnr{suffix}"],
-            means[f"psnr_clamped{suffix}"],
-            means[f"ssim{suffix}"],
-            *base,
-            margin,
-        ]
-        formats = ["{:.2f}", "{:.2f}", "{:.4f}"] + ["{:.2f}"] * len(UPSCALERS) + ["{:+.2f}"]
-        text = ["-" if v is None else f.format(v) for f, v in zip(formats, cells, strict=True)]
+        scores = {m: means[f"{m}{suffix}"] for m in ("psnr", "psnr_clamped", "ssim")}
+        scores |= {m: means.get(f"{m}_{r}") for m in UPSCALERS}
         count = means.get(f"images{suffix}")
-        lines.append(f"| {r}x{r} | {'all' if count is None else int(count)} | " + " | ".join(text) + " |")
-    return "\n".join(lines)
+        cells = score_cells([*scores.values(), margin(scores)])
+        rows.append([f"{r}x{r}", "all" if count is None else int(count), *cells])
+    return markdown_table(["resolution", "images with truth", *SCORE_COLUMNS], rows)
 
 
 def run_inputs(

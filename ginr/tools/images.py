@@ -20,11 +20,13 @@ from PIL import Image
 
 from ginr.api import Loaded
 from ginr.data.imagefiles import EXTENSIONS, UnreadableImage, load_image
-from ginr.engine.metrics import UPSCALERS, psnr, strip_ssim, upscale
+from ginr.engine.metrics import UPSCALERS, margin, score, upscale
 from ginr.engine.step import autocast
+from ginr.tools.tables import markdown_table
 
 PRECISIONS = ("fp32", "train")
 METRICS = ("psnr", "psnr_clamped", "ssim", *UPSCALERS, "margin")
+SCORE_COLUMNS = ("PSNR", "PSNR clamped", "SSIM", *UPSCALERS, "margin over best")  # METRICS in a table
 
 
 class InputError(ValueError):
@@ -119,22 +121,6 @@ class Rendered:
     out: Path
 
 
-def _scores(
-    render: torch.Tensor, truth: torch.Tensor, small: torch.Tensor, *, upscalers: bool
-) -> dict[str, float]:
-    """The render's PSNR (unclamped), clamped PSNR and SSIM against ``truth``; with ``upscalers``, the PSNR
-    of each classical upscaler of the input ``small`` and the render's margin over the best of them."""
-    scores = {
-        "psnr": psnr(render, truth).item(),
-        "psnr_clamped": psnr(render, truth, clamp=True).item(),
-        "ssim": strip_ssim(render, truth).item(),
-    }
-    if upscalers:
-        scores |= {m: psnr(upscale(small, *truth.shape[-2:], m), truth).item() for m in UPSCALERS}
-        scores["margin"] = scores["psnr"] - max(scores[m] for m in UPSCALERS)
-    return scores
-
-
 def _decode_inputs(
     files: list[tuple[Path, str]], resolution: int, channels: int
 ) -> list[tuple[tuple[int, int], torch.Tensor]]:
@@ -220,7 +206,11 @@ def render_images(
             if row["scored"]:
                 truth = load_image(path, size=(size, size), channels=channels, crop="center")
                 panels.append(truth.unsqueeze(0).to(device))
-                row |= _scores(render, panels[-1], small, upscalers=size != resolution)
+                upscaled = size != resolution  # at the input's own size, upscaling is no comparison
+                scores = {
+                    k: v.item() for k, v in score(render, panels[-1], small if upscaled else None).items()
+                }
+                row |= scores | ({"margin": margin(scores)} if upscaled else {})
             else:
                 missing.append(size)
             Image.fromarray(_to_uint8(render[0])).save(out / row["render"])
@@ -290,16 +280,18 @@ def _costs(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return {"render_s": sum(r["render_s"] for r in rows) / len(rows), "peak_gb": max(peaks, default=None)}
 
 
+def score_cells(values: Sequence[float | None]) -> list[str]:
+    """Table cells of the :data:`METRICS` ``values`` (under :data:`SCORE_COLUMNS`); "-" for None."""
+    formats = ["{:.2f}", "{:.2f}", "{:.4f}"] + ["{:.2f}"] * len(UPSCALERS) + ["{:+.2f}"]
+    return ["-" if v is None else f.format(v) for f, v in zip(formats, values, strict=True)]
+
+
 def sizes_table(result: Rendered) -> str:
     """A markdown table of :func:`render_images`' scores: one row per size, the images scored there, the
     model's PSNR (unclamped), clamped PSNR, SSIM, the classical upscalers and the margin over the best."""
-    head = ["size", "images scored", "PSNR", "PSNR clamped", "SSIM", *UPSCALERS, "margin over best"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    formats = ["{:.2f}", "{:.2f}", "{:.4f}"] + ["{:.2f}"] * len(UPSCALERS) + ["{:+.2f}"]
-    for size in result.sizes:
-        cells = [result.means[size].get(k) for k in METRICS]
-        text = ["-" if v is None else f.format(v) for f, v in zip(formats, cells, strict=True)]
-        lines.append(
-            f"| {size}x{size} | {result.scored[size]} of {result.images} | " + " | ".join(text) + " |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [f"{size}x{size}", f"{result.scored[size]} of {result.images}",
+         *score_cells([result.means[size].get(k) for k in METRICS])]
+        for size in result.sizes
+    ]  # fmt: skip
+    return markdown_table(["size", "images scored", *SCORE_COLUMNS], rows)

@@ -19,9 +19,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from hydra.errors import HydraException
 
+from ginr.config import ConfigError
 from ginr.ops import backend as scan_backend
-from ginr.tools.bench.cases import PRESETS, build_cases, selected
+from ginr.tools.bench.cases import PRESETS, build_cases, case_config, case_overrides, selected
 from ginr.tools.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step
 from ginr.tools.bench.runners import run_all
 
@@ -53,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in build_cases(preset, compile=args.compile) if selected(c.name, args.only)]
     if not cases:
         parser.error(f"--only {' '.join(args.only)} matches no case")
+    try:  # every case's config, before any case runs
+        for case in cases:
+            case_config(case_overrides(case, preset), case.queries, tuple(args.overrides))
+    except (ConfigError, HydraException) as err:
+        print(f"error: {(str(err).strip().splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
+        return 2
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
         "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(["python -m ginr.tools.bench", *(sys.argv[1:] if argv is None else argv)]),

@@ -1,5 +1,6 @@
 """What the benchmark measures: one :class:`Case` per measurement, grouped by preset. The variants are
-the experiments in ``configs/experiment`` (discovered, never listed here)."""
+:func:`ginr.tools.variants.variants`: the experiments in ``configs/experiment`` (discovered, never listed
+here) and their naive-attention twins."""
 
 import fnmatch
 import functools
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config import compose, experiments, mixes_queries, prepare
+from ginr.config import compose, decoding, experiments, mixes_queries, prepare
+from ginr.tools.variants import default_variant, variants
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,8 @@ class Case:
     overrides: tuple[str, ...]
     precision: str = "bf16"
     checkpoint: bool = False
-    batch: int = 64
-    queries: int = 1024
+    batch: int | None = None  # data.batch_size (None: the config's); --set data.batch_size=... wins
+    queries: int | None = None  # pixels decoded per image (ginr.config.decoding; None: the config's)
     compile: bool = False
     backend: str | None = None  # encoder cases
     chunk: int | None = None  # render cases
@@ -39,22 +41,6 @@ CHECKPOINTING = ("decoder.checkpoint=true", "encoder.checkpoint=true")
 EAGER = ("trainer.compile=false",)  # every case eager (hardware=gpu compiles) unless it is a compile/ case
 
 
-@functools.lru_cache(maxsize=1)
-def variants() -> dict[str, tuple[str, ...]]:
-    """Variant name -> overrides: every experiment, and for those whose blocks mix queries (attention
-    over all queries) also ``<name>_naive``, with attention that materialises its matrix."""
-    out = {name: (f"experiment={name}",) for name in experiments()}
-    for name in list(out):
-        if mixes_queries(prepare(compose([f"experiment={name}"]))):
-            out[f"{name}_naive"] = (f"experiment={name}", "decoder.attn_impl=naive")
-    return out
-
-
-def default_variant() -> str:
-    """The experiment ``python -m ginr.train`` trains when none is named."""
-    return compose().name
-
-
 def mixing(variant: str) -> bool:
     return mixes_queries(case_config(variants()[variant]))
 
@@ -62,8 +48,8 @@ def mixing(variant: str) -> bool:
 @dataclass(frozen=True)
 class Preset:
     sizes: tuple[str, ...]
-    batch: int
-    queries: int  # the main table decodes every pixel
+    batch: int | None  # None: as the config (and --set) says
+    queries: int | None  # None: as the config says; the GPU's decodes every pixel of the input
     sweep: tuple[int, ...]
     sweep_batch: int
     batches: tuple[int, ...]
@@ -79,9 +65,9 @@ class Preset:
 ALL_GROUPS = ("main", "lean", "queries", "batch", "encoder", "render")
 PRESETS = {
     # sweep batch 4: the 16x point (16384 queries) fits on an 80 GB GPU for every block type
-    "reference": Preset(EAGER, 64, 1024, (1024, 4096, 16384, 65536), 4, (16, 64), ("bf16", "fp32"), ALL_GROUPS,
+    "reference": Preset(EAGER, None, None, (1024, 4096, 16384, 65536), 4, (16, 64), ("bf16", "fp32"), ALL_GROUPS,
                         1024, (65536, 16384), Timing(3, 8, 20.0), 330.0),
-    "quick": Preset(EAGER, 64, 1024, (1024, 4096, 16384), 4, (), ("bf16",), ("main", "queries"),
+    "quick": Preset(EAGER, None, None, (1024, 4096, 16384), 4, (), ("bf16",), ("main", "queries"),
                     1024, (), Timing(2, 5, 10.0), 240.0),
     "cpu": Preset(("hardware=cpu",), 2, 64, (16, 64, 256), 2, (2, 4), ("bf16", "fp32"), ALL_GROUPS,
                   16, (64, 16), Timing(1, 2, 2.0), None, (16,)),
@@ -124,8 +110,7 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
         ]  # fmt: skip
     if "render" in preset.groups:  # a decoder that mixes queries decodes a whole image at once: not rendered
         cases += [
-            Case(f"render/{v}/chunk{c}", "render", v, every[v], batch=1, queries=preset.render_size**2,
-                 chunk=c, render_size=preset.render_size)
+            Case(f"render/{v}/chunk{c}", "render", v, every[v], batch=1, chunk=c, render_size=preset.render_size)
             for v in per_query for c in preset.chunks
         ]  # fmt: skip
     if "main" in preset.groups:
@@ -171,8 +156,25 @@ def _composed(groups: tuple[str, ...]) -> DictConfig:
     return compose(list(groups))
 
 
-def case_config(overrides: tuple[str, ...]) -> DictConfig:
-    """The prepared config: config-group choices composed by Hydra once, values merged on top."""
-    groups = tuple(o for o in overrides if "." not in o.split("=", 1)[0])
-    values = [o for o in overrides if o not in groups]
-    return prepare(OmegaConf.merge(_composed(groups), OmegaConf.from_dotlist(values)))
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def case_overrides(case: Case, preset: Preset) -> tuple[str, ...]:
+    """The config overrides of ``case`` in ``preset``, before its queries and the command line's ``--set``."""
+    batch = (f"data.batch_size={case.batch}",) if case.batch is not None else ()
+    return (*preset.sizes, *case.overrides, f"trainer.precision={case.precision}", *batch)
+
+
+def case_config(
+    overrides: tuple[str, ...], queries: int | None = None, given: tuple[str, ...] = ()
+) -> DictConfig:
+    """The prepared config of a case: config-group choices composed by Hydra once (a group in ``given``
+    replaces the case's), the case's values merged on top, then ``queries`` decoded per image
+    (:func:`ginr.config.decoding`), then the values in ``given`` (the command line's ``--set``), which win."""
+    groups = {_key(o): o for o in (*overrides, *given) if "." not in _key(o)}
+    values = [o for o in overrides if "." in _key(o)]
+    cfg = OmegaConf.merge(_composed(tuple(groups.values())), OmegaConf.from_dotlist(values))
+    if queries is not None:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(decoding(queries, cfg.data.resolution)))
+    return prepare(OmegaConf.merge(cfg, OmegaConf.from_dotlist([o for o in given if "." in _key(o)])))

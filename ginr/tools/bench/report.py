@@ -5,6 +5,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ginr.tools.tables import markdown_table
+
 
 def _num(value, fmt: str = "{:.1f}", scale: float = 1.0) -> str:
     return "–" if value is None else fmt.format(value * scale)
@@ -16,11 +18,6 @@ def _gb(value) -> str:
 
 def _gflop(value) -> str:
     return "–" if value is None else f"{value / 1e9:.0f}" if value >= 1e11 else f"{value / 1e9:.3g}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _cells(r: dict, columns: list[str]) -> list[str]:
@@ -98,7 +95,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
             [r["variant"], r["precision"], "on" if r["checkpoint"] else "off", *_cells(r, cols)]
             for r in order
         ]
-        lines += _table(head, rows) + [""]
+        lines += [markdown_table(head, rows), ""]
     sweep = _group(results, "queries")
     if sweep:
         res = sweep[0].get("config", {}).get("data", {}).get("resolution")
@@ -121,7 +118,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
             "activations GB",
             "activations vs fewest queries",
         ]
-        lines += _table(head, rows) + [""]
+        lines += [markdown_table(head, rows), ""]
         for variant, (base, high, ratio) in query_ratios(results).items():
             lines.append(
                 f"- {variant}: activations at {high} vs {base} queries (16x): {_num(ratio, '{:.1f}x')}"
@@ -131,7 +128,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
     if batch:
         lines += [f"## Batch size ({batch[0]['variant']}, bf16, {preset.queries} queries per image)", ""]
         rows = [[str(r["batch"]), *_cells(r, ["ms", "img/s", "peak", "act"])] for r in batch]
-        lines += _table(["batch", "ms/step", "images/s", "peak GB", "activations GB"], rows) + [""]
+        lines += [markdown_table(["batch", "ms/step", "images/s", "peak GB", "activations GB"], rows), ""]
     encoder = _group(results, "encoder")
     if encoder:
         lines += [
@@ -141,7 +138,9 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         rows = [
             [r["name"].removeprefix("encoder/"), *_cells(r, ["ms", "img/s", "peak", "act"])] for r in encoder
         ]
-        lines += _table(["backend / direction scan", "ms", "images/s", "peak GB", "activations GB"], rows)
+        lines.append(
+            markdown_table(["backend / direction scan", "ms", "images/s", "peak GB", "activations GB"], rows)
+        )
         ms = {r["name"].removeprefix("encoder/"): r.get("ms") for r in encoder if r["status"] == "ok"}
         ratios = {
             "speed-up of the cuda backend over torch (joint)": ("torch/joint", "cuda/joint"),
@@ -164,7 +163,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         lines += [f"## Render a {size}x{size} image from one latent set (bf16, no grad)", "",
                   "Decoders whose blocks mix queries are not rendered: render decodes all their queries at once (O(N^2)).", ""]  # fmt: skip
         rows = [[r["variant"], str(r["chunk"]), *_cells(r, ["ms", "peak", "work"])] for r in render]
-        lines += _table(["variant", "chunk", "ms", "peak GB", "render workspace GB"], rows) + [""]
+        lines += [markdown_table(["variant", "chunk", "ms", "peak GB", "render workspace GB"], rows), ""]
     lean = _group(results, "lean")
     if lean:
         lines += ["## Memory-lean mode (bf16; trainer.checkpoint_queries=chunk, encoder.checkpoint=true)", ""]
@@ -172,8 +171,9 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
             [r["variant"], r["name"].rsplit("chunk", 1)[-1], *_cells(r, ["ms", "img/s", "peak", "mfu"])]
             for r in lean
         ]
-        lines += _table(["variant", "queries per chunk", "ms/step", "images/s", "peak GB", "MFU"], rows) + [
-            ""
+        lines += [
+            markdown_table(["variant", "queries per chunk", "ms/step", "images/s", "peak GB", "MFU"], rows),
+            "",
         ]
     compiled = _group(results, "compile")
     if compiled:
@@ -196,19 +196,9 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
                     _num(100 * r["mfu"] if r.get("mfu") else None, "{:.1f}%"),
                 ]
             )
-        lines += _table(
-            [
-                "case",
-                "eager ms/step",
-                "compiled ms/step",
-                "speed-up",
-                "images/s",
-                "compiled peak GB",
-                "reserved GB (CUDA graphs' pools)",
-                "MFU",
-            ],
-            rows,
-        ) + [""]
+        head = ["case", "eager ms/step", "compiled ms/step", "speed-up", "images/s", "compiled peak GB",
+                "reserved GB (CUDA graphs' pools)", "MFU"]  # fmt: skip
+        lines += [markdown_table(head, rows), ""]
     return "\n".join(lines)
 
 

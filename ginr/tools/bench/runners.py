@@ -2,23 +2,22 @@
 encoder alone and full-image renders; each timed (CUDA events, median) and measured (peak memory, FLOPs)."""
 
 import gc
-import os
 import statistics
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from unittest import mock
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.engine.build import amp_dtype, build_model, build_train_step
-from ginr.engine.step import autocast, flop_counter, synthetic_batch
+from ginr.config import decoding
+from ginr.engine.build import amp_dtype, build_model, build_queries, build_train_step, synthetic_batch
+from ginr.engine.step import autocast, flop_counter
 from ginr.ops import backend as scan_backend
-from ginr.tools.bench.cases import Case, Preset, Timing, case_config
+from ginr.tools.bench.cases import Case, Preset, Timing, case_config, case_overrides
 
 
 @dataclass
@@ -86,18 +85,21 @@ def measure(
 
 
 def run_train(
-    case: Case, cfg: DictConfig, device: torch.device, timing: Timing, count_flops: bool,
-    profile: Path | None = None,
-) -> Measurement:  # fmt: skip
+    cfg: DictConfig, device: torch.device, timing: Timing, count_flops: bool, profile: Path | None = None
+) -> tuple[Measurement, dict]:
+    """The training step of ``cfg`` on the inputs the trainer gives it: random images in the loader's
+    shapes, each call with its step's query pixels and targets (drawn inside the timed call, as in
+    training). Also returns what ran: batch, input resolution, pixels decoded per image."""
     step = build_train_step(cfg, device)
-    sets = [
-        synthetic_batch(case.batch, cfg.data.channels, cfg.data.resolution, case.queries, device)
-        for _ in range(3)
-    ]
-    measured = measure(lambda i: step(*sets[i % len(sets)]), device, timing, count_flops=count_flops)
+    queries = build_queries(cfg, step.model, device)
+    batches = [synthetic_batch(cfg, device) for _ in range(3)]
+    call = lambda i: step(*queries.inputs(i, batches[i % len(batches)]))
+    images, coords, _ = queries.inputs(0, batches[0])
+    ran = {"batch": images.shape[0], "resolution": images.shape[-1], "queries": coords.shape[-2]}
+    measured = measure(call, device, timing, count_flops=count_flops)
     if profile is not None:
-        write_profile(lambda i: step(*sets[i % len(sets)]), device, profile)
-    return measured
+        write_profile(call, device, profile)
+    return measured, ran
 
 
 def write_profile(fn: Callable[[int], object], device: torch.device, path: Path, steps: int = 3) -> None:
@@ -123,10 +125,8 @@ def run_encoder(case: Case, cfg: DictConfig, device: torch.device, timing: Timin
         encoder = instantiate(cfg.encoder).train()
     forward = torch.compile(encoder) if case.compile else encoder
     amp = amp_dtype(cfg.trainer.precision, device)
-    images = [
-        torch.rand(case.batch, cfg.data.channels, cfg.data.resolution, cfg.data.resolution, device=device)
-        for _ in range(3)
-    ]
+    images = [torch.rand(cfg.data.batch_size, cfg.data.channels, *2 * [cfg.data.resolution], device=device)
+              for _ in range(3)]  # fmt: skip
 
     def call(i: int) -> None:
         with autocast(device, amp):
@@ -134,9 +134,7 @@ def run_encoder(case: Case, cfg: DictConfig, device: torch.device, timing: Timin
         latents.float().square().mean().backward()
         encoder.zero_grad(set_to_none=True)
 
-    with mock.patch.dict(os.environ):  # the env var would override the backend being compared
-        os.environ.pop(scan_backend.ENV_VAR, None)
-        return measure(call, device, timing)
+    return measure(call, device, timing)
 
 
 def run_render(case: Case, cfg: DictConfig, device: torch.device, timing: Timing) -> Measurement:
@@ -212,9 +210,8 @@ def model_flops(record: dict, done: list[dict]) -> int | None:
 
 def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[dict]) -> dict:
     record = {**asdict(case), "status": "ok"}
-    overrides = [*preset.sizes, *case.overrides, f"trainer.precision={case.precision}",
-                 f"data.batch_size={case.batch}", *args.overrides]  # fmt: skip
-    record["overrides"] = overrides
+    overrides = case_overrides(case, preset)
+
     kernel = {
         "cuda": (scan_backend.selective_scan_cuda, "mamba_ssm"),
         "triton": (scan_backend.selective_scan_triton, "Triton"),
@@ -226,8 +223,11 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     ):
         record["status"] = f"skipped: needs CUDA and the {kernel[case.backend][1]} kernels"
         return record
-    cfg = case_config(tuple(overrides))
+    cfg = case_config(overrides, case.queries, tuple(args.overrides))
     record["config"] = OmegaConf.to_container(cfg, resolve=True)
+    record["batch"], record["resolution"] = cfg.data.batch_size, cfg.data.resolution
+    decoded = decoding(case.queries, cfg.data.resolution) if case.queries is not None else []
+    record["overrides"] = [*overrides, *decoded, *args.overrides]  # what composes this config, in order
     failure = None
     try:
         if case.group == "encoder":
@@ -236,7 +236,8 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
             m = run_render(case, cfg, device, preset.timing)
         else:
             profile = args.out / "profile" / f"{case.name.replace('/', '_')}.txt" if args.profile else None
-            m = run_train(case, cfg, device, preset.timing, count_flops=not case.compile, profile=profile)
+            m, ran = run_train(cfg, device, preset.timing, count_flops=not case.compile, profile=profile)
+            record |= ran  # what the step decoded, whatever the case asked
     except Exception as err:  # one failing case must not cost the others
         out_of_memory = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
         first_line = (str(err).strip().splitlines() or [""])[0]
@@ -249,7 +250,7 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     ms = median_ms(m)
     record |= {"ms": ms, "ms_all": m.ms, "peak_bytes": m.peak_bytes, "before_bytes": m.before_bytes,
                "reserved_bytes": m.reserved_bytes}  # fmt: skip
-    record["images_per_s"] = case.batch / (ms / 1000) if case.group != "render" else None
+    record["images_per_s"] = record["batch"] / (ms / 1000) if case.group != "render" else None
     record["activation_bytes"] = m.peak_bytes - m.before_bytes if m.peak_bytes is not None else None
     record["flops_counted"] = m.flops
     if case.group in ("main", "lean", "queries", "batch", "compile"):
@@ -266,6 +267,9 @@ def progress(i: int, total: int, started: float, r: dict) -> str:
     if r["status"] != "ok":
         return head + r["status"]
     parts = [f"{r['ms']:.1f} ms"]
+    if r["group"] != "render":  # what ran, whatever the case asked
+        decoded = f" x {r['queries']} queries" if r.get("queries") else ""
+        parts.insert(0, f"batch {r['batch']}{decoded} at {r['resolution']} px")
     if r.get("images_per_s"):
         parts.append(f"{r['images_per_s']:.0f} img/s")
     if r["peak_bytes"] is not None:

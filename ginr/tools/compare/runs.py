@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ginr.engine.logging import effective_state
+from ginr.tools.tables import markdown_table
 
 
 @dataclass
@@ -262,26 +263,9 @@ COLUMNS: list[tuple[str, str, Callable[[RunSummary], str]]] = [
 
 def to_markdown(rows: Sequence[RunSummary]) -> str:
     """Markdown table with padded columns; the run name and state left-aligned, numbers right-aligned."""
-    table = [[h for h, _, _ in COLUMNS]]
-    table += [[fmt(r).replace("|", "\\|") or "-" for _, _, fmt in COLUMNS] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
-    n_left = 2
-
-    def line(vals: Sequence[str]) -> str:
-        cells = [
-            v.ljust(w) if i < n_left else v.rjust(w)
-            for i, (v, w) in enumerate(zip(vals, widths, strict=True))
-        ]
-        return "| " + " | ".join(cells) + " |"
-
-    rule = (
-        "|"
-        + "|".join(
-            " " + ("-" * w + " " if i < n_left else "-" * (w - 1) + ": ") for i, w in enumerate(widths)
-        )
-        + "|"
-    )
-    return "\n".join([line(table[0]), rule, *(line(row) for row in table[1:])]) + "\n"
+    header = [h for h, _, _ in COLUMNS]
+    cells = [[fmt(r) or "-" for _, _, fmt in COLUMNS] for r in rows]
+    return markdown_table(header, cells, align="ll" + "r" * (len(COLUMNS) - 2)) + "\n"
 
 
 def to_csv(rows: Sequence[RunSummary], path: Path) -> None:

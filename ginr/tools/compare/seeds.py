@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ginr.tools.compare.runs import RunSummary, differing_keys
+from ginr.tools.tables import markdown_table
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal's 1.96 is
 # within 2% of them.
@@ -125,11 +126,8 @@ def _mean(variant: Variant, metric: str) -> float | None:
 
 def table(group: Sequence[Variant], metrics: Sequence[str] = tuple(METRICS)) -> str:
     """Markdown: one row per variant, mean ± 95% half-width per metric, and the seeds behind it."""
-    lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for v in group:
-        cells = [_cell(v, m) for m in metrics]
-        lines.append(f"| {v.name} | {len(v.runs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[v.name, len(v.runs), *(_cell(v, m) for m in metrics)] for v in group]
+    return markdown_table(["variant", "seeds", *metrics], rows) + "\n"
 
 
 def _cell(variant: Variant, metric: str) -> str:
@@ -143,7 +141,7 @@ def _cell(variant: Variant, metric: str) -> str:
 
 def pairwise(group: Sequence[Variant], metric: str) -> str:
     """Markdown: every pair of variants, A minus B on ``metric`` with its 95% interval."""
-    lines = [f"| A | B | A - B, {metric} | 95% interval | interval |", "|---|---|---|---|---|"]
+    rows = []
     for i, a in enumerate(group):
         for b in group[i + 1 :]:
             va, vb = a.values(metric), b.values(metric)
@@ -154,8 +152,8 @@ def pairwise(group: Sequence[Variant], metric: str) -> str:
                 "-" if est.half_width is None
                 else f"[{est.mean - est.half_width:+.2f}, {est.mean + est.half_width:+.2f}]"
             )  # fmt: skip
-            lines.append(f"| {a.name} | {b.name} | {est.mean:+.2f} | {low_high} | {kind} |")
-    return "\n".join(lines) + "\n"
+            rows.append([a.name, b.name, f"{est.mean:+.2f}", low_high, kind])
+    return markdown_table(["A", "B", f"A - B, {metric}", "95% interval", "interval"], rows) + "\n"
 
 
 def to_csv(group: Sequence[Variant], path: Path) -> None:

@@ -13,8 +13,8 @@ import sys
 import torch
 from hydra.errors import HydraException
 
-from ginr.config import ConfigError, compose
-from ginr.tools.memory.plan import _prepared, largest_batch, measure_peak, parse_budget, plan, report
+from ginr.config import ConfigError, compose, prepare
+from ginr.tools.memory.plan import largest_batch, measure_peak, parse_budget, plan, report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         budget = parse_budget(args.budget) if args.budget is not None else None
-        cfg = _prepared(compose(args.overrides))
+        cfg = prepare(compose(args.overrides))
     except (ValueError, ConfigError, HydraException) as err:
         print(f"error: {(str(err).strip().splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
         return 2

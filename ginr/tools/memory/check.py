@@ -20,28 +20,29 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ginr.config import compose, experiments, mixes_queries, prepare
+from ginr.config import compose, prepare
 from ginr.ops import backend
 from ginr.tools.memory.plan import measure_peak, plan, report, takes_fused_mixer
+from ginr.tools.tables import markdown_table
+from ginr.tools.variants import default_variant, variants
 
 TOLERANCE = 0.05
 _CKPT = ("decoder.checkpoint=true", "encoder.checkpoint=true")
 
 
 def points() -> dict[str, tuple[str, ...]]:
-    """Every experiment at the reference configuration (bf16), naive attention for those whose blocks
-    mix queries, and the default experiment with checkpointing, in fp32, at batch 16 and memory-lean."""
+    """Every variant of :func:`ginr.tools.variants.variants` (each experiment, and naive attention for
+    those whose blocks mix queries) at the reference configuration (bf16), and the default experiment with
+    checkpointing, in fp32, at batch 16 and memory-lean."""
     bf16 = "trainer.precision=bf16"
-    out = {name: (f"experiment={name}", bf16) for name in experiments()}
-    for name in experiments():
-        if mixes_queries(prepare(compose([f"experiment={name}"]))):
-            out[f"{name}_naive"] = (f"experiment={name}", "decoder.attn_impl=naive", bf16)
-    default = compose().name
+    out = {name: (*overrides, bf16) for name, overrides in variants().items()}
+    default = default_variant()
     out |= {
         f"{default}_ckpt": (f"experiment={default}", bf16, *_CKPT),
         f"{default}_fp32": (f"experiment={default}", "trainer.precision=fp32"),
@@ -75,12 +76,11 @@ class Row:
             return None
         return (self.predicted - self.measured) / self.measured
 
-    def line(self) -> str:
+    def cells(self) -> list[str]:
         error = self.error
         verdict = "" if error is None else ("yes" if abs(error) <= TOLERANCE else "**no**")
         cells = [self.name, self.setting, _gb(self.predicted), _gb(self.measured)]
-        cells += ["" if error is None else f"{100 * error:+.1f}%", verdict, self.note]
-        return "| " + " | ".join(cells) + " |"
+        return cells + ["" if error is None else f"{100 * error:+.1f}%", verdict, self.note]
 
 
 def _failed(row: Row, err: Exception) -> None:
@@ -88,41 +88,59 @@ def _failed(row: Row, err: Exception) -> None:
     row.failed = True
 
 
+def _fill(row: Row, deadline: float, predict: Callable[[Row], bool]) -> Row:
+    """``row`` filled by ``predict`` (its numbers; it returns whether the GPU takes the unmodelled fused
+    mixer there) unless the time budget is spent; one point's failure is its row, the others still run."""
+    if time.monotonic() > deadline:
+        row.note = "skipped: time budget spent"
+        return row
+    fused = False
+    try:
+        fused = predict(row)
+    except Exception as err:
+        _failed(row, err)
+    if fused and not row.note:
+        row.note = "fused mixer: not modelled"
+    return row
+
+
 def check_live(out: Path, deadline: float) -> list[Row]:
     """Every point of :func:`points`, predicted and measured on this GPU."""
     fused = backend.mamba_inner_cuda is not None
-    rows = []
-    for name, overrides in points().items():
-        row = Row(name, " ".join(overrides))
-        rows.append(row)
-        if time.monotonic() > deadline:
-            row.note = "skipped: time budget spent"
-            continue
-        fused_row = False
+
+    def predict_and_measure(row: Row, overrides: tuple[str, ...]) -> bool:
+        cfg = prepare(compose(list(overrides)))
+        result = plan(cfg)
+        row.predicted = result.total
         try:
-            cfg = prepare(compose(list(overrides)))
-            result = plan(cfg)
-            fused_row = takes_fused_mixer(cfg, fused)
-            row.predicted = result.total
-            try:
-                row.measured = measure_peak(cfg)
-            except torch.cuda.OutOfMemoryError:
-                row.note = "measured: out of memory"
-            (out / f"memory_{name}.txt").write_text(report(cfg, result, row.measured) + "\n")
-        except Exception as err:  # one point's failure is its row; the others still run
-            _failed(row, err)
-        if fused_row and not row.note:
-            row.note = "fused mixer on this GPU: not modelled"
+            row.measured = measure_peak(cfg)
+        except torch.cuda.OutOfMemoryError:
+            row.note = "measured: out of memory"
+        (out / f"memory_{row.name}.txt").write_text(report(cfg, result, row.measured) + "\n")
         gc.collect()
         torch.cuda.empty_cache()
-    return rows
+        return takes_fused_mixer(cfg, fused)
+
+    return [
+        _fill(Row(name, " ".join(overrides)), deadline, lambda row, o=overrides: predict_and_measure(row, o))
+        for name, overrides in points().items()
+    ]
 
 
 def check_results(path: Path, deadline: float) -> list[Row]:
     """Every training step a ``ginr.tools.bench`` results file recorded a peak for, predicted here for the kernels
-    that machine had (with or without causal-conv1d's, from the file's ``scan_kernels``)."""
+    that machine had (with or without causal-conv1d's, from the file's ``scan_kernels``). A record of this
+    benchmark lists every override of its config; older ones also need their batch and queries."""
     data = json.loads(path.read_text())
     fused = "causal_conv1d available" in data["meta"].get("scan_kernels", "")
+
+    def predict(row: Row, overrides: list[str], case: dict) -> bool:
+        cfg = compose(overrides)
+        older = "resolution" not in case  # its batch and queries were not in its overrides
+        sizes = {"batch_size": case["batch"], "queries": case["queries"]} if older else {}
+        row.predicted = plan(cfg, **sizes, conv_kernel=fused).total
+        return takes_fused_mixer(cfg, fused)
+
     rows = []
     for case in data["cases"]:
         if case["group"] not in TRAINING_GROUPS or case.get("status") != "ok" or case.get("compile"):
@@ -132,21 +150,7 @@ def check_results(path: Path, deadline: float) -> list[Row]:
         row = Row(
             case["name"], f"{' '.join(overrides)} (queries {case['queries']})", measured=case["peak_bytes"]
         )
-        rows.append(row)
-        if time.monotonic() > deadline:
-            row.note = "skipped: time budget spent"
-            continue
-        fused_row = False
-        try:
-            cfg = compose(overrides)
-            row.predicted = plan(
-                cfg, batch_size=case["batch"], queries=case["queries"], conv_kernel=fused
-            ).total
-            fused_row = takes_fused_mixer(cfg, fused)
-        except Exception as err:
-            _failed(row, err)
-        if fused_row and not row.note:
-            row.note = "fused mixer: not modelled"
+        rows.append(_fill(row, deadline, lambda row, o=overrides, c=case: predict(row, o, c)))
     return rows
 
 
@@ -154,11 +158,8 @@ def table(title: str, rows: list[Row]) -> str:
     checked = [r for r in rows if r.error is not None and not r.note]
     within = sum(abs(r.error) <= TOLERANCE for r in checked)
     lines = [f"## {title}", "", f"{within} of {len(checked)} points within {TOLERANCE:.0%}", ""]
-    lines += [
-        "| point | setting | predicted GB | measured GB | error | within | note |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    return "\n".join(lines + [r.line() for r in rows])
+    header = ["point", "setting", "predicted GB", "measured GB", "error", "within", "note"]
+    return "\n".join([*lines, markdown_table(header, [r.cells() for r in rows])])
 
 
 def main(argv: list[str] | None = None) -> int:

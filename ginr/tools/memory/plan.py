@@ -23,16 +23,14 @@ fp32, batch 4 to 64, 1,024 to 65,536 queries): 39 within 5%.
 """
 
 import functools
-import os
 import re
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config import prepare
-from ginr.engine.build import amp_dtype, build_train_step, param_groups
-from ginr.engine.step import synthetic_batch
+from ginr.config import decoding, prepare
+from ginr.engine.build import amp_dtype, build_queries, build_train_step, param_groups, synthetic_batch
 from ginr.ops import backend as scan_backend
 from ginr.tools.memory.simulate import FakeModel, Trace
 
@@ -117,15 +115,10 @@ def parse_budget(text: str) -> int:
     return int(float(match[1]) * UNITS[match[2].lower()])
 
 
-def _prepared(cfg: DictConfig) -> DictConfig:
-    """The configuration as given (the GPU one unless it names hardware=cpu), validated and resolved."""
-    return prepare(cfg)
-
-
 def target_backend(cfg: DictConfig) -> tuple[str, bool]:
     """(selective-scan backend, causal-conv1d kernel?) the GPU run would use. Without a GPU here, ``auto``
     assumes the GPU machine has the mamba-ssm / causal-conv1d kernels."""
-    requested = os.environ.get(scan_backend.ENV_VAR, cfg.encoder.backend)
+    requested = cfg.encoder.backend
     here = torch.cuda.is_available()
     if requested == "auto" and here and scan_backend.selective_scan_cuda is None:
         requested = "triton" if scan_backend.selective_scan_triton is not None else "torch"
@@ -138,8 +131,17 @@ def target_backend(cfg: DictConfig) -> tuple[str, bool]:
     return "cuda", not here or scan_backend.causal_conv1d_cuda is not None
 
 
-def default_queries(cfg: DictConfig) -> int:
-    return cfg.trainer.queries_per_image or cfg.data.resolution**2
+def with_inputs(cfg: DictConfig, batch_size: int | None = None, queries: int | None = None) -> DictConfig:
+    """``cfg`` (validated) with ``data.batch_size`` and the pixels decoded per image (:func:`ginr.config.
+    decoding`) changed where given: the planner's and the check's way to ask for another step size."""
+    values = [f"data.batch_size={batch_size}"] if batch_size else []
+    values += decoding(queries, cfg.data.resolution) if queries else []
+    return prepare(OmegaConf.merge(cfg, OmegaConf.from_dotlist(values)) if values else cfg)
+
+
+def decoded_queries(cfg: DictConfig) -> int:
+    """Pixels a training step of ``cfg`` decodes per image: the input's, and those above it."""
+    return (cfg.trainer.queries_per_image or cfg.data.resolution**2) + cfg.targets.queries
 
 
 @functools.lru_cache(maxsize=4)
@@ -148,21 +150,27 @@ def _fake_model(key: str) -> FakeModel:
 
 
 @functools.lru_cache(maxsize=32)
-def _trace(key: str, batch: int, queries: int, amp: torch.dtype | None, backend: str, conv: bool) -> Trace:
-    return _fake_model(key).simulate(batch, queries, amp=amp, scan_backend=backend, conv_kernel=conv)
+def _trace(key: str, inputs: str, amp: torch.dtype | None, backend: str, conv: bool) -> Trace:
+    return _fake_model(key).simulate(
+        OmegaConf.create(inputs), amp=amp, scan_backend=backend, conv_kernel=conv
+    )
 
 
-def _simulate(
-    cfg: DictConfig, batch: int, queries: int, conv_kernel: bool | None = None
-) -> tuple[FakeModel, Trace]:
+def _simulate(cfg: DictConfig, conv_kernel: bool | None = None) -> tuple[FakeModel, Trace]:
     model_cfg = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("encoder", "decoder")}
     model_cfg["data"] = {"channels": cfg.data.channels, "resolution": cfg.data.resolution}
     model_cfg["trainer"] = {"checkpoint_queries": cfg.trainer.get("checkpoint_queries")}
+    inputs = {  # what the trainer's inputs are built from (ginr.engine.build.build_queries, synthetic_batch)
+        "data": {k: cfg.data[k] for k in ("batch_size", "channels", "resolution")},
+        "trainer": {k: cfg.trainer[k] for k in ("queries_per_image", "query_sampling")},
+        "targets": OmegaConf.to_container(cfg.targets, resolve=True),
+        "seed": cfg.seed,
+    }
     key = OmegaConf.to_yaml(model_cfg)
     amp = amp_dtype(cfg.trainer.precision, torch.device("cuda"))
     backend, conv = target_backend(cfg)
     conv = conv if conv_kernel is None else conv_kernel and backend == "cuda"
-    return _fake_model(key), _trace(key, batch, queries, amp, backend, conv)
+    return _fake_model(key), _trace(key, OmegaConf.to_yaml(inputs), amp, backend, conv)
 
 
 def _lines(cfg: DictConfig, fake: FakeModel, trace: Trace) -> tuple[dict[str, int], int, int]:
@@ -188,9 +196,8 @@ def plan(
     """Predict the peak of one training step of ``cfg`` (``data.batch_size`` and the configured queries
     per image unless given). ``conv_kernel``: whether the GPU has causal-conv1d's kernel (default: as
     :func:`target_backend` guesses)."""
-    cfg = _prepared(cfg)
-    batch, queries = batch_size or cfg.data.batch_size, queries or default_queries(cfg)
-    fake, trace = _simulate(cfg, batch, queries, conv_kernel)
+    cfg = with_inputs(cfg, batch_size, queries)
+    fake, trace = _simulate(cfg, conv_kernel)
     components, step_peak, optimizer_peak = _lines(cfg, fake, trace)
     peak, phase = max((step_peak, trace.peak_phase), (optimizer_peak, "optimizer step"))
     known = sum(components.values())
@@ -200,7 +207,8 @@ def plan(
     amp = amp_dtype(cfg.trainer.precision, torch.device("cuda"))
     precision = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(amp, "fp32")
     return MemoryPlan(
-        components=components, total=max(peak, known), batch_size=batch, queries=queries, precision=precision,
+        components=components, total=max(peak, known), batch_size=cfg.data.batch_size,
+        queries=decoded_queries(cfg), precision=precision,
         scan_backend=target_backend(cfg)[0], peak_phase=f"during {phase}", num_params=sum(p.numel() for p in fake.params),
     )  # fmt: skip
 
@@ -210,10 +218,10 @@ def largest_batch(cfg: DictConfig, budget_bytes: int) -> int:
 
     Every term of the prediction is linear in the batch at each point of the step's timeline, so two
     simulations (batch 2 and 4) give it for every batch size."""
-    cfg = _prepared(cfg)
-    (b1, b2), queries = (2, 4), default_queries(cfg)
-    fake, t1 = _simulate(cfg, b1, queries)
-    t2 = _simulate(cfg, b2, queries)[1]
+    cfg = prepare(cfg)
+    b1, b2 = 2, 4
+    fake, t1 = _simulate(with_inputs(cfg, b1))
+    t2 = _simulate(with_inputs(cfg, b2))[1]
     (c1, s1, o1), (c2, _, o2) = _lines(cfg, fake, t1), _lines(cfg, fake, t2)
     timeline1, timeline2 = t1.timeline, t2.timeline
     if len(timeline1) != len(timeline2):  # not seen; then only the step peaks are extrapolated
@@ -235,12 +243,12 @@ def largest_batch(cfg: DictConfig, budget_bytes: int) -> int:
 
 def measure_peak(cfg: DictConfig, batch_size: int | None = None, queries: int | None = None) -> int:
     """``max_memory_allocated`` of one steady-state training step on the GPU (after one step that
-    creates the AdamW state): the training step of ``ginr.engine.step`` on random inputs."""
-    cfg = _prepared(cfg)
+    creates the AdamW state): the training step of ``ginr.engine.step`` on random images, with the
+    trainer's own query pixels and targets."""
+    cfg = with_inputs(cfg, batch_size, queries)
     device = torch.device("cuda")
-    batch, queries = batch_size or cfg.data.batch_size, queries or default_queries(cfg)
     step = build_train_step(cfg, device)
-    inputs = synthetic_batch(batch, cfg.data.channels, cfg.data.resolution, queries, device)
+    inputs = build_queries(cfg, step.model, device).inputs(0, synthetic_batch(cfg, device))
     step(*inputs)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)

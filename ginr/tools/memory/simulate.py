@@ -2,7 +2,7 @@
 
 The model is built under ``FakeTensorMode``: every tensor has its real shape, dtype, strides and byte
 size, and nothing is computed. The step is the training loop's own: inputs from
-:func:`ginr.engine.step.synthetic_batch`, then :meth:`ginr.engine.step.TrainStep.forward_backward`
+:func:`ginr.engine.build.synthetic_batch` and :func:`ginr.engine.build.build_queries`, then :meth:`ginr.engine.step.TrainStep.forward_backward`
 (autocast forward, float32 MSE, backward). A dispatch mode records each storage when an op allocates it
 and a weak reference reports when it is freed, which gives the live-bytes timeline that the CUDA caching
 allocator would see (``max_memory_allocated``, without its rounding of blocks to 512 bytes).
@@ -27,8 +27,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.module_tracker import ModuleTracker
 
-from ginr.engine.build import build_model
-from ginr.engine.step import TrainStep, synthetic_batch
+from ginr.engine.build import build_model, build_queries, synthetic_batch
+from ginr.engine.step import TrainStep
 from ginr.tools.memory.standins import cuda_autocast_policy, cuda_standins
 
 # Children of the model that are broken down into components: the decoder is the ablation axis; the
@@ -225,17 +225,17 @@ class FakeModel:
         self.buffers = list(self.model.buffers())
 
     def simulate(
-        self, batch: int, queries: int, *, amp: torch.dtype | None, scan_backend: str, conv_kernel: bool
+        self, inputs: DictConfig, *, amp: torch.dtype | None, scan_backend: str, conv_kernel: bool
     ) -> Trace:
-        """One step as the loop runs it: ``synthetic_batch``, then ``TrainStep.forward_backward``."""
-        data = self.cfg.data
+        """One step as the loop runs it, with the inputs ``inputs`` (a config's ``data``, ``trainer``,
+        ``targets`` and ``seed``) gives the trainer: a batch in the loader's shapes, this step's query
+        pixels and targets (:func:`ginr.engine.build.build_queries`), then ``TrainStep.forward_backward``."""
         step = TrainStep(self.model, self.optimizer, amp=amp, grad_clip=1.0)  # forward_backward clips nothing
         tracker = _Tracker(self.model)
         try:
             with self.mode, tracker, cuda_standins(scan_backend, conv_kernel):
-                images, coords, targets = synthetic_batch(
-                    batch, data.channels, data.resolution, queries, "cpu"
-                )
+                queries = build_queries(inputs, self.model, "cpu")  # its pixel grids are the GPU's too
+                images, coords, targets = queries.inputs(0, synthetic_batch(inputs, "cpu"))
                 tracker.start_step()
                 with cuda_autocast_policy():
                     loss, pred = step.forward_backward(images, coords, targets)

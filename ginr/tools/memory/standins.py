@@ -7,13 +7,13 @@
 - kernels: ``scaled_dot_product_attention`` becomes a stand-in that allocates and saves what the flash
   (bf16/fp16, no mask) or memory-efficient kernel does; the mamba-ssm selective scan and causal-conv1d
   kernels become stand-ins that follow their ``autograd.Function``s (same copies, saved tensors, outputs),
-  installed through the kernel seam of :mod:`ginr.ops.backend` (:func:`cuda_standins`).
+  put into the kernel seam of :mod:`ginr.ops.backend` for the simulation (:func:`cuda_standins`).
 
 Nothing of the model is patched: the policy is a torch-function mode, the kernels go through the seam.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
@@ -221,14 +221,37 @@ def cuda_autocast_policy() -> Iterator[None]:
 
 
 def cuda_standins(scan_backend: str, conv_kernel: bool) -> AbstractContextManager:
-    """The kernels as the GPU run would have them, through :func:`ginr.ops.backend.simulate_kernels`:
-    the GEGLU kernel's stand-in, and on the ``cuda`` scan backend the selective-scan stand-in (and the
-    causal-conv1d one when ``conv_kernel``); the ``triton`` backend runs ginr's Triton op itself, whose
-    fake implementation allocates what the kernels do. The fused mixer (``mamba_inner_fn``, taken where
-    causal-conv1d is installed) is not simulated: the unfused kernels stand in for it."""
-    if scan_backend != "cuda":
-        return backend.simulate_kernels(selective_scan=None, geglu=geglu_kernel)
-    conv = causal_conv1d_kernel if conv_kernel else None
-    return backend.simulate_kernels(
-        selective_scan=selective_scan_kernel, causal_conv1d=conv, geglu=geglu_kernel
+    """The kernels as the GPU run would have them, in :mod:`ginr.ops.backend`'s seam, with every device
+    taking the kernels' path as a GPU does: the GEGLU kernel's stand-in, and on the ``cuda`` scan backend
+    the selective-scan stand-in (and the causal-conv1d one when ``conv_kernel``); the ``triton`` backend
+    runs ginr's Triton op itself, whose fake implementation allocates what the kernels do. The fused mixer
+    (``mamba_inner_fn``, taken where causal-conv1d is installed) is not simulated: the unfused kernels
+    stand in for it. Swaps module globals: not thread-safe."""
+    cuda = scan_backend == "cuda"
+    return simulated_kernels(
+        selective_scan=selective_scan_kernel if cuda else None,
+        causal_conv1d=causal_conv1d_kernel if cuda and conv_kernel else None,
+        geglu=geglu_kernel,
     )
+
+
+# The seam of ginr.ops.backend that a simulated GPU step fills: its kernel slots and the device test.
+SEAM = ("selective_scan_cuda", "causal_conv1d_cuda", "mamba_inner_cuda", "geglu_cuda", "kernels_on")
+
+
+@contextmanager
+def simulated_kernels(
+    *, selective_scan: Callable | None, causal_conv1d: Callable | None = None, geglu: Callable | None = None
+) -> Iterator[None]:
+    """For this scope the kernels of :mod:`ginr.ops.backend` are these callables (None: that kernel is
+    absent; the fused mixer always is) and every device takes the kernels' path; restored on exit. Swaps
+    module globals: not thread-safe, and meant for the planner's fake-tensor runs."""
+    saved = {name: getattr(backend, name) for name in SEAM}
+    kernels = (selective_scan, causal_conv1d, None, geglu, lambda _device: True)
+    for name, value in zip(SEAM, kernels, strict=True):
+        setattr(backend, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(backend, name, value)
