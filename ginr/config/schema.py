@@ -31,13 +31,13 @@ class Target:
 
 
 @dataclasses.dataclass
-class Paths:
+class PathsSection:
     data_dir: str
     output_dir: str
 
 
 @dataclasses.dataclass
-class Data:
+class DataSection:
     dataset: Target
     resolution: Positive
     channels: Positive
@@ -47,7 +47,7 @@ class Data:
 
 
 @dataclasses.dataclass
-class Optim:
+class OptimSection:
     optimizer: Target
     warmup_steps: Count
     min_lr_ratio: Fraction
@@ -60,7 +60,7 @@ TIMED_STEPS = (10, 60)
 
 
 @dataclasses.dataclass
-class Trainer:
+class TrainerSection:
     max_steps: Positive
     train_minutes: PositiveFloat | None
     device: Literal["auto", "cuda", "cpu"]
@@ -86,7 +86,7 @@ class Trainer:
 
 
 @dataclasses.dataclass
-class Targets:
+class TargetsSection:
     resolution: Positive | list[Positive] | None
     queries: Count
 
@@ -99,29 +99,29 @@ def target_resolutions(targets: DictConfig) -> list[int]:
 
 
 @dataclasses.dataclass
-class Logger:
+class LoggerSection:
     images: Count
     progress: bool
 
 
 @dataclasses.dataclass
-class Run:
+class RunSection:
     name: str
     run_dir: str
     seed: Count
-    paths: Paths
-    data: Data
+    paths: PathsSection
+    data: DataSection
     encoder: Target
     decoder: Target
-    optim: Optim
-    trainer: Trainer
-    targets: Targets
-    logger: Logger
+    optim: OptimSection
+    trainer: TrainerSection
+    targets: TargetsSection
+    logger: LoggerSection
 
 
 def check(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first unknown key or bad value of a composed run config."""
-    _check_section(cfg, Run, "")
+    _check_section(cfg, RunSection, "")
 
 
 def fail(key: str, value: Any, allowed: str) -> typing.NoReturn:

@@ -47,6 +47,22 @@ def query_ratios(results: list[dict]) -> dict[str, tuple[int, int, float | None]
     return out
 
 
+def ran(records: list[dict], *, batch: bool = True, queries: bool = True) -> str:
+    """What a table's rows ran, from their records (not from what the preset asked): the batch, the pixels
+    decoded per image and the input's resolution where the rows share one; else each row says."""
+
+    def shared(key: str, text: str) -> str | None:
+        values = {r[key] for r in records if r.get(key) is not None}
+        return text.format(values.pop()) if len(values) == 1 else None
+
+    parts = [
+        batch and shared("batch", "batch {}"),
+        queries and shared("queries", "{} queries per image"),
+        shared("resolution", "{} px input"),
+    ]
+    return ", ".join(p for p in parts if p) or "as each row says"
+
+
 def markdown(meta: dict, results: list[dict], preset) -> str:
     notes = {}
     for r in results:
@@ -72,7 +88,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
     main = _group(results, "main")
     if main:
         lines += [
-            f"## Training step by decoder variant (batch {preset.batch}, {preset.queries} queries per image)",
+            f"## Training step by decoder variant ({ran(main)})",
             "",
         ]
         cols = ["ms", "img/s", "peak", "act", "gflop", "mfu"]
@@ -98,10 +114,9 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         lines += [markdown_table(head, rows), ""]
     sweep = _group(results, "queries")
     if sweep:
-        res = sweep[0].get("config", {}).get("data", {}).get("resolution")
-        seen = f"{res}x{res}" if res else "the configured"
         lines += [
-            f"## Query scaling (bf16, batch {preset.sweep_batch}, random coordinates; the encoder sees {seen} images)",
+            f"## Query scaling (bf16, {ran(sweep, queries=False)}; the input's pixels, then pixels of the same "
+            "images above its resolution, as targets=multiscale trains)",
             "",
         ]
         rows = []
@@ -126,13 +141,13 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         lines.append("")
     batch = _group(results, "batch")
     if batch:
-        lines += [f"## Batch size ({batch[0]['variant']}, bf16, {preset.queries} queries per image)", ""]
+        lines += [f"## Batch size ({batch[0]['variant']}, bf16, {ran(batch, batch=False)})", ""]
         rows = [[str(r["batch"]), *_cells(r, ["ms", "img/s", "peak", "act"])] for r in batch]
         lines += [markdown_table(["batch", "ms/step", "images/s", "peak GB", "activations GB"], rows), ""]
     encoder = _group(results, "encoder")
     if encoder:
         lines += [
-            f"## Encoder alone: scan backend / direction scan (bf16, batch {preset.batch}, forward + backward)",
+            f"## Encoder alone: scan backend / direction scan (bf16, {ran(encoder, queries=False)}, forward + backward)",
             "",
         ]
         rows = [
