@@ -90,11 +90,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     overrides = HydraConfig.get().job.override_dirname
     try:
         metrics = train(cfg, f"{cfg.name} {overrides}".strip())  # validates the config, once
-    except ConfigError as err:
+    except (ConfigError, ckpt.CheckpointError, DataError) as err:
         _discard_if_unused(Path(HydraConfig.get().runtime.output_dir))
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except (ckpt.CheckpointError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("val/best_psnr")  # the sweep objective: selection reads val only

@@ -186,6 +186,8 @@ def validate(cfg: DictConfig) -> None:
 def prepare(cfg: DictConfig) -> DictConfig:
     """A resolved copy of ``cfg``, validated; a resumed run's ``run_dir`` is the folder it continues in."""
     cfg = cfg.copy()
+    for key in sorted(OmegaConf.missing_keys(cfg)):  # a ??? the command line must fill
+        raise ConfigError(f"{key} is missing: give it on the command line ({key}=...)")
     OmegaConf.resolve(cfg)
     validate(cfg)
     if cfg.trainer.resume:

@@ -25,7 +25,8 @@ class StepBatchSampler(Sampler[list[int]]):
             )
         if num_samples < global_batch:
             raise ValueError(
-                f"data.batch_size={global_batch} is larger than the {num_samples} training images"
+                f"data.batch_size={global_batch} is larger than the {num_samples} training images: "
+                f"give data.batch_size={num_samples} or less, or more training images"
             )
         self.num_samples, self.global_batch, self.seed = num_samples, global_batch, seed
         self.start_step, self.rank, self.world_size = start_step, rank, world_size

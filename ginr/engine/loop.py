@@ -121,10 +121,13 @@ class Trainer:
             except (InstantiationException, OSError, ValueError, RuntimeError) as err:
                 cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
                 raise DataError(f"{cfg.data.dataset._target_.rsplit('.', 1)[-1]}: {cause}") from err
-        sampler = StepBatchSampler(
-            len(self.train_set), cfg.data.batch_size, seed=cfg.seed, start_step=self.step,
-            rank=self.dist.rank, world_size=self.dist.world_size,
-        )  # fmt: skip
+        try:
+            sampler = StepBatchSampler(
+                len(self.train_set), cfg.data.batch_size, seed=cfg.seed, start_step=self.step,
+                rank=self.dist.rank, world_size=self.dist.world_size,
+            )  # fmt: skip
+        except ValueError as err:  # the batch does not fit the data
+            raise DataError(str(err)) from None
         self.loader = train_loader(self.train_set, sampler, cfg.data.num_workers, self.device.type == "cuda")
         self.queries = build_queries(cfg, self.model, self.device, distributed=self.dist)
 
