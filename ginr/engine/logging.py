@@ -1,8 +1,10 @@
 """Run outputs: TensorBoard scalars and images, ``status.json``, and a progress bar (main rank only)."""
 
 import json
+import math
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,15 @@ def effective_state(status: dict[str, Any]) -> str:
     return "killed" if state == "running" and here and not process_alive(int(status["pid"])) else state
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (a score that does not exist, e.g. at 2x for tiny images) as None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 class RunLogger:
     def __init__(
         self,
@@ -54,7 +65,9 @@ class RunLogger:
 
         # purge_step drops the events a killed run wrote after the checkpoint we resume from.
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
-        self.bar = tqdm(total=max_steps, initial=start_step, disable=not progress, dynamic_ncols=True)
+        # a bar on a terminal only: in a log file it is a few very long lines (the loop logs a line a window)
+        bar = progress and sys.stderr.isatty()
+        self.bar = tqdm(total=max_steps, initial=start_step, disable=not bar, dynamic_ncols=True)
         self.set_status("running", start_step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -84,7 +97,8 @@ class RunLogger:
             elapsed = time.time() - self.started
             self.status.update(state=state, step=step, error=error, wall_time_s=round(elapsed, 1),
                                updated=round(time.time(), 1), **extra)  # fmt: skip
-            write_atomic(self.run_dir / "status.json", json.dumps(self.status, indent=2))
+            text = json.dumps(_finite(self.status), indent=2, allow_nan=False)  # JSON has no NaN
+            write_atomic(self.run_dir / "status.json", text)
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         if self.enabled:

@@ -304,6 +304,10 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.logger.scalars(self.step, values)
         self.logger.set_status("running", self.step)
+        log.info(
+            "step %d/%d: loss %.4g, train PSNR %.2f dB, %.1f ms/step, %.0f images/s", self.step, self.max_steps,
+            loss, train_psnr, values["perf/ms_per_step"], values["perf/images_per_s"],
+        )  # fmt: skip
 
     def _once(self) -> dict[str, float]:
         """What the first log window of this process adds: the first step's FLOPs (a run's budget is that
