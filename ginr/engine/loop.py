@@ -343,8 +343,10 @@ class Trainer:
         self.logger.scalars(self.step, scalars)
         for tag, grid in result.grids.items():
             self.logger.image(self.step, f"{split}/{tag}", grid)
-        headline = ", ".join(
-            f"{k} {v:.2f}" for k, v in scalars.items() if "/psnr" in k and "clamped" not in k
+        headline = ", ".join(  # a scale whose images have no real ground truth has no score, and says so
+            f"{k} {v:.2f}" if math.isfinite(v) else f"{k} n/a (no image has ground truth there)"
+            for k, v in scalars.items()
+            if "/psnr" in k and "clamped" not in k
         )
         log.info("step %d: %s (%d of %d %s images)", self.step, headline, result.count, len(dataset), split)
         return scalars

@@ -262,6 +262,7 @@ def _describe(cfg: DictConfig, result: MemoryPlan) -> str:
     ckpt = f"encoder {cfg.encoder.checkpoint}, decoder {cfg.decoder.checkpoint}"
     if cfg.trainer.get("checkpoint_queries"):
         ckpt += f", query chunks of {cfg.trainer.checkpoint_queries} (memory-lean)"
+    assumed = "" if torch.cuda.is_available() else " (assumed for the GPU run: no GPU here)"
     fused = result.scan_backend == "cuda" and takes_fused_mixer(
         cfg, scan_backend.mamba_inner_cuda is not None
     )
@@ -269,7 +270,7 @@ def _describe(cfg: DictConfig, result: MemoryPlan) -> str:
         f"Memory plan: {cfg.name} (decoder {decoder}, attn_impl {cfg.decoder.get('attn_impl', 'sdpa')}, "
         f"checkpointing: {ckpt}), {result.num_params / 1e6:.1f}M parameters\n"
         f"batch {result.batch_size} x {result.queries} queries per image, {result.precision}, "
-        f"selective scan backend {result.scan_backend}, AdamW (foreach), eager\n"
+        f"selective scan backend {result.scan_backend}{assumed}, AdamW (foreach), eager\n"
         + ("note: this GPU runs the fused mixer (mamba_inner_fn), predicted as the unfused kernels\n" if fused else "")
         + "activations: what the forward allocates and still holds at its end (saved for backward); "
         "temporaries: the rest of the peak"
