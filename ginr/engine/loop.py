@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 OutOfMemoryHint = Callable[[DictConfig, int], str]
 
 
+FIRST_CHECKPOINT_MIN = 1.0  # the longest a run goes without last.ckpt (then trainer.ckpt_every_min)
+
+
 class TrainingDiverged(RuntimeError):
     pass
 
@@ -99,7 +102,7 @@ class Trainer:
         )  # fmt: skip
         self.stop = dist.StopVote(self.dist, self.device)
         self.first_window = True
-        self.saved_at = time.monotonic()
+        self.saved_at, self.saved_last = time.monotonic(), bool(tcfg.resume)  # a resumed run has a checkpoint
 
     def _load_data(self) -> None:
         cfg = self.cfg
@@ -156,14 +159,19 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
 
     def _checkpoint_due(self) -> bool:
-        """Whether ``trainer.ckpt_every_min`` minutes have passed since the last checkpoint (every rank
-        agrees: only the main rank writes, and it reads its own clock)."""
+        """Whether ``trainer.ckpt_every_min`` minutes have passed since the last checkpoint, or, before the
+        run has one, a minute (at most): a kill early in a run loses a minute, not the run. Every rank
+        agrees: only the main rank writes, and it reads its own clock."""
         minutes = self.cfg.trainer.ckpt_every_min
-        return minutes is not None and time.monotonic() - self.saved_at > 60 * minutes
+        if minutes is None:
+            return False
+        if not self.saved_last:
+            minutes = min(minutes, FIRST_CHECKPOINT_MIN)
+        return time.monotonic() - self.saved_at > 60 * minutes
 
     def save(self, name: str) -> None:
         if name == "last":
-            self.saved_at = time.monotonic()
+            self.saved_at, self.saved_last = time.monotonic(), True
         if not self.dist.is_main:
             return
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
