@@ -1,5 +1,6 @@
-# Source on a GPU machine without a package registry: installs the kernel wheels found in .whl/ into
-# /tmp/site (no index, no dependencies; WHEELS=DIR picks another folder) and puts the emoji cache in .data/ on the data path.
+# Source on a GPU machine without a package registry: installs the wheels found in .whl/ into /tmp/site (no
+# index, no dependencies; WHEELS=DIR picks another folder): mamba-ssm's, and hydra-core, omegaconf and
+# antlr4-python3-runtime==4.9.3 (`pip wheel --no-deps -w .whl ...`), which that machine lacks, and puts the emoji cache in .data/ on the data path.
 #   . tools/gpu_setup.sh
 wheels=${WHEELS:-.whl}
 if ls "$wheels"/*.whl >/dev/null 2>&1; then
