@@ -20,9 +20,17 @@ from pathlib import Path
 run_dir = Path(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.run.dir=")))
 lock = run_dir.parent / "running"
 lock.mkdir(exist_ok=True)
-(lock / run_dir.name).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "cpu"))
+mine = run_dir / "device.txt"
+mine.write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "cpu"))
+os.replace(mine, lock / run_dir.name)  # whole, so a job beside this one never reads it half-written
 time.sleep(0.3)
-beside = sorted(p.read_text() for p in lock.iterdir())
+beside = []
+for p in lock.iterdir():
+    try:
+        beside.append(p.read_text())
+    except FileNotFoundError:  # that job finished between iterdir() and read_text()
+        pass
+beside.sort()
 (run_dir / "seen.txt").write_text(",".join(beside))
 (lock / run_dir.name).unlink()
 sys.exit(3 if "fail" in sys.argv else 0)
