@@ -3,6 +3,8 @@ GPU-like results."""
 
 import json
 
+import pytest
+
 from ginr.tools.bench.__main__ import main
 from ginr.tools.bench.cases import PRESETS, build_cases, case_config, selected
 from ginr.tools.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
@@ -21,6 +23,7 @@ def test_the_variants_are_the_experiments_and_naive_attention_where_queries_mix(
         assert variants()[f"{e}_naive"] == (f"experiment={e}", "decoder.attn_impl=naive")
 
 
+@pytest.mark.slow
 def test_cpu_preset_end_to_end(tmp_path, capsys):
     naive = [f"main/{e}_naive/fp32/ckpt-off" for e in MIXING[:1]]  # naive attention, where queries mix
     only = [f"main/{DEFAULT}/bf16", *naive, f"queries/{DEFAULT}/", "batch/", "encoder/", f"render/{DEFAULT}/"]

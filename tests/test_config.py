@@ -150,6 +150,7 @@ def test_a_new_block_and_experiment_are_discovered(tmp_path, monkeypatch, cls):
         tool_variants.variants.cache_clear()
 
 
+@pytest.mark.slow
 def test_cli_picks_cpu_hardware_without_a_gpu_and_says_so(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ginr.train", "--cfg", "job", "--resolve"],

@@ -286,6 +286,7 @@ def test_emoji3d_download_failure_and_success(tmp_path: Path, fake_tarball: Path
 
 
 def test_cifar10_wrapper_on_fake_batches(tmp_path: Path, monkeypatch: MP) -> None:
+    pytest.importorskip("torchvision", reason='the vision extra: pip install -e ".[vision]"')
     import torchvision.datasets.cifar as cifar
 
     folder = tmp_path / "cifar-10-batches-py"
@@ -358,6 +359,7 @@ def _fake_celeba(root: Path) -> None:
 
 
 def test_celeba178_protocol_on_files_laid_out_like_celeba(tmp_path: Path, monkeypatch: MP) -> None:
+    pytest.importorskip("torchvision", reason='the vision extra: pip install -e ".[vision]"')
     import torchvision.datasets.celeba as celeba
 
     from ginr.config import compose, prepare

@@ -64,6 +64,7 @@ def _vote(rank: int, port: int, answers) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_every_rank_stops_at_the_same_step_for_the_strongest_request():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

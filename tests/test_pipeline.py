@@ -60,6 +60,7 @@ def config(folder):
     return prepare(compose([*OVERRIDES, *data, f"run_dir={folder / 'run'}"]))
 
 
+@pytest.mark.slow
 def test_trainer_benchmark_and_planner_give_the_step_the_same_inputs(folder, seen):
     cfg = config(folder)
     train(cfg)

@@ -23,6 +23,7 @@ UNKNOWN_EXPERIMENT = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("minutes", [0.00001, None])
 def test_a_kill_before_the_first_step_checkpoint_loses_minutes_not_the_run(
     smoke_cfg, tmp_path, monkeypatch, minutes
@@ -45,6 +46,7 @@ def test_a_kill_before_the_first_step_checkpoint_loses_minutes_not_the_run(
         assert seen[3] == 3  # by step 4, the clock had written step 3
 
 
+@pytest.mark.slow
 def test_resume_falls_back_to_the_newest_readable_checkpoint(smoke_cfg, tmp_path):
     run = tmp_path / "run"
     train(smoke_cfg("data.eval_resolutions=[]"))
@@ -88,6 +90,7 @@ def test_hydra_errors_become_one_line_with_the_nearest_name(override, message):
     assert str(err.value) == message
 
 
+@pytest.mark.slow
 def test_cli_unknown_group_option_is_one_line_and_exit_code_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ginr.train", f"experiment={TYPO}", f"hydra.run.dir={tmp_path / 'run'}"],
@@ -99,6 +102,7 @@ def test_cli_unknown_group_option_is_one_line_and_exit_code_2(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()  # no run folder for a typo
 
 
+@pytest.mark.slow
 def test_cli_resume_continues_in_the_run_folder(tmp_path, data_dir):
     run = tmp_path / "run"
     common = [sys.executable, "-m", "ginr.train", f"experiment={DEFAULT_EXPERIMENT}", "hardware=cpu", "debug=smoke",

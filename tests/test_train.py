@@ -174,6 +174,7 @@ def test_sigterm_then_resume_gives_the_same_weights_and_losses(smoke_cfg, tmp_pa
         torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_resume_rejects_other_model_config(smoke_cfg, tmp_path):
     run = tmp_path / "run"
     train(smoke_cfg("trainer.max_steps=3", "data.eval_resolutions=[]"))
@@ -228,6 +229,7 @@ def test_bad_values_fail_before_any_work(smoke_cfg, tmp_path, override, message)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ginr.train", f"experiment={DEFAULT_EXPERIMENT}", "decoder.num_layers=-1", f"hydra.run.dir={tmp_path}"],
@@ -238,6 +240,7 @@ def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before Hydra made a run folder
 
 
+@pytest.mark.slow
 def test_cli_missing_image_folder_is_one_line_and_exit_code_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ginr.train", f"experiment={DEFAULT_EXPERIMENT}", "data=image_folder",
