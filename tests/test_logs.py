@@ -5,8 +5,10 @@ import json
 import logging
 
 import pytest
+import torch
 
 from ginr.engine.logging import RunLogger
+from ginr.engine.step import StepResult
 from ginr.train import train
 
 
@@ -35,7 +37,8 @@ def test_each_log_window_is_a_line_with_loss_and_psnr(smoke_cfg, caplog):
         "step 2/4",
         "step 4/4",
     ]  # debug=smoke logs every 2 steps
-    assert all("train PSNR" in line and "images/s" in line for line in lines)
+    assert all("train PSNR" in line and "images/s" in line and "training ETA" in line for line in lines)
+    assert lines[-1].endswith("training ETA 0s")
 
 
 @pytest.mark.slow
@@ -71,3 +74,28 @@ def test_the_first_checkpoint_comes_within_a_minute_however_long_the_interval(
     monkeypatch.setattr(loop.Trainer, "train_step", step_and_look)
     train(smoke_cfg("trainer.ckpt_every=1000", "trainer.ckpt_every_min=60", "data.eval_resolutions=[]"))
     assert any(step is not None for step in seen.values()), seen
+
+
+def test_a_window_does_not_subtract_a_pause_that_came_before_its_first_step(monkeypatch):
+    """Validation right after a log line pauses before the next window's first step: its time is not the
+    window's, and subtracting it anyway made the ms/step after each validation too small."""
+    from ginr.engine import loop
+
+    clock = iter([100.0, 110.0, 120.0])  # the first step's tick; then the window is read at 110 and 120
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
+    window = loop.Window(torch.device("cpu"))
+    window.pause(6.0)  # before any step: outside the window
+    one = torch.tensor(1.0)
+    window.add(1, StepResult(loss=one, psnr=one, grad_norm=one, ok=torch.tensor(True)), next(clock))
+    assert window.seconds() == 10.0
+    window.pause(4.0)  # inside the window
+    assert window.seconds() == 16.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.4, "0s"), (42, "42s"), (245, "4m05s"), (3725, "1h02m"), (-3, "0s")]
+)
+def test_durations_read_as_a_person_writes_them(seconds, text):
+    from ginr.engine.loop import duration
+
+    assert duration(seconds) == text

@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import logging
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import threading
 import pytest
 import torch
 from hydra.utils import get_class
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import ginr
@@ -20,6 +22,7 @@ from ginr.coords import image_to_values, pixel_grid
 from ginr.engine.build import build_model
 from ginr.engine.checkpoint import CheckpointError, load_checkpoint
 from ginr.engine.data import prefetched
+from ginr.engine.logging import describe_state, read_status
 from ginr.engine.loop import Trainer
 from ginr.engine.step import select_queries, with_targets_above
 from ginr.models.ginr import GINR
@@ -97,12 +100,15 @@ def test_few_steps_write_events_checkpoints_and_evaluate(smoke_cfg, tmp_path):
     ((step, gflop),) = scalars(run_dir, "perf/gflop_per_step")  # the FLOPs of a step, counted once
     assert step == 0 and gflop > 0
     assert metrics["test/images"] == 8 and metrics["val/images"] == 8  # debug=smoke caps both
-    assert metrics["test/split_images"] == 313 and metrics["val/split_images"] == 355  # and says of how many
+    assert metrics["test/split_images"] == 354 and metrics["val/split_images"] == 295  # and says of how many
     best = max(scalars(run_dir, "val/psnr"), key=lambda e: e[1])[0]
     assert metrics["test/checkpoint_step"] == best
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "finished" and status["step"] == 6
     assert (run_dir / "config.yaml").is_file()
+    with Image.open(run_dir / "pictures" / "test_reconstructions_x2.png") as picture:  # logger.images rows
+        assert picture.size == (4 * 64, 2 * 64)  # input | bicubic | model | truth, at 64 px
+    assert [p.name for p in (run_dir / "pictures").iterdir()] == ["test_reconstructions_x2.png"]
     state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert state["step"] == 6 and {"optimizer", "scheduler", "scaler", "rng", "config"} <= set(state)
     results = evaluate.run(run_dir, out=tmp_path / "eval", max_images=4)
@@ -141,7 +147,7 @@ def test_load_gives_the_trained_model_ready_to_render(smoke_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_then_resume_gives_the_same_weights_and_losses(smoke_cfg, tmp_path, monkeypatch):
+def test_sigterm_then_resume_gives_the_same_weights_and_losses(smoke_cfg, tmp_path, monkeypatch, caplog):
     losses: dict[int, float] = {}
     kill_at = None
     original_step = Trainer.train_step
@@ -162,10 +168,19 @@ def test_sigterm_then_resume_gives_the_same_weights_and_losses(smoke_cfg, tmp_pa
     train(smoke_cfg("trainer.deterministic=true", run_dir=part))
     status = json.loads((part / "status.json").read_text())
     assert (status["state"], status["step"], status["stop_reason"]) == ("interrupted", 3, "SIGTERM")
-    assert load_checkpoint(part / "checkpoints" / "last.ckpt")["step"] == 3
+    assert load_checkpoint(part / "checkpoints" / "last.ckpt")["step"] == 3 == status["checkpoint_step"]
 
+    # as a SIGKILL after a later log window would leave it: "running", at step 4, by a process now gone
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    killed = {**status, "state": "running", "step": 4, "pid": int(gone.stdout)}
+    (part / "status.json").write_text(json.dumps(killed))
+    assert describe_state(read_status(part)) == "killed (checkpoint at step 3)"  # as ginr.compare shows it
     kill_at = None
-    train(smoke_cfg("trainer.deterministic=true", f"trainer.resume={part}", run_dir=tmp_path / "ignored"))
+    with caplog.at_level(logging.WARNING, logger="ginr.engine.loop"):
+        train(smoke_cfg("trainer.deterministic=true", f"trainer.resume={part}", run_dir=tmp_path / "ignored"))
+    assert f"previous process (pid {gone.stdout.strip()}) was killed after step 4: 1 steps" in caplog.text
     assert losses == straight_losses  # steps 1-3 from the killed run, 4-6 from the resumed one
     a = load_checkpoint(straight / "checkpoints" / "last.ckpt")
     b = load_checkpoint(part / "checkpoints" / "last.ckpt")

@@ -3,7 +3,11 @@ optimizer and schedule, and the step's inputs (which pixels it decodes, against 
 swappable is built by ``hydra.utils.instantiate`` from its ``_target_``. This is the core's face to the
 tools: the benchmark and the memory planner build their steps and inputs here, as the trainer does."""
 
+import ctypes
+import ctypes.util
+import functools
 import math
+import sys
 
 import torch
 from hydra.utils import instantiate
@@ -20,6 +24,26 @@ from ginr.models.ginr import GINR
 def pick_device(name: str) -> torch.device:
     """``cuda`` when asked for (or ``auto``) and available, else ``cpu``."""
     return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+@functools.cache
+def keep_freed_cpu_memory() -> bool:
+    """Have glibc's allocator keep freed memory for reuse rather than give every large block back to
+    the OS: a training step on the CPU allocates and frees the same buffers of several MB each step,
+    and each round trip to the OS page-faults them in again (``hardware=cpu`` on 2 cores: 817 ->
+    451 ms per step, system time 7.8 -> 1.1 s over 13 steps). Blocks up to 32 MB come from the heap,
+    which keeps up to 1 GB of free memory; the process's memory stays at its peak. Once per process,
+    on glibc only (elsewhere: False, and nothing changes)."""
+    if not sys.platform.startswith("linux") or (name := ctypes.util.find_library("c")) is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):  # musl
+        return False
+    trim_threshold, top_pad, mmap_threshold = -1, -2, -3  # mallopt's parameter numbers (malloc.h)
+    return all(
+        libc.mallopt(param, value) == 1
+        for param, value in ((mmap_threshold, 32 << 20), (trim_threshold, 1 << 30), (top_pad, 256 << 20))
+    )
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -107,6 +131,8 @@ def build_train_step(
     """The model of ``cfg`` on ``device`` with its AdamW, warm-up + cosine schedule and precision; wrapped
     in DDP across ``distributed`` ranks, then compiled when ``trainer.compile`` is set."""
     distributed = distributed or dist.DistInfo()
+    if device.type == "cpu":
+        keep_freed_cpu_memory()
     model = build_model(cfg).to(device)  # built on the CPU: the same initial weights on every device
     optimizer = build_optimizer(cfg, model)
     factor = WarmupCosine(cfg.optim.warmup_steps, cfg.trainer.max_steps, cfg.optim.min_lr_ratio)

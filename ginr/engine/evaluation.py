@@ -6,16 +6,21 @@ the same for the model's render, and PSNR of the classical upscalers (nearest, b
 same low-resolution input against the same truth. Means are over images.
 """
 
+import io
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ginr.coords import scale_tag
 from ginr.engine.metrics import UPSCALERS, margin, score, upscale
 from ginr.engine.step import autocast
+from ginr.files import write_atomic
 from ginr.models.ginr import GINR
 
 
@@ -47,28 +52,30 @@ def evaluate(
     amp_dtype: torch.dtype | None,
     chunk: int,
     max_images: int | None = None,
+    seed: int = 0,
     baselines: bool = True,
     pictures: int = 0,
 ) -> Evaluation:
-    """Score ``model`` on the first ``max_images`` images of ``dataset`` (all by default) and, at each
-    resolution ``r`` of ``highres`` (the same images, same order, at ``r``), its renders and, with
-    ``baselines``, the classical upscalers of the input; with the picture grids of the first ``pictures``."""
+    """Score ``model`` on ``dataset`` (every image by default; with ``max_images``, the seeded sample of
+    :func:`sample_indices`) and, at each resolution ``r`` of ``highres`` (the same images, same order, at
+    ``r``), its renders and, with ``baselines``, the classical upscalers of the input; with the picture
+    grids of the first ``pictures`` images scored. ``rows[i]["index"]`` is the image's index in ``dataset``."""
     was_training = model.training
     model.eval()
-    total = len(dataset) if max_images is None else min(max_images, len(dataset))
     rows: list[dict[str, float]] = []
     grids: dict[str, torch.Tensor] = {}
-    for start, images in _batches(dataset, batch_size, total):
+    for number, (indices, images) in enumerate(
+        _batches(dataset, batch_size, sample_indices(len(dataset), max_images, seed))
+    ):
         images = images.to(device)
         with autocast(device, amp_dtype):
             latents = model.encode(images)
             recon = model.render(latents, *images.shape[-2:], images=images, chunk=chunk)
         scores = score(recon, images)
-        shown = images[:pictures] if start == 0 else images[:0]  # the picture grids' images
+        shown = images[:pictures] if number == 0 else images[:0]  # the picture grids' images
         if len(shown) and not highres:
             grids["reconstructions"] = reconstructions(model, shown, amp_dtype=amp_dtype, chunk=chunk)
         for resolution, highres_set in highres.items():
-            indices = range(start, start + len(images))
             truth = torch.stack([highres_set[i] for i in indices]).to(device)
             with autocast(device, amp_dtype):
                 render = model.render(latents, *truth.shape[-2:], images=images, chunk=chunk)
@@ -85,7 +92,7 @@ def evaluate(
                 at_res = {k: v.masked_fill(fake, float("nan")) for k, v in at_res.items()}
             scores |= at_res
         values = {key: value.tolist() for key, value in scores.items()}
-        rows += [{"index": start + i, **{k: v[i] for k, v in values.items()}} for i in range(len(images))]
+        rows += [{"index": index, **{k: v[i] for k, v in values.items()}} for i, index in enumerate(indices)]
     model.train(was_training)
     keys = [k for k in (rows[0] if rows else {}) if k != "index"]
     means = {}
@@ -97,10 +104,23 @@ def evaluate(
     return Evaluation(means, rows, grids)
 
 
-def _batches(dataset: Dataset, batch_size: int, total: int):
+def sample_indices(count: int, max_images: int | None, seed: int) -> list[int]:
+    """The images of a split of ``count`` that an evaluation scores, in split order: every one when
+    ``max_images`` is None or covers the split; else ``max_images`` of them drawn uniformly from the whole
+    split (not its first images) by a generator of its own seeded with ``seed`` (the run's): the same sample
+    at every evaluation of a run and after a resume, so its curves compare like with like, and nothing drawn
+    from the global RNGs that training reads. A larger ``max_images`` keeps the smaller's images."""
+    if max_images is None or max_images >= count:
+        return list(range(count))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return sorted(order[:max_images].tolist())
+
+
+def _batches(dataset: Dataset, batch_size: int, indices: list[int]):
+    """(the dataset indices of a batch, its images), in order."""
     start = 0
-    for images in DataLoader(Subset(dataset, range(total)), batch_size=batch_size):
-        yield start, images
+    for images in DataLoader(Subset(dataset, indices), batch_size=batch_size):
+        yield indices[start : start + len(images)], images
         start += len(images)
 
 
@@ -124,6 +144,22 @@ def scalar_tags(
         if lead is not None:
             tags[f"margin_{scale}"] = lead
     return tags
+
+
+PICTURE_PANELS = "one row per image: input | model | 4x render at the input's resolution; input | bicubic | model | truth above it"
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W) or (H, W, 3) uint8."""
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def save_picture(image: torch.Tensor, path: str | Path) -> Path:
+    """(C, H, W) in [0, 1] as an 8-bit PNG at ``path``, written atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
+    return write_atomic(path, buffer.getvalue())
 
 
 def reconstruction_grid(*panels: torch.Tensor) -> torch.Tensor:

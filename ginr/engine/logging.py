@@ -33,6 +33,25 @@ def effective_state(status: dict[str, Any]) -> str:
     return "killed" if state == "running" and here and not process_alive(int(status["pid"])) else state
 
 
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """A run's ``status.json``, or {} where there is none or it cannot be read."""
+    try:
+        status = json.loads((Path(run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def describe_state(status: dict[str, Any]) -> str:
+    """:func:`effective_state`, and for a killed run the step it can resume from: "killed (checkpoint at
+    step 300)"."""
+    state = effective_state(status)
+    if state == "killed":
+        step = status.get("checkpoint_step")
+        return f"killed ({'no checkpoint' if step is None else f'checkpoint at step {step}'})"
+    return state
+
+
 def _finite(value: Any) -> Any:
     """``value`` with every non-finite float (a score that does not exist, e.g. at 2x for tiny images) as None."""
     if isinstance(value, dict):
@@ -57,6 +76,7 @@ class RunLogger:
         self.enabled, self.run_dir = enabled, run_dir
         self.started = time.time()
         self.status = {"state": "running", "name": name, "step": start_step, "max_steps": max_steps,
+                       "checkpoint_step": start_step or None,  # of last.ckpt: where a resume starts
                        "params": params, "wall_time_s": 0.0, "error": None, "pid": os.getpid(),
                        "host": socket.gethostname()}  # fmt: skip
         if not enabled:
@@ -91,6 +111,11 @@ class RunLogger:
         if self.enabled:
             self.bar.total = steps
             self.bar.refresh()
+
+    def checkpointed(self, step: int) -> None:
+        """``last.ckpt`` now holds ``step``: where a resume starts, should this process die."""
+        self.status["checkpoint_step"] = step
+        self.set_status(self.status["state"], self.status["step"], self.status["error"])
 
     def set_status(self, state: str, step: int, error: str | None = None, **extra: Any) -> None:
         if self.enabled:

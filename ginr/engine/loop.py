@@ -12,7 +12,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from ginr.config.schema import target_resolutions
+from ginr.config.schema import TIMED_STEPS, target_resolutions
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.budget import MinutesBudget
@@ -25,8 +25,8 @@ from ginr.engine.build import (
     pick_device,
 )
 from ginr.engine.data import Batch, Resolutions, StepBatchSampler, prefetched, train_loader
-from ginr.engine.evaluation import evaluate, scalar_tags
-from ginr.engine.logging import RunLogger
+from ginr.engine.evaluation import PICTURE_PANELS, evaluate, save_picture, scalar_tags
+from ginr.engine.logging import RunLogger, effective_state, read_status
 from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepResult
 
@@ -60,9 +60,25 @@ class Window:
         self.steps += 1
         self.started = tick if self.started is None else self.started
 
+    def pause(self, seconds: float) -> None:
+        """Evaluation or saving that took ``seconds`` inside the window; one before its first step is
+        outside it already (the window's clock starts at that step)."""
+        if self.started is not None:
+            self.paused += seconds
+
     def seconds(self) -> float:
         """Wall time since the window's first step, evaluation and saving excluded (after a sync)."""
         return time.perf_counter() - self.started - self.paused
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads it: 42s, 4m05s, 1h02m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class DataError(RuntimeError):
@@ -156,6 +172,13 @@ class Trainer:
         elif state.get("length_fixed"):
             self._set_max_steps(state["max_steps"])  # the length its timed steps fixed
         ckpt.set_rng_state(state["rng"])
+        previous = read_status(self.run_dir)
+        if effective_state(previous) == "killed":
+            log.warning(
+                "this run's previous process (pid %s) was killed after step %s: %d steps since its last "
+                "checkpoint are done again", previous["pid"], previous.get("step"),
+                (previous.get("step") or self.step) - self.step,
+            )  # fmt: skip
         log.info("resumed from %s at step %d", path, self.step)
 
     def _checkpoint_due(self) -> bool:
@@ -183,6 +206,8 @@ class Trainer:
             "rng": ckpt.rng_state(), "config": OmegaConf.to_container(self.cfg, resolve=True),
         }  # fmt: skip
         ckpt.save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.ckpt")
+        if name == "last":
+            self.logger.checkpointed(self.step)
 
     def train_step(self, batch: Batch) -> StepResult:
         """The training step on one batch of images (with ``targets.resolution``, a tuple: the input and
@@ -226,7 +251,7 @@ class Trainer:
                     metrics = self._evaluate()
                 if save_now:
                     self.save("last")
-                window.paused += time.perf_counter() - paused
+                window.pause(time.perf_counter() - paused)
             if self.stop.reason is not None:
                 break
         batches.close()  # stops the loading thread
@@ -312,9 +337,13 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.logger.scalars(self.step, values)
         self.logger.set_status("running", self.step)
+        eta = (  # of the steps left (validation not counted); trainer.train_minutes fixes the length later
+            f"training ETA {duration((self.max_steps - self.step) * seconds / steps)}" if self.length_fixed
+            else f"the run's length is fixed after step {TIMED_STEPS[1]}"
+        )  # fmt: skip
         log.info(
-            "step %d/%d: loss %.4g, train PSNR %.2f dB, %.1f ms/step, %.0f images/s", self.step, self.max_steps,
-            loss, train_psnr, values["perf/ms_per_step"], values["perf/images_per_s"],
+            "step %d/%d: loss %.4g, train PSNR %.2f dB, %.1f ms/step, %.0f images/s, %s", self.step, self.max_steps,
+            loss, train_psnr, values["perf/ms_per_step"], values["perf/images_per_s"], eta,
         )  # fmt: skip
 
     def _once(self) -> dict[str, float]:
@@ -338,7 +367,7 @@ class Trainer:
         cfg, (dataset, highres) = self.cfg, self.held_out[split]
         result = evaluate(
             model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=self.device,
-            amp_dtype=self.eval_amp, chunk=cfg.trainer.render_chunk, max_images=max_images,
+            amp_dtype=self.eval_amp, chunk=cfg.trainer.render_chunk, max_images=max_images, seed=cfg.seed,
             baselines=split == "test" or not self.val_baselines,  # they do not change during a run
             pictures=cfg.logger.images,
         )  # fmt: skip
@@ -351,6 +380,12 @@ class Trainer:
         self.logger.scalars(self.step, scalars)
         for tag, grid in result.grids.items():
             self.logger.image(self.step, f"{split}/{tag}", grid)
+        if split == "test" and result.grids:  # the run's pictures, for a person without TensorBoard
+            saved = [
+                save_picture(grid, self.run_dir / "pictures" / f"test_{tag}.png")
+                for tag, grid in result.grids.items()
+            ]
+            log.info("test pictures (%s): %s", PICTURE_PANELS, ", ".join(str(path) for path in saved))
         headline = ", ".join(  # a scale whose images have no real ground truth has no score, and says so
             f"{k} {v:.2f}" if math.isfinite(v) else f"{k} n/a (no image has ground truth there)"
             for k, v in scalars.items()

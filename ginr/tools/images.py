@@ -20,6 +20,7 @@ from PIL import Image
 
 from ginr.api import Loaded
 from ginr.data.imagefiles import EXTENSIONS, UnreadableImage, load_image
+from ginr.engine.evaluation import to_uint8
 from ginr.engine.metrics import UPSCALERS, margin, score, upscale
 from ginr.engine.step import autocast
 from ginr.tools.tables import markdown_table
@@ -94,12 +95,6 @@ def _original_size(path: Path) -> tuple[int, int]:
         width, height = img.size
         orientation = img.getexif().get(0x0112)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [0, 1] -> (H, W) or (H, W, 3) uint8."""
-    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return array[..., 0] if array.shape[-1] == 1 else array
 
 
 @dataclass
@@ -213,8 +208,8 @@ def render_images(
                 row |= scores | ({"margin": margin(scores)} if upscaled else {})
             else:
                 missing.append(size)
-            Image.fromarray(_to_uint8(render[0])).save(out / row["render"])
-            Image.fromarray(np.concatenate([_to_uint8(p[0]) for p in panels], axis=1)).save(out / row["grid"])
+            Image.fromarray(to_uint8(render[0])).save(out / row["render"])
+            Image.fromarray(np.concatenate([to_uint8(p[0]) for p in panels], axis=1)).save(out / row["grid"])
             rows.append(row)
         if missing:
             notes.append(

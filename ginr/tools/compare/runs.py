@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import statistics
@@ -18,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ginr.engine.logging import effective_state
+from ginr.engine.logging import describe_state, read_status
 from ginr.tools.tables import markdown_table
 
 
@@ -100,15 +99,10 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _read_status(path: Path) -> dict:
-    f = path / "status.json"
-    if not f.is_file():
-        return {}
-    try:
-        status = json.loads(f.read_text())
-    except (OSError, ValueError) as e:  # e.g. caught mid-write by a running trainer
-        print(f"warning: unreadable {f}: {e}", file=sys.stderr)
-        return {}
-    return status if isinstance(status, dict) else {}
+    status = read_status(path)
+    if not status and (path / "status.json").is_file():  # e.g. caught mid-write by a running trainer
+        print(f"warning: unreadable {path / 'status.json'}", file=sys.stderr)
+    return status
 
 
 def _read_config(path: Path) -> dict[str, object]:
@@ -192,7 +186,7 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
     name = status.get("name") or (
         os.path.relpath(path.resolve(), Path(root).resolve()) if root else path.name
     )
-    run = RunSummary(path=path, name=name, state=effective_state(status))
+    run = RunSummary(path=path, name=name, state=describe_state(status))
     run.config = _read_config(path)
     if run.config:
         target = str(run.config.get("data.dataset._target_", "?")).rsplit(".", 1)[-1]
