@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import math
 import pickle
 import sys
 import tarfile
@@ -17,7 +18,8 @@ from PIL import Image
 from ginr.coords import image_to_values, pixel_grid, sample_image, values_to_image
 from ginr.data import CIFAR10, CelebA, Emoji3D, ImageFolder, check_split, hash_split, torchvision_sets
 from ginr.data import emoji3d as emoji3d_module
-from ginr.data.emoji3d import group_key
+from ginr.data.emoji3d import concept_key
+from ginr.data.splits import GUARD_RESOLUTION, SPLITS, concept_split, cross_split_near_duplicates
 
 MP = pytest.MonkeyPatch
 
@@ -167,39 +169,103 @@ def test_image_folder_errors(tmp_path: Path) -> None:
 TONES = ["1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"]
 
 
-def test_group_key_strips_skin_tones() -> None:
-    assert group_key("1f44d-1f3fb.webp") == "1f44d" == group_key("1f44d.webp")
-    couple = "package/assets/1f9d1-1f3fb-200d-1f91d-200d-1f9d1-1f3fc.webp"
-    assert group_key(couple) == "1f9d1-200d-1f91d-200d-1f9d1"
-    assert group_key("0023-fe0f-20e3.webp") == "0023-fe0f-20e3"
+def test_every_form_of_one_emoji_has_one_concept_key() -> None:
+    forms = {
+        "thumbs up, any skin tone": ["1f44d.webp", "1f44d-1f3fb.webp", "1f44d-1f3ff.webp"],
+        "keycap 0, both spellings": ["0030-fe0f-20e3.webp", "30-fe0f-20e3.webp", "30-20e3.webp"],
+        "police officer: person, woman, man": ["1f46e.webp", "1f46e-200d-2640-fe0f.webp", "1f46e-1f3fd-200d-2642-fe0f.webp"],
+        "cook: person, man, woman": ["1f9d1-200d-1f373.webp", "1f468-1f3fb-200d-1f373.webp", "1f469-200d-1f373.webp"],
+        "holding hands": ["1f46b.webp", "1f46c.webp", "1f9d1-1f3fb-200d-1f91d-200d-1f9d1-1f3fc.webp"],
+        "couple with heart": ["1f491.webp", "1f469-200d-2764-fe0f-200d-1f468.webp"],
+        "presentation selector": ["2764-fe0f.webp", "2764.webp", "2764-fe0e.webp"],
+    }  # fmt: skip
+    keys = {what: {concept_key(f"package/assets/{n}") for n in names} for what, names in forms.items()}
+    assert all(len(k) == 1 for k in keys.values()), keys
+    assert len({k.pop() for k in keys.values()}) == len(forms)  # and the concepts stay apart
+    assert concept_key("1f466.webp") != concept_key("1f9d1.webp")  # a child is not a grown-up
 
 
-def test_skin_tone_variants_share_split_and_fraction_is_about_ten_percent() -> None:
-    names = []
-    for i in range(2000):
-        base = f"1{i:04x}-200d-2642-fe0f" if i % 3 == 0 else f"1{i:04x}"
-        names.append(f"{base}.webp")
-        if i % 2:
-            head, _, tail = base.partition("-")
-            names += [f"{head}-{t}{'-' + tail if tail else ''}.webp" for t in TONES]
-    splits: dict[str, set[str]] = {}
-    for name in names:
-        splits.setdefault(group_key(name), set()).add(hash_split(group_key(name)))
-    assert len(splits) == 2000 and all(len(s) == 1 for s in splits.values())
-    test_fraction = sum(s == {"test"} for s in splits.values()) / len(splits)
-    val_fraction = sum(s == {"val"} for s in splits.values()) / len(splits)
-    assert 0.08 < test_fraction < 0.12 and 0.08 < val_fraction < 0.12
-    # val is carved out of train: the test groups are those of the former two-way split
-    assert all(hash_split(k, val_fraction=0.0) in ("train", "test") for k in splits)
-    assert {k for k, s in splits.items() if s == {"test"}} == {
-        k for k in splits if hash_split(k, val_fraction=0.0) == "test"
+def _pictures(n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` random 8-bit 8x8 pictures in [0, 200), far apart (about 10 dB between any two)."""
+    return torch.randint(
+        0, 200, (n, 8, 8, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
+
+
+def test_near_copies_join_one_split_transitively_and_at_the_threshold() -> None:
+    images = _pictures(400)
+    keys = [f"k{i}" for i in range(400)]
+    apart = concept_split(keys, images)
+    a, b = next((i, j) for i in range(400) for j in range(400) if apart[i] == "train" and apart[j] == "test")
+    c = next(i for i in range(400) if apart[i] == "val")
+    near = images.clone()
+    near[b] = images[a] + 10  # 28.1 dB from a: a near copy
+    near[c] = images[a] + 20  # 28.1 dB from b but 22.1 dB from a: joined through b
+    assert hash_split("a") != hash_split("c") and hash_split("p") != hash_split("q")  # so a join shows
+    assert concept_split(["a", "c"], near[[a, c]]) == [hash_split("a"), hash_split("c")]  # apart on their own
+    together = concept_split(keys, near)
+    assert together[a] == together[b] == together[c]
+    assert [s for i, s in enumerate(together) if i not in (a, b, c)] == [
+        s for i, s in enumerate(apart) if i not in (a, b, c)
+    ]  # nobody else moves
+    reordered = concept_split(keys[::-1], near.flip(0))[::-1]
+    assert reordered == together  # the split of an image does not depend on the order of the images
+    pair = near[[a, b]]
+    psnr = 10 * math.log10(255**2 * pair[0].numel() / ((pair[0].long() - pair[1].long()) ** 2).sum().item())
+    assert len(set(concept_split(["p", "q"], pair, threshold_db=psnr - 0.01))) == 1
+    assert concept_split(["p", "q"], pair, threshold_db=psnr + 0.01) == [hash_split("p"), hash_split("q")]
+    with pytest.raises(ValueError, match="8-bit images"):
+        concept_split(keys, near.float())
+
+
+def test_cross_split_near_duplicates_are_reported_closest_first() -> None:
+    train = _pictures(6)
+    held = {
+        "val": (torch.stack([train[2] ^ 3, _pictures(1, seed=9)[0]]), ["v0", "v1"]),
+        "test": (train[[4]] ^ 1, ["t0"]),
+    }
+    to_float = lambda x: x.permute(0, 3, 1, 2).float() / 255
+    found = cross_split_near_duplicates(
+        (to_float(train), [f"r{i}" for i in range(6)]), {k: (to_float(v), n) for k, (v, n) in held.items()}
+    )
+    assert [(d.split, d.name, d.train_name) for d in found] == [("test", "t0", "r4"), ("val", "v0", "r2")]
+    exact = lambda x, y: 10 * math.log10(255**2 * x.numel() / ((x.long() - y.long()) ** 2).sum().item())
+    assert found[0].psnr == pytest.approx(exact(train[4], train[4] ^ 1), abs=0.05)  # 48.13 dB
+    assert found[1].psnr == pytest.approx(exact(train[2], train[2] ^ 3), abs=0.05)
+
+
+def test_hash_split_puts_about_ten_percent_of_keys_in_val_and_test() -> None:
+    keys = [f"1{i:04x}" for i in range(2000)]
+    splits = [hash_split(k) for k in keys]
+    assert 0.08 < splits.count("test") / 2000 < 0.12 and 0.08 < splits.count("val") / 2000 < 0.12
+    # val is carved out of train: the test keys are those of the former two-way split
+    assert {k for k, s in zip(keys, splits, strict=True) if s == "test"} == {
+        k for k in keys if hash_split(k, val_fraction=0.0) == "test"
     }
 
 
-def _webp() -> bytes:
-    """32x32 RGBA: left half opaque red, right half fully transparent black."""
+@pytest.mark.slow
+def test_no_val_or_test_emoji_lies_within_25_db_of_a_train_emoji(data_dir: str) -> None:
+    """The guard on the real Emoji3D: nothing held out is a near copy of something trained on (at 32 px),
+    and every form of one emoji sits in one split."""
+    sets = {s: Emoji3D(root=data_dir, split=s, resolution=GUARD_RESOLUTION) for s in SPLITS}
+    images = {s: (torch.stack([d[i] for i in range(len(d))]), d.names) for s, d in sets.items()}
+    found = cross_split_near_duplicates(images["train"], {s: images[s] for s in ("val", "test")})
+    assert found == [], found[:5]
+    where: dict[str, set[str]] = {}
+    for split, dataset in sets.items():
+        for name in dataset.names:
+            where.setdefault(concept_key(name), set()).add(split)
+    assert all(len(s) == 1 for s in where.values())
+    assert sum(len(d) for d in sets.values()) == 3391 and all(len(sets[s]) > 250 for s in ("val", "test"))
+
+
+def _webp(shade: int = 0) -> bytes:
+    """32x32 RGBA: left half opaque red, right half fully transparent black; ``shade`` in the top rows'
+    blue, so that pictures of other shades are not near copies of each other."""
     array = np.zeros((32, 32, 4), np.uint8)
     array[:, :16, 0], array[:, :16, 3] = 255, 255
+    array[:8, :16, 2] = shade
     buffer = io.BytesIO()
     Image.fromarray(array, "RGBA").save(buffer, format="WEBP", lossless=True)
     return buffer.getvalue()
@@ -216,7 +282,9 @@ def _names_with_both_splits() -> list[str]:
 def fake_tarball(tmp_path: Path, monkeypatch: MP) -> Path:
     path = tmp_path / "fake.tgz"
     with tarfile.open(path, "w:gz") as tar:
-        files = {f"package/assets/{n}": _webp() for n in _names_with_both_splits()}
+        names = _names_with_both_splits()  # the skin-tone form of the first emoji is a near copy of it
+        shades = [0, 0, 120, 240]
+        files = {f"package/assets/{n}": _webp(shade) for n, shade in zip(names, shades, strict=True)}
         files["package/package.json"] = b"{}"
         for name, data in files.items():
             info = tarfile.TarInfo(name)
@@ -230,9 +298,9 @@ def test_emoji3d_builds_cache_then_loads_it(tmp_path: Path, fake_tarball: Path, 
     root = tmp_path / "cache"
     train = Emoji3D(root=str(root), split="train", resolution=8, tarball=str(fake_tarball))
     assert sorted(p.name for p in (root / "emoji3d").iterdir()) == [
-        "r8_test.v2.npz",
-        "r8_train.v2.npz",
-        "r8_val.v2.npz",
+        "r8_test.v3.npz",
+        "r8_train.v3.npz",
+        "r8_val.v3.npz",
     ]
     assert len(train) == 3 and train.channels == 3 and all(n.endswith(".webp") for n in train.names)
     x = train[0]
@@ -244,7 +312,7 @@ def test_emoji3d_builds_cache_then_loads_it(tmp_path: Path, fake_tarball: Path, 
     test = Emoji3D(root=str(root), split="test", resolution=8, tarball=str(fake_tarball))
     again = Emoji3D(root=str(root), split="train", resolution=8, download=False)
     assert len(test) == 1 and again.names == train.names and torch.equal(again[2], train[2])
-    assert group_key(test.names[0]) not in {group_key(n) for n in train.names}
+    assert concept_key(test.names[0]) not in {concept_key(n) for n in train.names}
 
 
 def test_emoji3d_wrong_sha(tmp_path: Path, fake_tarball: Path, monkeypatch: MP) -> None:
@@ -375,3 +443,26 @@ def test_celeba178_protocol_on_files_laid_out_like_celeba(tmp_path: Path, monkey
     tokenizer = build_model(cfg).encoder.tokenizer
     assert (tokenizer.patch_size, tokenizer.padding) == (9, 1)
     assert tokenizer(image[None]).shape[1] == 400  # (178 + 2) / 9 = 20 patches a side
+
+
+def test_the_near_duplicate_report_finds_a_copy_across_an_image_folders_splits(
+    tmp_path: Path, capsys
+) -> None:
+    from ginr.tools import near_duplicates
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2), ("test", 2)):
+        (tmp_path / split).mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / split / f"{i}.png"
+            )
+    root = [f"data.dataset.root={tmp_path}"]
+    near_duplicates.main(["data=image_folder", *root])
+    assert "no val or test image lies within 25 dB" in capsys.readouterr().out
+    Image.open(tmp_path / "train" / "3.png").save(tmp_path / "test" / "copy.png")
+    with pytest.raises(SystemExit) as exit_:
+        near_duplicates.main(["data=image_folder", *root])
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out
+    assert "0 val and 1 test images lie within 25 dB" in out and "test/copy.png | " in out and "train/3.png | " in out

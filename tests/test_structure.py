@@ -26,7 +26,7 @@ TOOLS = sorted(p.name for p in (PACKAGE / "tools").iterdir() if p.is_dir() and n
 # The core's face to the tools (ginr/tools/__init__.py names them): nothing else of the core is imported there.
 SEAMS = (
     "ginr.api", "ginr.config", "ginr.engine.build", "ginr.engine.step", "ginr.engine.evaluation",
-    "ginr.engine.metrics", "ginr.engine.checkpoint", "ginr.engine.logging", "ginr.data.imagefiles",
+    "ginr.engine.metrics", "ginr.engine.checkpoint", "ginr.engine.logging", "ginr.data.imagefiles", "ginr.data.splits",
     "ginr.ops.backend",
 )  # fmt: skip
 

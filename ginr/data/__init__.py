@@ -10,7 +10,7 @@ from typing import Any
 
 _WHERE = {
     "SPLITS": "splits", "check_split": "splits", "hash_split": "splits",
-    "Emoji3D": "emoji3d", "group_key": "emoji3d",
+    "Emoji3D": "emoji3d", "concept_key": "emoji3d",
     "ImageFolder": "folder",
     "CIFAR10": "torchvision_sets", "CelebA": "torchvision_sets",
 }  # fmt: skip

@@ -2,13 +2,16 @@
 
 The images come from the npm package ``@lobehub/fluent-emoji-3d@1.1.0``. The tarball is downloaded
 once into ``root/emoji3d/``, checked against its sha256, read in memory (nothing is extracted), and
-each resolution is preprocessed once into ``root/emoji3d/r{resolution}_{split}.v2.npz`` (uint8
-``N x H x W x 3`` plus the file names; v2: with a val split). Later runs only load that cache.
+each resolution is preprocessed once into ``root/emoji3d/r{resolution}_{split}.v3.npz`` (uint8
+``N x H x W x 3`` plus the file names; v2 added a val split, v3 splits by concept with a near-duplicate
+guard). Later runs only load that cache.
 """
 
 import gzip
 import hashlib
 import io
+import logging
+import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -21,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ginr.data.splits import SPLITS, check_split, hash_split
+from ginr.data.splits import GUARD_RESOLUTION, SPLITS, check_split, concept_split
 from ginr.files import write_atomic
 
 TARBALL_URL = "https://registry.npmjs.org/@lobehub/fluent-emoji-3d/-/fluent-emoji-3d-1.1.0.tgz"
@@ -31,19 +34,39 @@ ASSET_DIR = "package/assets/"
 SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 256
 
+log = logging.getLogger(__name__)
 
-def group_key(name: str) -> str:
-    """Emoji name without skin-tone modifiers, so all skin-tone variants share one split.
 
-    ``"1f44d-1f3fb.webp"`` -> ``"1f44d"``; ``"1f9d1-1f3fb-200d-1f91d-200d-1f9d1-1f3fc"`` ->
-    ``"1f9d1-200d-1f91d-200d-1f9d1"``.
+# Code points that change an emoji's form, not what it shows: skin tones, the text / emoji presentation
+# selectors, the zero-width joiner, and the female / male signs of gendered ZWJ sequences.
+FORM_ONLY = SKIN_TONES | {"fe0e", "fe0f", "200d", "2640", "2642"}
+# Gendered people and their neutral form; people together, as the single code points that show them.
+NEUTRAL = {
+    "1f468": "1f9d1", "1f469": "1f9d1",  # man, woman -> person
+    "1f466": "1f9d2", "1f467": "1f9d2",  # boy, girl -> child
+    "1f474": "1f9d3", "1f475": "1f9d3",  # old man, old woman -> older person
+    "1f46b": "1f9d1-1f91d-1f9d1", "1f46c": "1f9d1-1f91d-1f9d1", "1f46d": "1f9d1-1f91d-1f9d1",  # holding hands
+    "1f491": "1f9d1-2764-1f9d1",  # couple with heart
+    "1f48f": "1f9d1-2764-1f48b-1f9d1",  # kiss
+    "1f46a": "1f9d1-1f9d1-1f9d2",  # family
+}  # fmt: skip
+
+
+def concept_key(name: str) -> str:
+    """What an emoji shows, whatever its form: all of one concept's forms share a split.
+
+    Code points lose leading zeros (``0030`` is ``30``), then the form-only ones (:data:`FORM_ONLY`),
+    and gendered people become neutral (:data:`NEUTRAL`): ``"1f44d-1f3fb.webp"`` -> ``"1f44d"``;
+    ``"0030-fe0f-20e3"`` -> ``"30-20e3"``; ``"1f46e-1f3fd-200d-2640-fe0f"`` -> ``"1f46e"``;
+    ``"1f468-200d-1f373"`` -> ``"1f9d1-1f373"``.
     """
-    stem = name.rsplit("/", 1)[-1].removesuffix(".webp")
-    return "-".join(cp for cp in stem.lower().split("-") if cp not in SKIN_TONES)
+    stem = name.rsplit("/", 1)[-1].removesuffix(".webp").lower()
+    points = (format(int(cp, 16), "x") for cp in stem.split("-"))
+    return "-".join(NEUTRAL.get(cp, cp) for cp in points if cp not in FORM_ONLY)
 
 
 def cache_name(resolution: int, split: str) -> str:
-    return f"r{resolution}_{split}.v2.npz"
+    return f"r{resolution}_{split}.v3.npz"
 
 
 def check_resolution(resolution: int) -> int:
@@ -78,11 +101,18 @@ def download_tarball(target: Path) -> None:
     """Download the tarball to ``target`` through a temp file; it appears only once complete and verified."""
 
     def fetch(out: BinaryIO) -> None:
+        log.info("emoji3d: downloading %s (about 16 MB) to %s, once", TARBALL_URL, target)
         digest = hashlib.sha256()
         try:
             with urllib.request.urlopen(TARBALL_URL, timeout=60) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {TARBALL_NAME}") as bar:
+                with tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=f"download {TARBALL_NAME}",
+                    disable=not sys.stderr.isatty(),
+                ) as bar:
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
                         digest.update(chunk)
@@ -94,17 +124,22 @@ def download_tarball(target: Path) -> None:
     write_atomic(target, fetch)
 
 
-def _load_webp(data: bytes, resolution: int) -> np.ndarray:
+def _load_webp(data: bytes, *resolutions: int) -> list[np.ndarray]:
     rgba = Image.open(io.BytesIO(data)).convert("RGBA")
     # Composite before resizing: resizing straight RGBA would bleed the colour of transparent pixels.
     rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    if rgb.size != (resolution, resolution):
-        rgb = rgb.resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return np.asarray(rgb, dtype=np.uint8)
+    return [
+        np.asarray(
+            rgb if rgb.size == (r, r) else rgb.resize((r, r), Image.Resampling.LANCZOS), dtype=np.uint8
+        )
+        for r in resolutions
+    ]
 
 
 def preprocess(tarball: Path, resolution: int) -> dict[str, tuple[np.ndarray, list[str]]]:
-    """Read, verify and convert every asset of ``tarball``; returns ``{split: (images, names)}``."""
+    """Read, verify and convert every asset of ``tarball``; returns ``{split: (images, names)}``, split
+    by concept with the near-duplicate guard (:func:`ginr.data.splits.concept_split`, at 32 px whatever
+    ``resolution``, so every resolution splits alike)."""
     raw = tarball.read_bytes()
     _check_sha(str(tarball), hashlib.sha256(raw).hexdigest())
     # Decompress once in memory: random access into a .tgz would re-inflate from the start each time.
@@ -113,20 +148,31 @@ def preprocess(tarball: Path, resolution: int) -> dict[str, tuple[np.ndarray, li
         members = sorted(filter(is_asset, tar.getmembers()), key=lambda m: m.name)
         if not members:
             raise RuntimeError(f"no {ASSET_DIR}*.webp files in {tarball}")
-        out: dict[str, tuple[list[np.ndarray], list[str]]] = {split: ([], []) for split in SPLITS}
-        for member in tqdm(members, desc=f"emoji3d r{resolution}", unit="img"):
-            name = member.name.removeprefix(ASSET_DIR)
+        names, images, guard = [], [], []
+        log.info(
+            "emoji3d: preprocessing %d images at %d px, once (cached in %s)",
+            len(members),
+            resolution,
+            tarball.parent,
+        )
+        bar = tqdm(members, desc=f"emoji3d r{resolution}", unit="img", disable=not sys.stderr.isatty())
+        for member in bar:
             file = tar.extractfile(member)
             assert file is not None  # members are regular files
             try:
-                image = _load_webp(file.read(), resolution)
+                image, small = _load_webp(file.read(), resolution, GUARD_RESOLUTION)
             except OSError as err:
                 raise RuntimeError(f"cannot decode {member.name} in {tarball}: {err}") from err
-            images, names = out[hash_split(group_key(name))]
+            names.append(member.name.removeprefix(ASSET_DIR))
             images.append(image)
-            names.append(name)
+            guard.append(small)
+    splits = concept_split([concept_key(n) for n in names], torch.from_numpy(np.stack(guard)))
     empty = np.zeros((0, resolution, resolution, 3), np.uint8)
-    return {s: (np.stack(imgs) if imgs else empty, names) for s, (imgs, names) in out.items()}
+    out = {}
+    for split in SPLITS:
+        chosen = [i for i, s in enumerate(splits) if s == split]
+        out[split] = (np.stack([images[i] for i in chosen]) if chosen else empty, [names[i] for i in chosen])
+    return out
 
 
 def save_npz(path: Path, images: np.ndarray, names: list[str]) -> None:
@@ -137,9 +183,11 @@ def save_npz(path: Path, images: np.ndarray, names: list[str]) -> None:
 class Emoji3D(Dataset):
     """Fluent Emoji 3D at ``resolution`` x ``resolution``, RGB on white; items (3, H, W) float32 in [0, 1].
 
-    The train/val/test split (~80/10/10) hashes each emoji with its skin-tone modifiers removed, so
-    skin-tone variants never straddle two splits; val is carved out of train, test is unchanged. ``tarball`` points to a local copy of the package
-    instead of downloading it.
+    The train/val/test split (~80/10/10) is by concept: every form of one emoji (skin tones,
+    presentation selectors, keycap spellings, the man / woman / person forms) and every image within
+    25 dB PSNR of another at 32 px lies in one split (:func:`concept_key`,
+    :func:`ginr.data.splits.concept_split`). ``tarball`` points to a local copy of the package instead
+    of downloading it.
     """
 
     channels = 3
