@@ -121,9 +121,42 @@ def test_api_truth_is_the_centre_square_downsampled_never_upsampled(run_dir, tmp
     assert not (tmp_path / "bad").exists()
 
 
+def test_any_image_is_rendered_and_upscaled_from_its_low_resolution_input_only(tmp_path):
+    """``render_images`` hands the model (``images=``, for an image skip) and every upscaler the input at
+    the model's resolution, never the ground truth it scores against; a stand-in model records it."""
+    from omegaconf import OmegaConf
+
+    from ginr.api import Loaded
+    from ginr.engine.metrics import UPSCALERS, psnr, upscale
+    from tests.test_protocol import Recorder
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(photo(96, 80)).save(image)
+    model = Recorder()
+    model.decoder = torch.nn.Identity()
+    config = OmegaConf.create({"data": {"resolution": 16, "eval_resolutions": [], "channels": 3},
+                               "trainer": {"render_chunk": 4096}})  # fmt: skip
+    loaded = Loaded(
+        model, config, step=0, checkpoint=tmp_path / "run" / "checkpoints" / "last.ckpt", amp=None
+    )
+    result = render_images(loaded, image, [32, 64], out=tmp_path / "out", progress=False)
+    small = load_image(image, size=(16, 16), channels=3, crop="center")[None]
+    assert [(h, w) for h, w, _ in model.rendered] == [(32, 32), (64, 64)]
+    assert all(torch.equal(given, small) for _, _, given in model.rendered)
+    assert len(model.encoded) == 1 and torch.equal(model.encoded[0], small)
+    for row in result.rows:
+        size = row["size"]
+        truth = load_image(image, size=(size, size), channels=3, crop="center")[None]
+        for method in UPSCALERS:
+            expected = psnr(upscale(small, size, size, method), truth).item()
+            assert row[method] == pytest.approx(expected, abs=1e-4) and expected < 60  # the truth: 100 dB
+        render = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear")
+        assert row["psnr"] == pytest.approx(psnr(render, truth).item(), abs=1e-4)
+
+
 def test_max_images_says_how_many_were_scored(run_dir, tmp_path, capsys):
     assert main([str(run_dir), "--max-images", "2", "--out", str(tmp_path / "eval")]) == 0
-    assert "2 of 313 test images scored" in capsys.readouterr().out
+    assert "2 of 354 test images scored" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

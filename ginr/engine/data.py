@@ -68,12 +68,16 @@ class Resolutions(Dataset):
 
 
 def train_loader(dataset: Dataset, sampler: StepBatchSampler, num_workers: int, pin: bool) -> DataLoader:
+    """The training batches. Its own generator: a DataLoader draws its workers' base seed from it when
+    iterated, and drawing from the global one would put a resumed run's torch numbers a draw ahead of an
+    uninterrupted run's."""
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(sampler.seed),
     )
 
 
