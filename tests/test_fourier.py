@@ -1,4 +1,5 @@
-"""Fourier features: the stated units, both spectra, and bandwidths relative to the training resolution."""
+"""The coordinate convention (pixel centres, cells, patch centres) and the Fourier features of coordinates:
+the stated units, both spectra, and bandwidths relative to the training resolution."""
 
 import math
 
@@ -6,11 +7,62 @@ import pytest
 import torch
 
 from ginr.config import compose
-from ginr.coords import nyquist, pixel_grid
+from ginr.coords import nyquist, pixel_grid, with_cells
 from ginr.models.decoder import MultiBandDecoder, ScentDecoder
+from ginr.models.encoder import PatchTokenizer
 from ginr.models.layers import FourierFeatures
 from tests.conftest import DEFAULT_EXPERIMENT, block_of
 from tests.test_models import BLOCKS
+
+
+def test_pixel_centres_and_cells_of_small_images():
+    """Pixel (i, j) of H x W at ((2 i + 1) / H - 1, (2 j + 1) / W - 1), its cell 2 / H by 2 / W."""
+    want = torch.tensor([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    assert torch.equal(pixel_grid(2, 2), want)
+    wide = pixel_grid(2, 4)
+    assert wide[:4].tolist() == [[-0.5, -0.75], [-0.5, -0.25], [-0.5, 0.25], [-0.5, 0.75]]
+    assert torch.equal(with_cells(pixel_grid(2, 4), 2, 4)[:, 2:], torch.tensor([[1.0, 0.5]]).expand(8, 2))
+    assert torch.equal(with_cells(want, 2, 2), torch.cat([want, torch.ones(4, 2)], dim=-1))
+
+
+@pytest.mark.parametrize(
+    "size, patch, padding", [((4, 4), 2, 0), ((6, 10), 2, 0), ((7, 7), 3, 1), ((5, 9), 4, 0)]
+)
+def test_patch_centres_are_the_mean_of_their_pixel_centres(size, patch, padding):
+    """In the pixel convention extended to the padding (pixel -1 at -1 - 1 / H): 2 x 2 patches of a 4 x 4
+    image sit where a 2 x 2 image's pixels do."""
+    height, width = size
+    centres = PatchTokenizer(channels=1, dim=4, patch_size=patch, padding=padding).centres(
+        height, width, torch.device("cpu")
+    )
+    rows = -(-(height + 2 * padding) // patch)
+    cols = -(-(width + 2 * padding) // patch)
+    ys = torch.tensor([(2 * (r * patch - padding + (patch - 1) / 2) + 1) / height - 1 for r in range(rows)])
+    xs = torch.tensor([(2 * (c * patch - padding + (patch - 1) / 2) + 1) / width - 1 for c in range(cols)])
+    torch.testing.assert_close(centres, torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2))
+    if size == (4, 4):
+        assert torch.equal(centres, pixel_grid(2, 2))
+
+
+def test_fourier_features_on_values_worked_out_by_hand():
+    """[sin(c W) | cos(c W)] in radians per coordinate unit; the log spectrum puts y's frequencies first,
+    lowest first: with bandwidth 2 pi, pi / 2 and 2 pi per axis. At (y, x) = (0.5, 0.25):
+    y: pi / 4, pi; x: pi / 8, pi / 2."""
+    fourier = FourierFeatures(in_dim=2, num_features=4, bandwidth=2 * math.pi, spectrum="log")
+    got = fourier(torch.tensor([[0.5, 0.25]]))
+    r = math.sqrt(0.5)
+    sines = [r, 0.0, 0.3826834323650898, 1.0]
+    cosines = [r, -1.0, 0.9238795325112867, 0.0]
+    torch.testing.assert_close(got, torch.tensor([sines + cosines]), rtol=0, atol=1e-6)
+
+
+def test_gaussian_fourier_features_are_sines_then_cosines_of_the_scaled_projection():
+    torch.manual_seed(0)
+    fourier = FourierFeatures(in_dim=2, num_features=3, bandwidth=5.0)
+    coords = torch.tensor([[0.3, -0.7]])
+    phase = [(0.3 * fourier.freqs[0, k] - 0.7 * fourier.freqs[1, k]).item() * 5.0 for k in range(3)]
+    want = [math.sin(a) for a in phase] + [math.cos(a) for a in phase]
+    torch.testing.assert_close(fourier(coords), torch.tensor([want]), rtol=0, atol=1e-5)
 
 
 def test_nyquist_is_half_a_cycle_per_pixel():

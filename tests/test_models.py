@@ -1,9 +1,13 @@
 """Model family: shapes, gradients, latent read-back, query independence, rendering, mamba_ssm state_dicts."""
 
 import functools
+import math
+from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -11,9 +15,14 @@ from ginr.config import compose, prepare
 from ginr.coords import pixel_grid, values_to_image, with_cells
 from ginr.engine.build import build_model
 from ginr.engine.step import StepQueries
+from ginr.models import mamba as mamba_module
+from ginr.models.conditioning import LocalityBias
 from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
 from ginr.models.ginr import GINR
-from ginr.models.mamba import BiMamba, MambaMixer
+from ginr.models.layers import ATTN_IMPLS, Attention
+from ginr.models.mamba import DIRECTION_SCANS, BiMamba, MambaMixer
+from ginr.ops import backend
+from ginr.ops.selective_scan import selective_scan_ref
 from tests.conftest import (
     DEFAULT_EXPERIMENT,
     EXPERIMENTS,
@@ -106,15 +115,34 @@ def test_latents_inserted_and_read_back_at_their_positions(placement, num_tokens
 @pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("size", [(16, 16), (24, 12), (10, 10)])
 def test_encoder_returns_hidden_states_of_the_latent_slots(placement, size):
-    """Run the blocks by hand on the inserted sequence: the encoder must return exactly those rows."""
+    """The encoder returns, in latent order and normed, the last block's states at the slots where its
+    latents went in: the slots found by the latents' own values in the first block's input."""
     encoder = make_encoder(placement=placement).eval()
     images = torch.rand(2, 3, *size)
-    tokens = encoder.tokenizer(images)
-    positions = latent_positions(tokens.shape[1], encoder.num_latents, placement)
-    x = insert_latents(tokens, encoder.latents, positions)
-    for block in encoder.blocks:
-        x = block(x)
-    torch.testing.assert_close(encoder(images), encoder.norm(x[:, positions]))
+    seen = {}
+    encoder.blocks[0].register_forward_pre_hook(lambda m, args: seen.__setitem__("input", args[0]))
+    encoder.blocks[-1].register_forward_hook(lambda m, args, out: seen.__setitem__("output", out))
+    with torch.no_grad():
+        latents = encoder(images)
+    sequence = seen["input"]
+    num_tokens = sequence.shape[1] - encoder.num_latents
+    assert num_tokens == encoder.tokenizer(images).shape[1]
+    slots = []
+    for latent in encoder.latents:
+        matches = (sequence == latent).all(-1).all(0).nonzero().flatten().tolist()
+        assert len(matches) == 1, f"a latent is in {len(matches)} slots"
+        slots.append(matches[0])
+    assert slots == latent_positions(num_tokens, encoder.num_latents, placement)
+    patches = [row for row in range(sequence.shape[1]) if row not in slots]
+    torch.testing.assert_close(sequence[:, patches], encoder.tokenizer(images), rtol=0, atol=0)
+    torch.testing.assert_close(latents, encoder.norm(seen["output"][:, slots]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("num_tokens, num_latents, positions", [(6, 3, [2, 5, 8]), (2, 4, [0, 2, 3, 5])])
+def test_interleaved_latents_follow_their_share_of_patches(num_tokens, num_latents, positions):
+    """Worked out by hand: latent i ends the first (i + 1) / M of the sequence: 6 patches, 3 latents ->
+    p p L p p L p p L; 2 patches, 4 latents -> L p L L p L."""
+    assert latent_positions(num_tokens, num_latents, "interleave") == positions
 
 
 @pytest.mark.parametrize("experiment", NOT_MIXING)
@@ -167,13 +195,145 @@ def test_naive_attention_equals_sdpa(experiment):
     torch.testing.assert_close(naive(images, coords), sdpa(images, coords), rtol=1e-4, atol=1e-5)
 
 
+def test_locality_bias_on_values_worked_out_by_hand():
+    """-strength * (distance / spacing)^2 with spacing = 2 / sqrt(M): 0 at the query's own latent, the
+    largest; four latents at the centres of the quarters of the image (spacing 1)."""
+    positions = torch.tensor([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    bias = LocalityBias(positions=positions, strength=0.7)(torch.tensor([[[-0.5, -0.5], [0.5, 0.0]]]))
+    want = torch.tensor([[0.0, -0.7, -0.7, -1.4], [-0.7 * 1.25, -0.7 * 1.25, -0.7 * 0.25, -0.7 * 0.25]])
+    torch.testing.assert_close(bias, want[None, None])
+    with pytest.raises(ValueError, match=r"latent positions of shape \(M, 2\), got \(4,\)"):
+        LocalityBias(positions=torch.zeros(4), strength=1.0)
+
+
+def smoke_latent_grid() -> torch.Tensor:
+    """Where debug=smoke's 16 latents sit in a 32 px input: one after each of its 8 px patches, so at the
+    patch centres, pixel 8 i + 3.5 of 32 -> (2 i + 1) / 4 - 1 on each axis (``ginr.coords``)."""
+    centres = torch.tensor([-0.75, -0.25, 0.25, 0.75])
+    return torch.stack(torch.meshgrid(centres, centres, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
 @pytest.mark.parametrize("experiment", LOCAL)
-def test_locality_bias_runs_and_changes_output(experiment):
-    plain = make_model(experiment).eval()
-    local = make_model(experiment, locality=1.0).eval()
-    local.load_state_dict(plain.state_dict())
-    images, coords = torch.rand(1, 3, 16, 16), pixel_grid(8, 8)
-    assert not torch.allclose(local(images, coords), plain(images, coords))
+@pytest.mark.parametrize("strength", [0.5, 2.0])
+def test_locality_bias_makes_each_query_attend_most_to_the_latents_near_it(experiment, strength):
+    """With every latent alike, the modulation attention's weights are the bias's softmax alone, read as
+    the gradient of its output by each latent: exp(-strength (d / spacing)^2), normalised."""
+    decoder = make_decoder(experiment, locality=strength).double().eval()
+    grid = smoke_latent_grid().double()
+    torch.testing.assert_close(decoder.locality.positions.double(), grid)
+    latents = torch.randn(1, 1, DIM, dtype=torch.float64).repeat(1, 16, 1).requires_grad_()
+    queries = torch.cat([grid, torch.tensor([[0.1, -0.6]], dtype=torch.float64)])[None]
+    seen = []
+    decoder.modulation.register_forward_hook(lambda m, args, out: seen.append(out))
+    decoder(latents, queries)
+    direction = torch.randn(DIM, dtype=torch.float64)
+    spacing = 2 / 16**0.5
+    for n, query in enumerate(queries[0]):
+        grad = torch.autograd.grad(seen[0][0, n] @ direction, latents, retain_graph=True)[0][0]
+        weights = grad.norm(dim=-1) / grad.norm(dim=-1).sum()
+        want = torch.softmax(-strength * ((grid - query).square().sum(-1) / spacing**2), dim=0)
+        torch.testing.assert_close(weights, want, rtol=1e-6, atol=1e-9)
+        assert weights.argmax() == (grid - query).norm(dim=-1).argmin()
+        if n < 16:  # a query at a latent's place: that latent clearly first
+            assert weights[n] > 1.5 * weights.sort().values[-2]
+
+
+CELEBA178 = {"resolution": 178, "patch_size": 9, "patch_padding": 1, "num_latents": 256}
+
+
+def expected_latent_places(resolution: int, patch_size: int, patch_padding: int, num_latents: int):
+    """Each interleaved latent's place, found from the encoder's own sequence: the patches between the
+    previous latent and it (its share), the centre of their pixels in ``ginr.coords``'s convention; a
+    share that wraps from a row's end to the next row's start: the patch next to the latent. Also the
+    wrapping shares."""
+    side = -(-(resolution + 2 * patch_padding) // patch_size)
+    tokens = torch.arange(side * side, dtype=torch.float64)[None, :, None]
+    marks = torch.full((num_latents, 1), -1.0, dtype=torch.float64)
+    positions = latent_positions(side * side, num_latents, "interleave")
+    sequence = insert_latents(tokens, marks, positions)[0, :, 0]
+
+    def pixel(patch: int) -> float:  # the centre of patch's pixels along an axis
+        return (2 * (patch * patch_size - patch_padding + (patch_size - 1) / 2) + 1) / resolution - 1
+
+    places, wraps, share = [], [], []
+    for token in sequence.long().tolist():
+        if token >= 0:
+            share.append(token)
+            continue
+        rows, cols = [k // side for k in share], [k % side for k in share]
+        if len(set(rows)) > 1:
+            assert len(share) == 2, "only shares of two patches, one each side of a row's end, are expected"
+            wraps.append(share)
+            rows, cols = rows[-1:], cols[-1:]
+        places.append([sum(pixel(r) for r in rows) / len(rows), sum(pixel(c) for c in cols) / len(cols)])
+        share = []
+    return torch.tensor(places), wraps
+
+
+def test_latent_places_follow_the_encoders_placement_at_400_patches_and_256_latents():
+    """celeba178: 178 px + 1 px padding = 20 x 20 patches of 9 px, 256 latents among them (shares of one
+    or two patches). The encoder's latent_coords and the decoder's locality bias put each latent there."""
+    want, wraps = expected_latent_places(**CELEBA178)
+    assert wraps == [[79, 80], [179, 180], [279, 280], [379, 380]]
+    # by hand: patch j covers image pixels 9 j - 1 .. 9 j + 7, centred on pixel 9 j + 3 -> (18 j + 7) / 178 - 1;
+    # the first shares: [0], [1, 2], [3], [4, 5] of row 0
+    first = torch.tensor([[7.0, 7.0], [7.0, (25 + 43) / 2], [7.0, 61.0], [7.0, (79 + 97) / 2]]) / 178 - 1
+    torch.testing.assert_close(want[:4].float(), first)
+    # latent 51's share wraps from the end of row 3 to the start of row 4: [79, 80]; it sits at patch 80
+    torch.testing.assert_close(want[51].float(), torch.tensor([18 * 4 + 7, 7.0]) / 178 - 1)
+    encoder = BiMambaEncoder(
+        channels=3, dim=DIM, depth=1, mlp_dim=8, d_state=2, patch_size=9, patch_padding=1, num_latents=256
+    )
+    torch.testing.assert_close(encoder.latent_coords(178, 178), want.float())
+    sizes = {k: v for k, v in CELEBA178.items() if k != "resolution"}
+    decoder = make_decoder(LOCAL[0], locality=1.0, resolution=178, **sizes)
+    torch.testing.assert_close(decoder.locality.positions, want.float())
+    bias = decoder.locality(want.float()[None])[0, 0]  # a query at each latent's place
+    assert torch.equal(bias.argmax(-1), torch.arange(256))
+
+
+@pytest.mark.parametrize("overrides", [["data=celeba178"], ["data=celeba178", "hardware=cpu"], []])
+def test_configs_give_the_decoder_the_encoders_latent_places(overrides):
+    """Through the configs (encoder keys interpolated into the decoder's), at any patch and latent count."""
+    cfg = config_of(DEFAULT_EXPERIMENT, "targets=arbitrary_scale", *overrides)
+    cfg.encoder.update(dim=DIM, depth=1, mlp_dim=8)
+    cfg.decoder.update(hidden_dim=DIM, num_layers=1, heads=2, dim_head=8, num_fourier=8)
+    encoder, decoder = instantiate(cfg.encoder), instantiate(cfg.decoder)
+    size = cfg.data.resolution
+    assert decoder.locality.positions.shape == (encoder.num_latents, 2)
+    torch.testing.assert_close(decoder.locality.positions, encoder.latent_coords(size, size))
+
+
+@pytest.mark.parametrize("placement", ["append", "prepend"])
+def test_locality_refuses_latents_without_a_place_in_the_image(placement):
+    with pytest.raises(ValueError, match=f"only interleaved with the patches .*got placement='{placement}'"):
+        make_decoder(LOCAL[0], locality=1.0, placement=placement)
+
+
+@pytest.mark.parametrize("impl", ATTN_IMPLS)
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_attention_is_the_softmax_of_scaled_dot_products(impl, cross, with_bias):
+    """softmax(q k^T / sqrt(dim_head) + bias) v per head, on the module's own weights (q of batch 1
+    against a batch of contexts in cross-attention); heads laid out (h d), keys before values."""
+    heads, dim_head = 2, 4
+    attn = Attention(6, context_dim=5 if cross else None, heads=heads, dim_head=dim_head, impl=impl).double()
+    x = 2 * torch.randn(1 if cross else 3, 7, 6, dtype=torch.float64)
+    context = 2 * torch.randn(3, 4, 5, dtype=torch.float64) if cross else x
+    bias = torch.randn(1, 1, 7, context.shape[1], dtype=torch.float64) if with_bias else None
+    inner = heads * dim_head
+    w_k, w_v = attn.to_kv.weight[:inner], attn.to_kv.weight[inner:]
+    q, k, v = (
+        rearrange(t @ w.T, "b n (h d) -> b h n d", h=heads)
+        for t, w in ((x, attn.to_q.weight), (context, w_k), (context, w_v))
+    )
+    logits = einsum(q.expand(k.shape[0], -1, -1, -1), k, "b h n d, b h m d -> b h n m")
+    weights = torch.softmax(logits / math.sqrt(dim_head) + (0 if bias is None else bias), dim=-1)
+    heads_out = rearrange(einsum(weights, v, "b h n m, b h m d -> b h n d"), "b h n d -> b n (h d)")
+    want = heads_out @ attn.to_out.weight.T + attn.to_out.bias
+    with torch.no_grad():
+        got = attn(x, context=context if cross else None, bias=bias)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_bad_names_fail_before_building():
@@ -204,6 +364,74 @@ def test_joint_direction_scan_equals_two_separate_mixers(bias):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.fixture(params=["torch", "ref"])
+def scan(request, monkeypatch) -> Iterator[None]:
+    """The scan the mixers run: the PyTorch backend, or the loop reference put in its place (which the
+    test must then have reached)."""
+    calls = []
+
+    def reference(*args, backend: str, **kwargs) -> torch.Tensor:
+        calls.append(backend)
+        return selective_scan_ref(*args, **kwargs)
+
+    if request.param == "ref":
+        monkeypatch.setattr(mamba_module, "selective_scan", reference)
+    yield
+    assert request.param == "torch" or calls, "the reference scan never ran"
+
+
+def distinct_bimamba(direction_scan: str) -> BiMamba:
+    torch.manual_seed(0)
+    mixer = BiMamba(8, d_state=4, direction_scan=direction_scan, backend="torch").double()
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the two directions' weights apart
+    return mixer
+
+
+@pytest.mark.parametrize("direction_scan", DIRECTION_SCANS)
+def test_bimamba_is_the_mean_of_a_scan_and_a_scan_of_the_reversed_sequence(direction_scan, scan):
+    """(forward_mixer(x) + reversed(backward_mixer(reversed(x)))) / 2, each mixer one causal scan."""
+    mixer = distinct_bimamba(direction_scan)
+    x = torch.randn(2, 11, 8, dtype=torch.float64)
+    with torch.no_grad():
+        backward = mixer.backward_mixer(x.flip(1)).flip(1)
+        want = 0.5 * (mixer.forward_mixer(x) + backward)
+        torch.testing.assert_close(mixer(x), want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("direction_scan", DIRECTION_SCANS)
+def test_bimamba_outputs_depend_on_tokens_on_both_sides(direction_scan, scan):
+    """The first output moves with the last token, the last output with the first, while each mixer
+    alone is causal: its output at t ignores the tokens after t."""
+    mixer = distinct_bimamba(direction_scan)
+    x = torch.randn(1, 11, 8, dtype=torch.float64, requires_grad=True)
+    direction = torch.randn(8, dtype=torch.float64)
+    y = mixer(x)
+    first_on_last = torch.autograd.grad(y[0, 0] @ direction, x, retain_graph=True)[0][0, -1]
+    last_on_first = torch.autograd.grad(y[0, -1] @ direction, x)[0][0, 0]
+    assert first_on_last.abs().max() > 1e-8 and last_on_first.abs().max() > 1e-8
+    causal = mixer.forward_mixer(x)
+    for t in (0, 5):
+        grad = torch.autograd.grad(causal[0, t] @ direction, x, retain_graph=True)[0][0]
+        assert grad[t].abs().max() > 1e-8 and torch.equal(grad[t + 1 :], torch.zeros_like(grad[t + 1 :]))
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_first_and_last_latents_see_both_ends_of_the_image(placement, scan):
+    """Whatever the placement, a change in the first patch reaches the last latent and a change in the
+    last patch the first latent (through the reversed scan for latents before it)."""
+    encoder = make_encoder(placement=placement).double().eval()
+    images = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    top_left, bottom_right = images.clone(), images.clone()
+    top_left[..., :4, :4] += 0.5  # the first 4 x 4 patch
+    bottom_right[..., -4:, -4:] += 0.5  # the last
+    with torch.no_grad():
+        plain, moved_first, moved_last = (encoder(i) for i in (images, top_left, bottom_right))
+    assert (moved_last[:, 0] - plain[:, 0]).abs().max() > 1e-6
+    assert (moved_first[:, -1] - plain[:, -1]).abs().max() > 1e-6
+
+
 def test_bad_direction_scan_is_refused():
     with pytest.raises(ValueError, match="direction_scan must be one of joint, separate, got 'both'"):
         make_encoder(direction_scan="both")
@@ -232,23 +460,85 @@ MAMBA_SSM_SHAPES = {
 }
 
 
-def test_mamba_ssm_state_dict_loads():
-    mixer = MambaMixer(16)
-    state = {name: torch.randn(shape) for name, shape in MAMBA_SSM_SHAPES.items()}
+def mamba_ssm_step_by_step(
+    state: dict[str, torch.Tensor], hidden: torch.Tensor, d_state: int
+) -> torch.Tensor:
+    """mamba_ssm's ``Mamba.step`` (its recurrent decoding without kernels: a rolling convolution state and
+    ``ssm_state * exp(dt A) + x dt B``) written out over a sequence, on a mamba_ssm state_dict."""
+    dt_rank = state["dt_proj.weight"].shape[1]
+    conv_weight = state["conv1d.weight"][:, 0]  # (d_inner, d_conv)
+    # A, D and the dt bias in float32 whatever the weights' dtype, as mamba_ssm takes them
+    A, D, dt_bias = (
+        t.float().to(hidden.dtype)
+        for t in (-torch.exp(state["A_log"].float()), state["D"], state["dt_proj.bias"])
+    )
+    batch, length, _ = hidden.shape
+    conv_state = hidden.new_zeros(batch, *conv_weight.shape)
+    ssm_state = hidden.new_zeros(batch, conv_weight.shape[0], d_state)
+    outs = []
+    for t in range(length):
+        x, z = (hidden[:, t] @ state["in_proj.weight"].T).chunk(2, dim=-1)
+        conv_state = torch.cat([conv_state[..., 1:], x[..., None]], dim=-1)
+        x = (conv_state * conv_weight).sum(-1) + state["conv1d.bias"]
+        x = x * torch.sigmoid(x)
+        dt, B, C = torch.split(x @ state["x_proj.weight"].T, [dt_rank, d_state, d_state], dim=-1)
+        dt = torch.log1p(torch.exp(dt @ state["dt_proj.weight"].T + dt_bias))
+        ssm_state = ssm_state * torch.exp(dt[..., None] * A) + (x * dt)[..., None] * B[:, None]
+        y = (ssm_state * C[:, None]).sum(-1) + D * x
+        outs.append((y * z * torch.sigmoid(z)) @ state["out_proj.weight"].T)
+    return torch.stack(outs, dim=1)
+
+
+def test_mamba_ssm_state_dict_gives_mamba_ssms_outputs():
+    """A state_dict of mamba_ssm.Mamba's names and shapes loads strictly, and the mixer computes with it
+    what mamba_ssm's step-by-step decoding computes (A = -exp(A_log), dt through its bias and softplus,
+    x_proj split dt | B | C, a causal convolution, the silu gate, the D skip)."""
+    torch.manual_seed(0)
+    state = {name: 0.3 * torch.randn(shape, dtype=torch.float64) for name, shape in MAMBA_SSM_SHAPES.items()}
+    state["A_log"] = torch.log(torch.arange(1, 17, dtype=torch.float64)).repeat(32, 1) + state["A_log"]
+    state["dt_proj.bias"] = state["dt_proj.bias"] - 3.0  # dt about softplus(-3) = 0.05, as initialised
+    mixer = MambaMixer(16, backend="torch").double()
     mixer.load_state_dict(state, strict=True)
-    torch.testing.assert_close(mixer.A_log, state["A_log"])
-    assert mixer(torch.randn(2, 5, 16)).shape == (2, 5, 16)
+    hidden = torch.randn(2, 9, 16, dtype=torch.float64)
+    with torch.no_grad():
+        want = mamba_ssm_step_by_step(state, hidden, 16)
+        torch.testing.assert_close(mixer(hidden), want, rtol=1e-9, atol=1e-12)
+
+
+def relative_errors(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {name: ((got[name] - w).norm() / w.norm().clamp_min(1e-12)).item() for name, w in want.items()}
 
 
 @requires_cuda
 @pytest.mark.cuda
 def test_mamba_ssm_module_state_dict_loads_and_matches():
+    """mamba_ssm.Mamba's own weights (moved off their initial values) in the mixer, on every backend this
+    machine has: the same outputs and the same gradients, of the input and of every parameter by name."""
     mamba_ssm = pytest.importorskip("mamba_ssm")
+    torch.manual_seed(0)
     reference = mamba_ssm.Mamba(d_model=64).cuda()
-    mixer = MambaMixer(64, backend="torch").cuda()
-    mixer.load_state_dict(reference.state_dict(), strict=True)
-    x = torch.randn(2, 40, 64, device="cuda")
-    torch.testing.assert_close(mixer(x), reference(x), rtol=2e-3, atol=2e-3)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    x = torch.randn(2, 40, 64, device="cuda", requires_grad=True)
+    weight = torch.randn(2, 40, 64, device="cuda")
+
+    def run(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # full float32 convolutions
+            out = module(x)
+            names, params = zip(*module.named_parameters(), strict=True)
+            grads = torch.autograd.grad((out * weight).sum(), [x, *params])
+        return {"out": out.detach(), "x.grad": grads[0], **dict(zip(names, grads[1:], strict=True))}
+
+    want = run(reference)
+    kernels = {"cuda": backend.selective_scan_cuda, "triton": backend.selective_scan_triton}
+    for name in ["torch", *(k for k, kernel in kernels.items() if kernel is not None)]:
+        mixer = MambaMixer(64, backend=name).cuda()
+        mixer.load_state_dict(reference.state_dict(), strict=True)
+        errors = relative_errors(run(mixer), want)
+        assert errors["out"] < 2e-3, f"{name}: output relative error {errors['out']:.2e}"
+        bad = {k: f"{e:.1e}" for k, e in errors.items() if e > 1e-2}
+        assert not bad, f"{name}: gradient relative errors {bad}"
 
 
 @requires_cuda
@@ -308,14 +598,95 @@ def test_multiband_chain_is_not_a_sum_of_per_scale_terms(experiment, modulation)
     assert mixed.abs().max() > 1e-3
 
 
+def chain_by_hand(decoder, features: list[torch.Tensor]) -> torch.Tensor:
+    """The documented chain on the decoder's weights: h = 0; for each band, coarse to fine,
+    h = GELU(W_s (f_s + h) + b_s), out += head_s(h)."""
+    hidden, out = 0, 0
+    for band, feature in zip(decoder.bands, features, strict=True):
+        carry = band.carry[0]
+        hidden = F.gelu(F.linear(feature + hidden, carry.weight, carry.bias))
+        out = out + F.linear(hidden, band.head.weight, band.head.bias)
+    return out
+
+
+def recorded(fn, into: list):
+    """``fn``, keeping each result in ``into``."""
+
+    def call(*args):
+        into.append(fn(*args))
+        return into[-1]
+
+    return call
+
+
+THREE_BANDS = [0.1, 0.3, 0.9]  # more than two: the order of the bands shows
+
+
 @pytest.mark.parametrize("experiment", MODULATED)
-def test_additive_and_multiplicative_modulation_differ_on_the_same_weights(experiment):
-    torch.manual_seed(0)
-    additive = make_model(experiment, modulation="additive").eval()
-    multiplicative = make_model(experiment, modulation="multiplicative").eval()
-    multiplicative.load_state_dict(additive.state_dict())
-    images, coords = torch.rand(1, 3, 16, 16), torch.rand(1, 7, 2) * 2 - 1
-    assert not torch.allclose(additive(images, coords), multiplicative(images, coords))
+def test_multiband_chain_carries_a_nonlinear_value_from_coarse_to_fine(experiment):
+    """decoder.chain is chain_by_hand, over three bands whose order changes the result."""
+    decoder = make_decoder(experiment, bandwidths=THREE_BANDS).double()
+    with torch.no_grad():
+        for band in decoder.bands:  # a carry layer big enough that GELU bends
+            band.carry[0].weight.mul_(4.0)
+    features = [torch.randn(2, 5, DIM, dtype=torch.float64) for _ in THREE_BANDS]
+    want = chain_by_hand(decoder, features)
+    torch.testing.assert_close(decoder.chain(features), want, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(chain_by_hand(decoder, features[::-1]), want)  # the order is seen
+
+
+@pytest.mark.parametrize("experiment", MODULATED)
+def test_multiband_forward_modulates_every_band_and_chains_them_in_order(experiment):
+    """Each band's modulation stack reads m = q + CrossAttn(q, latents); the output is the chain over the
+    bands' features in band order."""
+    decoder = make_decoder(experiment, bandwidths=THREE_BANDS).double().eval()
+    seen: dict[str, list[torch.Tensor]] = {"q": [], "attn": [], "m": [], "feature": []}
+    decoder.query_proj.register_forward_hook(lambda m, args, out: seen["q"].append(out))
+    decoder.modulation.register_forward_hook(lambda m, args, out: seen["attn"].append(out))
+    for band in decoder.bands:
+        band.modulation.register_forward_pre_hook(lambda m, args: seen["m"].append(args[0]))
+        band.feature = recorded(band.feature, seen["feature"])
+    latents = torch.randn(2, 16, DIM, dtype=torch.float64)
+    with torch.no_grad():
+        out = decoder(latents, torch.rand(1, 9, 2, dtype=torch.float64) * 2 - 1)
+    (q,), (attn,) = seen["q"], seen["attn"]
+    assert len(seen["m"]) == len(THREE_BANDS)
+    for m in seen["m"]:
+        torch.testing.assert_close(m, q + attn, rtol=0, atol=0)
+    torch.testing.assert_close(out, chain_by_hand(decoder, seen["feature"]), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("experiment", MODULATED)
+@pytest.mark.parametrize("modulation", ["additive", "multiplicative"])
+def test_band_features_add_or_multiply_the_modulation_as_named(experiment, modulation):
+    """A band's feature: band(g) + mod(m) + skip(g) (additive) or band(g) * mod(m) + skip(g)
+    (multiplicative), g the band's Fourier features of the coordinates: a zero modulation leaves
+    skip(g) alone in the multiplicative form, band(g) + skip(g) in the additive."""
+    band = make_decoder(experiment, modulation=modulation).double().bands[0]
+    parts: dict[str, torch.Tensor] = {}
+    for name in ("band", "modulation", "skip"):
+        getattr(band, name).register_forward_hook(
+            lambda m, args, out, name=name: parts.__setitem__(name, out)
+        )
+    band.band.register_forward_pre_hook(lambda m, args: parts.__setitem__("g", args[0]))
+    band.modulation.register_forward_pre_hook(lambda m, args: parts.__setitem__("m", args[0]))
+    coords = torch.rand(1, 6, 2, dtype=torch.float64) * 2 - 1
+    m, latents = torch.randn(2, 6, DIM, dtype=torch.float64), torch.randn(2, 16, DIM, dtype=torch.float64)
+    with torch.no_grad():
+        feature = band.feature(coords, m, latents)
+    torch.testing.assert_close(parts["g"], band.fourier(coords), rtol=0, atol=0)
+    assert parts["m"] is m
+    mixed = (
+        parts["band"] * parts["modulation"]
+        if modulation == "multiplicative"
+        else parts["band"] + parts["modulation"]
+    )
+    torch.testing.assert_close(feature, mixed + parts["skip"], rtol=1e-12, atol=1e-12)
+    alone = parts["skip"] if modulation == "multiplicative" else parts["band"] + parts["skip"]
+    band.modulation.register_forward_hook(lambda m, args, out: torch.zeros_like(out))
+    with torch.no_grad():
+        unmodulated = band.feature(coords, m, latents)
+    torch.testing.assert_close(unmodulated, alone.expand_as(unmodulated), rtol=1e-12, atol=1e-12)
 
 
 def test_patch_padding_pads_every_side_and_centres_follow():

@@ -2,6 +2,7 @@
 and ginr's Triton scan in Triton's interpreter wherever Triton is installed."""
 
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def assert_all_close(got, want, rtol, atol):
         torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("length, chunk", [(1, 4), (5, 16), (37, 4), (200, 8), (513, 16)])
+@pytest.mark.parametrize(
+    "length, chunk", [(1, 4), (5, 16), (37, 4), (200, 8), (513, 16), (1, None), (37, None)]
+)
 def test_linear_scan_matches_loop(length, chunk):
     a = torch.rand(length, 3, 2, dtype=torch.float64, requires_grad=True)
     b = torch.randn(length, 3, 2, dtype=torch.float64, requires_grad=True)
@@ -71,15 +74,72 @@ def test_linear_scan_matches_loop(length, chunk):
     )
 
 
+def mamba_equations(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The selective SSM written out from Mamba's equations, one time step after the other, for every
+    sequence and channel at once: ``dt = softplus(delta + delta_bias)``, ``h_t = exp(dt_t A) h_(t-1) +
+    dt_t B_t u_t``, ``y_t = C_t . h_t + D u_t``, ``out_t = y_t silu(z_t)``; channel d reads the B and C of
+    group ``d // (channels / groups)``. Shares nothing with ``ginr.ops``."""
+    batch, dim, length = u.shape
+    if B.dim() == 3:
+        B, C = B[:, None], C[:, None]
+    group_of_channel = torch.arange(dim) // (dim // B.shape[1])
+    B_d, C_d = B[:, group_of_channel], C[:, group_of_channel]  # (batch, dim, N, L)
+    dt = delta if delta_bias is None else delta + delta_bias[:, None]
+    dt = torch.log1p(torch.exp(dt)) if delta_softplus else dt
+    h = u.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for t in range(length):
+        h = torch.exp(dt[..., t, None] * A) * h + (dt[..., t] * u[..., t])[..., None] * B_d[..., t]
+        y = (C_d[..., t] * h).sum(-1)
+        if D is not None:
+            y = y + D * u[..., t]
+        if z is not None:
+            y = y * z[..., t] * torch.sigmoid(z[..., t])
+        ys.append(y)
+    return torch.stack(ys, dim=-1)
+
+
+@pytest.mark.parametrize("scan", [selective_scan_torch, selective_scan_ref])
 @pytest.mark.parametrize("length", [1, 16, 37, 100])
+@pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("with_optional", [True, False])
-def test_selective_scan_torch_matches_reference_float64(length, with_optional):
-    inputs = scan_inputs(length=length)
+def test_selective_scans_follow_the_mamba_equations(scan, length, groups, with_optional):
+    """The parallel scan and the loop reference against the equations, outputs and every gradient."""
+    inputs = (
+        scan_inputs(dim=6, length=length)
+        if groups == 1
+        else grouped_scan_inputs(groups, dim=6, length=length)
+    )
     if not with_optional:
         inputs = {k: v for k, v in inputs.items() if k not in ("D", "z", "delta_bias")}
-    got = outputs_and_grads(selective_scan_torch, inputs, delta_softplus=with_optional)
-    want = outputs_and_grads(selective_scan_ref, inputs, delta_softplus=with_optional)
-    assert_all_close(got, want, rtol=1e-6, atol=1e-9)
+    got = outputs_and_grads(scan, inputs, delta_softplus=with_optional)
+    want = outputs_and_grads(mamba_equations, inputs, delta_softplus=with_optional)
+    for name, g, w in zip(["out", *inputs], got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_mamba_equations_by_hand():
+    """The equations above on numbers worked out by hand: one channel, one state, two steps."""
+    one = torch.ones(1, 1, 2, dtype=torch.float64)
+    u = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    delta = torch.tensor([[[0.5, 1.0]]], dtype=torch.float64)
+    A, D = torch.tensor([[-2.0]], dtype=torch.float64), torch.tensor([0.25], dtype=torch.float64)
+    B, C = (
+        torch.tensor([[[3.0, -1.0]]], dtype=torch.float64),
+        torch.tensor([[[2.0, 0.5]]], dtype=torch.float64),
+    )
+    # h0 = 0.5 * 3 * 1 = 1.5; h1 = exp(-2) * 1.5 + 1 * -1 * 2; y = C h + D u
+    h1 = math.exp(-2.0) * 1.5 - 2.0
+    want = torch.tensor([[[2.0 * 1.5 + 0.25, 0.5 * h1 + 0.5]]], dtype=torch.float64)
+    for scan in (mamba_equations, selective_scan_torch, selective_scan_ref):
+        torch.testing.assert_close(scan(u, delta, A, B, C, D), want, rtol=1e-12, atol=1e-12)
+        gated = scan(u, delta, A, B, C, D, z=2 * one)
+        torch.testing.assert_close(gated, want * 2 * torch.sigmoid(2 * one), rtol=1e-12, atol=1e-12)
+    # dt = softplus(delta + bias): a bias of log(e - 1) - 0.5 makes the first step's dt exactly 1
+    bias = torch.tensor([math.log(math.e - 1) - 0.5], dtype=torch.float64)
+    for scan in (mamba_equations, selective_scan_torch, selective_scan_ref):
+        out = scan(u, delta, A, B, C, D, delta_bias=bias, delta_softplus=True)
+        assert out[0, 0, 0].item() == pytest.approx(2.0 * 3.0 + 0.25, rel=1e-12)
 
 
 @pytest.mark.parametrize("activation", [None, "silu"])
@@ -151,10 +211,39 @@ def check_triton_scan_kernel() -> None:
             assert error < 1e-5, f"groups {groups}, length {length}, {name}: relative error {error:.2e}"
 
 
+def check_triton_bimamba_scans_both_ways() -> None:
+    """BiMamba on the ``triton`` backend (CPU tensors taken for a GPU's, the kernel in Triton's
+    interpreter): the same outputs as on the PyTorch scan, and, in both direction_scan modes, the first
+    output changes with the last token and the last output with the first."""
+    from ginr.models.mamba import DIRECTION_SCANS, BiMamba
+
+    backend.kernels_on = lambda device: True
+    torch.manual_seed(0)
+    for direction_scan in DIRECTION_SCANS:
+        mixer = BiMamba(8, d_state=4, direction_scan=direction_scan, backend="triton")
+        x = torch.randn(1, 12, 8)
+        first, last = x.clone(), x.clone()
+        first[:, 0] += 1.0
+        last[:, -1] += 1.0
+        with torch.no_grad():
+            y, y_first, y_last = (mixer(t) for t in (x, first, last))
+            for m in (mixer.forward_mixer, mixer.backward_mixer):
+                m.backend = "torch"
+            for got, t in zip((y, y_first, y_last), (x, first, last), strict=True):
+                torch.testing.assert_close(got, mixer(t), rtol=1e-4, atol=1e-5)
+        assert (y_last[:, 0] - y[:, 0]).abs().max() > 1e-6, f"{direction_scan}: first output blind to the end"
+        assert (y_first[:, -1] - y[:, -1]).abs().max() > 1e-6, (
+            f"{direction_scan}: last output blind to the start"
+        )
+
+
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_triton_scan_kernel_in_the_interpreter():
     root = Path(__file__).resolve().parents[1]
-    code = "from tests.test_ops import check_triton_scan_kernel; check_triton_scan_kernel()"
+    code = (
+        "from tests.test_ops import check_triton_bimamba_scans_both_ways, check_triton_scan_kernel; "
+        "check_triton_scan_kernel(); check_triton_bimamba_scans_both_ways()"
+    )
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
     run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -274,11 +363,6 @@ def test_selective_scan_kernel_without_optional_inputs_matches_torch(kernel):
         assert relative_error(g, w) < 2e-3, f"{name}: relative error {relative_error(g, w):.2e}"
 
 
-def geglu_plain(h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    value, gate = (h + bias).chunk(2, dim=-1)
-    return value * torch.nn.functional.gelu(gate)
-
-
 def geglu_inputs(*shape, dtype=torch.float64, device="cpu"):
     h = torch.randn(*shape, dtype=dtype, device=device).requires_grad_()
     return {
@@ -289,14 +373,39 @@ def geglu_inputs(*shape, dtype=torch.float64, device="cpu"):
     }
 
 
-def test_geglu_torch_and_ref_are_the_plain_formula():
-    inputs = geglu_inputs(3, 5, 12)
-    want = outputs_and_grads(geglu_plain, inputs)
-    for fn in (geglu, geglu_torch, geglu_ref):
-        assert_all_close(outputs_and_grads(fn, inputs), want, rtol=1e-12, atol=1e-12)
-    low = geglu_inputs(3, 5, 12, dtype=torch.bfloat16)  # the reference computes in float32 inside
-    assert geglu_ref(**low).dtype == torch.bfloat16
-    want = geglu_plain(low["h"].float(), low["bias"]).to(torch.bfloat16)
+# h = [value | gate] + bias: values (1, 3), gates (1, -1) after the bias; exact (erf) GELU:
+# gelu(1) = Phi(1) = 0.841344746..., gelu(-1) = -Phi(-1) = -0.158655254...; gelu'(x) = Phi(x) + x phi(x).
+GEGLU_H, GEGLU_BIAS = [1.0, 2.0, 0.5, -1.5], [0.0, 1.0, 0.5, 0.5]
+GEGLU_OUT = [0.8413447460685429, -0.4759657617943712]  # 1 * gelu(1), 3 * gelu(-1)
+GEGLU_GRAD = [0.8413447460685429, -0.15865525393145707, 1.0833154705876864, -0.2499464117630589]
+
+
+@pytest.mark.parametrize("fn", [geglu, geglu_torch, geglu_ref])
+def test_geglu_on_values_worked_out_by_hand(fn):
+    """value * gelu(gate) of [value, gate] = h + bias, the value first, the exact GELU; gradients of h and
+    of the bias: gelu(gate) for a value, value * gelu'(gate) for a gate."""
+    h = torch.tensor([GEGLU_H], dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(GEGLU_BIAS, dtype=torch.float64, requires_grad=True)
+    out = fn(h, bias)
+    torch.testing.assert_close(out, torch.tensor([GEGLU_OUT], dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    grad_h, grad_bias = torch.autograd.grad(out.sum(), (h, bias))
+    torch.testing.assert_close(
+        grad_h, torch.tensor([GEGLU_GRAD], dtype=torch.float64), rtol=1e-12, atol=1e-12
+    )
+    torch.testing.assert_close(
+        grad_bias, torch.tensor(GEGLU_GRAD, dtype=torch.float64), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_geglu_ref_computes_in_float32_for_bfloat16():
+    """bfloat16 in, bfloat16 out, rounded once from a float32 computation (exact GELU, value first)."""
+    h = torch.tensor([GEGLU_H], dtype=torch.bfloat16)  # every input is exact in bfloat16
+    out = geglu_ref(h, torch.tensor(GEGLU_BIAS))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, torch.tensor([GEGLU_OUT]).to(torch.bfloat16), rtol=0, atol=0)
+    low = geglu_inputs(3, 5, 12, dtype=torch.bfloat16)
+    value, gate = (low["h"].float() + low["bias"]).chunk(2, dim=-1)
+    want = (value * torch.nn.functional.gelu(gate)).to(torch.bfloat16)
     torch.testing.assert_close(geglu_ref(**low), want, rtol=0, atol=0)
 
 

@@ -8,29 +8,29 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ginr.constraints import Positive
+from ginr.constraints import NonNegative, Positive
 from ginr.coords import Interpolation, sample_image
 
 
 class LocalityBias(nn.Module):
-    """Additive attention bias ``-strength * (distance / spacing)^2`` between each query and a square
-    grid of latent positions covering the image (``spacing`` = grid step)."""
+    """Additive attention bias ``-strength * (distance / spacing)^2`` between each query and each latent's
+    place in the image (``positions``, (M, 2) as (y, x): the encoder's ``latent_coords``), so a query
+    attends more to the latents near it. ``spacing = 2 / sqrt(M)``, the side of each latent's share of the
+    [-1, 1]^2 square: one latent step on a square grid of latents."""
 
-    def __init__(self, *, num_latents: int, strength: float):
+    def __init__(self, *, positions: torch.Tensor, strength: NonNegative):
         super().__init__()
-        side = round(num_latents**0.5)
-        if side * side != num_latents:
-            raise ValueError(f"locality bias needs a square number of latents, got num_latents={num_latents}")
-        centres = (torch.arange(side) * 2 + 1) / side - 1
-        grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), dim=-1).reshape(-1, 2)
-        self.register_buffer("positions", grid, persistent=False)
-        self.scale = strength * (side / 2) ** 2
+        if positions.dim() != 2 or positions.shape[-1] != 2:
+            raise ValueError(
+                f"locality bias needs latent positions of shape (M, 2), got {tuple(positions.shape)}"
+            )
+        self.register_buffer("positions", positions.float(), persistent=False)
+        self.scale = strength * positions.shape[0] / 4  # strength / spacing^2
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """coords (B, N, 2) -> bias (B, 1, N, M)."""
-        return -self.scale * torch.cdist(coords.to(self.positions.dtype), self.positions).square().unsqueeze(
-            1
-        )
+        distance = torch.cdist(coords.to(self.positions.dtype), self.positions)
+        return -self.scale * distance.square().unsqueeze(1)
 
 
 class CellSize(nn.Module):

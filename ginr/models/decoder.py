@@ -15,6 +15,10 @@ and broadcasts where it meets the latents, so it costs one image's compute inste
         out = out + head_s(h)
     out = out [+ the input image interpolated at the coordinates]             image skip (LTE)
 
+``locality > 0`` biases the modulation attention towards the latents near each query: each latent at its
+place in a training input (``ginr.models.encoder.latent_coords``, from the encoder's ``patch_size``,
+``patch_padding`` and ``placement``, which the config passes on).
+
 ``modulation="multiplicative"`` takes ``band_stack_s(g) * mod_stack_s(m)`` instead of the sum (the earlier
 form of this codebase). The band stacks see only coordinates; the carried value makes the finer scales
 depend on the coarser ones, so the output is not a sum of per-scale terms.
@@ -33,10 +37,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ginr.constraints import NonNegative, Positive, PositiveFloat
+from ginr.constraints import Count, NonNegative, Positive, PositiveFloat
 from ginr.coords import nyquist
 from ginr.models.blocks import mixes_queries
 from ginr.models.conditioning import CellSize, ImageSkip, ImageSkipMode, LocalityBias, split_cells
+from ginr.models.encoder import Placement, latent_coords
 from ginr.models.layers import (
     AttnImpl,
     FourierFeatures,
@@ -147,6 +152,9 @@ class MultiBandDecoder(QueryDecoder):
         attn_impl: AttnImpl = "sdpa",
         locality: NonNegative = 0.0,
         num_latents: Positive = 256,
+        patch_size: Positive | None = None,
+        patch_padding: Count = 0,
+        placement: Placement | None = None,
         modulation: Modulation = "additive",
         cell_conditioning: bool = False,
         image_skip: ImageSkipMode = "none",
@@ -162,7 +170,16 @@ class MultiBandDecoder(QueryDecoder):
         self.modulation = prenorm_attention(
             hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl
         )
-        self.locality = LocalityBias(num_latents=num_latents, strength=locality) if locality > 0 else None
+        self.locality = None
+        if locality > 0:  # the latents' places in a training input (resolution x resolution)
+            if patch_size is None or placement is None:
+                raise ValueError(
+                    f"decoder.locality={locality} needs the encoder's patch layout (patch_size, placement), "
+                    "which this encoder does not give; set decoder.locality=0"
+                )
+            layout = {"patch_size": patch_size, "padding": patch_padding, "placement": placement}
+            positions = latent_coords(resolution, resolution, num_latents=num_latents, **layout)
+            self.locality = LocalityBias(positions=positions, strength=locality)
         stack = {"num_layers": num_layers, "block": block, "checkpoint": checkpoint}
         self.bands = nn.ModuleList(
             Band(
