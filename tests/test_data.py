@@ -465,4 +465,8 @@ def test_the_near_duplicate_report_finds_a_copy_across_an_image_folders_splits(
         near_duplicates.main(["data=image_folder", *root])
     assert exit_.value.code == 1
     out = capsys.readouterr().out
-    assert "0 val and 1 test images lie within 25 dB" in out and "test/copy.png | " in out and "train/3.png | " in out
+    assert (
+        "0 val and 1 test images lie within 25 dB" in out
+        and "test/copy.png | " in out
+        and "train/3.png | " in out
+    )
