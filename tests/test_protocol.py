@@ -27,12 +27,12 @@ from ginr.engine import loop
 from ginr.engine.build import build_model
 from ginr.engine.checkpoint import load_checkpoint
 from ginr.engine.data import StepBatchSampler, query_indices
-from ginr.engine.evaluation import Evaluation, evaluate, reconstructions, sample_indices
+from ginr.engine.evaluation import Evaluation, attention_context, evaluate, reconstructions, sample_indices
 from ginr.engine.loop import Trainer
 from ginr.engine.metrics import UPSCALERS, psnr, upscale
 from ginr.engine.step import StepQueries, StepResult
 from ginr.train import train
-from tests.conftest import DEFAULT_EXPERIMENT
+from tests.conftest import DEFAULT_EXPERIMENT, MIXING, NOT_MIXING
 
 # ---------------------------------------------------------------------------------------------------------
 # Stand-ins: images whose low- and high-resolution versions are the same picture, and a model that records
@@ -599,3 +599,17 @@ def test_a_capped_evaluation_scores_the_sampled_images_against_their_own_truth()
     again = evaluate(Recorder(), low, highres={}, batch_size=3, device=CPU, amp_dtype=None, chunk=1024,
                      max_images=5, seed=7)  # fmt: skip
     assert [row["index"] for row in again.rows] == chosen  # the same sample at every evaluation
+
+
+@pytest.mark.parametrize("experiment", [*MIXING[:1], *NOT_MIXING[:1]])
+def test_a_query_mixing_decoders_scores_say_what_its_attention_spanned(experiment):
+    """``scent_attn`` renders attend over every pixel of the render (4,096 at 64 px) but trained on 1,024 per
+    image: the evaluation output says so; a decoder that decodes each query alone has nothing to say."""
+    cfg = compose([f"experiment={experiment}", "debug=smoke", "trainer.queries_per_image=256"])
+    note = attention_context(build_model(cfg), [32, 64], cfg.trainer.queries_per_image)
+    if experiment in NOT_MIXING:
+        assert note is None
+    else:
+        assert "(1,024 at 32 px, 4,096 at 64 px)" in note and "256 pixels per image" in note
+        every = attention_context(build_model(cfg), [32], None)
+        assert every is not None and "every input pixel" in every

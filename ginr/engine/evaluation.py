@@ -8,6 +8,7 @@ same low-resolution input against the same truth. Means are over images.
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,6 +148,21 @@ def scalar_tags(
 
 
 PICTURE_PANELS = "one row per image: input | model | 4x render at the input's resolution; input | bicubic | model | truth above it"
+
+
+def attention_context(model: GINR, resolutions: Sequence[int], trained_on: int | None) -> str | None:
+    """What a render of a decoder whose blocks mix queries (``attn_ff``) attends over, said beside its
+    scores: every pixel of the render at once (an r px render: r * r), whereas a training step's
+    self-attention spans ``trained_on`` pixels per image (None: all the input's). None for a decoder
+    that decodes each query alone."""
+    if not getattr(model.decoder, "mixes_queries", False):
+        return None
+    renders = ", ".join(f"{r * r:,} at {r} px" for r in sorted(set(resolutions)))
+    trained = "every input pixel" if trained_on is None else f"{trained_on:,} pixels per image"
+    return (
+        f"this decoder's self-attention spans all the pixels of a render ({renders}); in training it spanned "
+        f"{trained}: scores above that count measure it on more context than it was trained with"
+    )
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

@@ -25,7 +25,7 @@ from ginr.engine.build import (
     pick_device,
 )
 from ginr.engine.data import Batch, Resolutions, StepBatchSampler, prefetched, train_loader
-from ginr.engine.evaluation import PICTURE_PANELS, evaluate, save_picture, scalar_tags
+from ginr.engine.evaluation import PICTURE_PANELS, attention_context, evaluate, save_picture, scalar_tags
 from ginr.engine.logging import RunLogger, effective_state, read_status
 from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepResult
@@ -392,6 +392,9 @@ class Trainer:
             if "/psnr" in k and "clamped" not in k
         )
         log.info("step %d: %s (%d of %d %s images)", self.step, headline, result.count, len(dataset), split)
+        resolutions = [cfg.data.resolution, *highres]
+        if split == "test" and (note := attention_context(model, resolutions, cfg.trainer.queries_per_image)):
+            log.info("note: %s", note)
         return scalars
 
     def _evaluate(self) -> dict[str, float]:

@@ -32,7 +32,7 @@ from ginr.api import Loaded, load
 from ginr.data.imagefiles import EXTENSIONS
 from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
-from ginr.engine.evaluation import evaluate, reconstructions
+from ginr.engine.evaluation import attention_context, evaluate, reconstructions
 from ginr.engine.metrics import UPSCALERS, margin
 from ginr.tools.images import (
     PRECISIONS,
@@ -135,6 +135,8 @@ def run(
         "images scored"
     )
     print(table(result.means, cfg.data.resolution))
+    if note := attention_context(model, [cfg.data.resolution, *resolutions], cfg.trainer.queries_per_image):
+        print(f"note: {note}")
     print(f"renders.png (input | bicubic | model | truth), per_image.csv and results.json in {out}")
     return result.means
 
