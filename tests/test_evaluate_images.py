@@ -159,6 +159,32 @@ def test_max_images_says_how_many_were_scored(run_dir, tmp_path, capsys):
     assert "2 of 354 test images scored" in capsys.readouterr().out
 
 
+def test_each_resolution_is_one_row_the_inputs_included(run_dir, tmp_path, capsys):
+    """``--resolutions 32 64 64`` for a 32 px run: the input's row once (always scored), 64 px once."""
+    assert (
+        main(
+            [
+                str(run_dir),
+                "--max-images",
+                "2",
+                "--resolutions",
+                "32",
+                "64",
+                "64",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )
+    rows = [
+        line.split("|")[1].strip()
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and "x" in line.split("|")[1]
+    ]
+    assert rows == ["32x32", "64x64"], rows
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

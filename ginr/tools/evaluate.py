@@ -103,7 +103,9 @@ def run(
                 f"to evaluate those images use --inputs {data_dir}"
             )
         cfg.data.dataset.root = data_dir
-    resolutions = list(cfg.data.eval_resolutions if resolutions is None else resolutions)
+    asked = cfg.data.eval_resolutions if resolutions is None else resolutions
+    # each side once; the input's own is always scored
+    resolutions = [r for r in dict.fromkeys(asked) if r != cfg.data.resolution]
     dataset = _split_of(cfg, split)
     highres = {r: _split_of(cfg, split, r) for r in resolutions}
     result = evaluate(
@@ -228,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="train: its autocast")
     parser.add_argument(
-        "--resolutions", type=_positive, nargs="*", help="render sides to score (default: the run's)"
+        "--resolutions",
+        type=_positive,
+        nargs="*",
+        help="render sides to score besides the input's, which is always scored (default: the run's)",
     )
     parser.add_argument(
         "--inputs", type=Path, nargs="+", metavar="PATH",
