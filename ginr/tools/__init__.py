@@ -1,5 +1,6 @@
 """The tools around the core: the benchmark (``bench``), the memory planner (``memory``), the comparison of
-runs (``compare``), and the evaluation and rendering of any images (``evaluate``, ``images``).
+runs (``compare``), the evaluation and rendering of any images (``evaluate``, ``images``), and the report of
+near copies across a dataset's splits (``near_duplicates``).
 
 They reach the core only through its documented seams: ``ginr.config`` (compose and validate),
 ``ginr.engine.build`` (model, datasets, the training step and its inputs), ``ginr.engine.step`` (the step),
