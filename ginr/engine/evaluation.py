@@ -155,7 +155,7 @@ def attention_context(model: GINR, resolutions: Sequence[int], trained_on: int |
     scores: every pixel of the render at once (an r px render: r * r), whereas a training step's
     self-attention spans ``trained_on`` pixels per image (None: all the input's). None for a decoder
     that decodes each query alone."""
-    if not getattr(model.decoder, "mixes_queries", False):
+    if not model.mixes_queries:
         return None
     renders = ", ".join(f"{r * r:,} at {r} px" for r in sorted(set(resolutions)))
     trained = "every input pixel" if trained_on is None else f"{trained_on:,} pixels per image"

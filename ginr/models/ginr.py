@@ -50,6 +50,12 @@ class GINR(nn.Module):
         return getattr(self.decoder, "cell", None) is not None
 
     @property
+    def mixes_queries(self) -> bool:
+        """Whether the decoder's blocks mix the queries decoded together (``attn_ff``): a render then
+        decodes all of its pixels at once, and query chunks are refused."""
+        return getattr(self.decoder, "mixes_queries", False)
+
+    @property
     def reads_images(self) -> bool:
         """Whether the decoder adds its input image upsampled (``decoder.image_skip``): decode and render
         then need ``images=``."""
@@ -78,7 +84,7 @@ class GINR(nn.Module):
         if self.cell_conditioned:
             coords = with_cells(coords, height, width)
         chunk = max(1, chunk // latents.shape[0])
-        if getattr(self.decoder, "mixes_queries", False):
+        if self.mixes_queries:
             chunk = coords.shape[0]
         values = [self.decode(latents, part, images=images) for part in coords.split(chunk)]
         return values_to_image(torch.cat(values, dim=1), height, width)

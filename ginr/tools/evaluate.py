@@ -25,14 +25,13 @@ from typing import NoReturn
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ginr.api import Loaded, load
 from ginr.data.imagefiles import EXTENSIONS
 from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
-from ginr.engine.evaluation import attention_context, evaluate, reconstructions
+from ginr.engine.evaluation import attention_context, evaluate, reconstructions, save_picture
 from ginr.engine.metrics import UPSCALERS, margin
 from ginr.tools.images import (
     PRECISIONS,
@@ -117,7 +116,7 @@ def run(
     shown = torch.stack([dataset[i] for i in range(min(images, len(dataset)))]).to(device)
     truth = torch.stack([highres[min(highres)][i] for i in range(len(shown))]).to(device) if highres else None
     grid = reconstructions(model, shown, truth=truth, amp_dtype=amp, chunk=cfg.trainer.render_chunk)
-    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(out / "renders.png")
+    save_picture(grid, out / "renders.png")
     with open(out / "per_image.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(result.rows[0]))
         writer.writeheader()

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ginr.api import Loaded
 from ginr.data.imagefiles import EXTENSIONS, UnreadableImage, load_image
-from ginr.engine.evaluation import to_uint8
+from ginr.engine.evaluation import save_picture
 from ginr.engine.metrics import UPSCALERS, margin, score, upscale
 from ginr.engine.step import autocast
 from ginr.tools.tables import markdown_table
@@ -208,8 +207,8 @@ def render_images(
                 row |= scores | ({"margin": margin(scores)} if upscaled else {})
             else:
                 missing.append(size)
-            Image.fromarray(to_uint8(render[0])).save(out / row["render"])
-            Image.fromarray(np.concatenate([to_uint8(p[0]) for p in panels], axis=1)).save(out / row["grid"])
+            save_picture(render[0], out / row["render"])
+            save_picture(torch.cat([p[0] for p in panels], dim=-1), out / row["grid"])
             rows.append(row)
         if missing:
             notes.append(
