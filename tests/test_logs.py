@@ -25,7 +25,10 @@ def test_status_json_is_valid_json_when_a_score_does_not_exist(tmp_path):
 
 
 @pytest.mark.slow
-def test_each_log_window_is_a_line_with_loss_and_psnr(smoke_cfg, caplog):
+def test_each_log_window_is_a_line_with_loss_and_psnr(smoke_cfg, caplog, monkeypatch):
+    from ginr.engine.loop import Window
+
+    monkeypatch.setattr(Window, "seconds", lambda self: 100.0)  # 50 s per step, whatever the machine
     with caplog.at_level(logging.INFO, logger="ginr.engine.loop"):
         train(smoke_cfg("trainer.max_steps=4", "data.eval_resolutions=[]"))
     lines = [
@@ -38,6 +41,7 @@ def test_each_log_window_is_a_line_with_loss_and_psnr(smoke_cfg, caplog):
         "step 4/4",
     ]  # debug=smoke logs every 2 steps
     assert all("train PSNR" in line and "images/s" in line and "training ETA" in line for line in lines)
+    assert lines[0].endswith("training ETA 1m40s")  # the 2 steps left at 50 s each
     assert lines[-1].endswith("training ETA 0s")
 
 

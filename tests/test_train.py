@@ -27,6 +27,7 @@ from ginr.engine.loop import Trainer
 from ginr.engine.step import select_queries, with_targets_above
 from ginr.models.ginr import GINR
 from ginr.tools import evaluate
+from ginr.tools.compare.runs import load_run
 from ginr.train import train
 from tests.conftest import BLOCKS, DEFAULT_EXPERIMENT, EXPERIMENTS, block_class, block_of, compose
 
@@ -176,7 +177,8 @@ def test_sigterm_then_resume_gives_the_same_weights_and_losses(smoke_cfg, tmp_pa
     )
     killed = {**status, "state": "running", "step": 4, "pid": int(gone.stdout)}
     (part / "status.json").write_text(json.dumps(killed))
-    assert describe_state(read_status(part)) == "killed (checkpoint at step 3)"  # as ginr.compare shows it
+    assert describe_state(read_status(part)) == "killed (checkpoint at step 3)"
+    assert load_run(part).state == "killed (checkpoint at step 3)"  # as ginr.compare shows it
     kill_at = None
     with caplog.at_level(logging.WARNING, logger="ginr.engine.loop"):
         train(smoke_cfg("trainer.deterministic=true", f"trainer.resume={part}", run_dir=tmp_path / "ignored"))
