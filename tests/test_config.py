@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -84,13 +85,19 @@ def test_hardware_group_values_lose_to_the_command_line():
     assert compose().encoder.dim == 256  # hardware=gpu: the full model
 
 
+def _block_of_experiment(experiment: str) -> nn.Module:
+    """The decoder block an experiment builds, from its composed config (on the meta device)."""
+    with torch.device("meta"):
+        return instantiate(prepare(compose([f"experiment={experiment}"])).decoder.block)(dim=8)
+
+
 def test_default_experiment_and_mixing_come_from_the_configs():
     assert (
         compose().name == DEFAULT_EXPERIMENT == default_experiment() and DEFAULT_EXPERIMENT in experiments()
     )
     mixing = {e for e in experiments() if mixes_queries(prepare(compose([f"experiment={e}"])))}
-    # a decoder mixes queries exactly where its block type says so; the recommended one does not
-    assert mixing == {e for e in experiments() if block_of(e) and block_class(block_of(e)).mixes_queries}
+    # a decoder mixes queries exactly where its block says so; the recommended one does not
+    assert mixing == {e for e in experiments() if block_of(e) and _block_of_experiment(e).mixes_queries}
     assert DEFAULT_EXPERIMENT not in mixing
 
 
@@ -99,8 +106,11 @@ def test_every_block_file_names_a_block_type_an_experiment_uses(block):
     spec = OmegaConf.load(CONFIG_DIR / "decoder" / "block" / f"{block}.yaml")
     cls = block_class(block)
     assert spec._partial_ is True and "dim" in inspect.signature(cls).parameters  # a stack gives dim=
-    assert isinstance(cls.mixes_queries, bool)  # declared, as ginr.models.blocks asks
-    assert [e for e in EXPERIMENTS if block_of(e) == block], f"no experiment uses decoder/block={block}"
+    users = [e for e in EXPERIMENTS if block_of(e) == block]
+    assert users, f"no experiment uses decoder/block={block}"
+    assert isinstance(
+        _block_of_experiment(users[0]).mixes_queries, bool
+    )  # declared, as ginr.models.blocks asks
 
 
 class _NewBlock(nn.Module):

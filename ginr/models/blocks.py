@@ -30,25 +30,29 @@ class ResBlock(nn.Module):
 
 
 class AttnFF(nn.Module):
-    """Self-attention over all queries + GEGLU feedforward (SCENT-style; O(N^2) in queries)."""
-
-    mixes_queries = True
+    """Attention + GEGLU feedforward (SCENT-style). Without ``context_dim``, self-attention over all the
+    queries decoded together (``attn_ff``: O(N^2) in queries, and it mixes them); with it, cross-attention
+    from each query to the latent tokens (``xattn_ff``)."""
 
     def __init__(
         self,
         *,
         dim: Positive,
+        context_dim: Positive | None = None,
         heads: Positive = 8,
         dim_head: Positive = 64,
         ff_mult: Positive = 4,
         attn_impl: AttnImpl = "sdpa",
     ):
         super().__init__()
-        self.attn = prenorm_attention(dim, heads=heads, dim_head=dim_head, impl=attn_impl)
+        self.mixes_queries = context_dim is None
+        self.attn = prenorm_attention(
+            dim, context_dim=context_dim, heads=heads, dim_head=dim_head, impl=attn_impl
+        )
         self.ff = prenorm_feedforward(dim, mult=ff_mult)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(x)
+        x = x + (self.attn(x) if self.mixes_queries else self.attn(x, context=context))
         return x + self.ff(x)
 
 
@@ -65,29 +69,3 @@ class FFFF(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.ff1(x)
         return x + self.ff2(x)
-
-
-class XAttnFF(nn.Module):
-    """Cross-attention from each query to the latent tokens + GEGLU feedforward."""
-
-    mixes_queries = False
-
-    def __init__(
-        self,
-        *,
-        dim: Positive,
-        context_dim: Positive,
-        heads: Positive = 8,
-        dim_head: Positive = 64,
-        ff_mult: Positive = 4,
-        attn_impl: AttnImpl = "sdpa",
-    ):
-        super().__init__()
-        self.attn = prenorm_attention(
-            dim, context_dim=context_dim, heads=heads, dim_head=dim_head, impl=attn_impl
-        )
-        self.ff = prenorm_feedforward(dim, mult=ff_mult)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(x, context=context)
-        return x + self.ff(x)
