@@ -5,11 +5,12 @@ import json
 
 import pytest
 
+from ginr.config import compose
 from ginr.tools.bench.__main__ import main
-from ginr.tools.bench.cases import PRESETS, build_cases, case_config, selected
+from ginr.tools.bench.cases import PRESETS, build_cases, case_config, case_overrides, selected
 from ginr.tools.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
 from ginr.tools.bench.runners import peak_rate
-from ginr.tools.variants import default_variant, variants
+from ginr.tools.variants import default_variant, input_sizes, variants
 from tests.conftest import DEFAULT_EXPERIMENT, EXPERIMENTS, MIXING, NOT_MIXING
 
 PNG = b"\x89PNG"
@@ -132,6 +133,42 @@ def test_presets_and_selection():
         f"queries/{DEFAULT}/4096", ["queries/*/4096"]
     )
     assert not selected(f"main/{DEFAULT}/bf16/ckpt-on", ["queries/"])
+
+
+def test_the_inputs_preset_times_the_trainers_own_inputs_at_every_input_size():
+    preset = PRESETS["inputs"]
+    sizes = input_sizes()
+    assert {"emoji3d178", "emoji3d256", "emoji3d256_p2"} <= set(sizes)  # found from configs/data
+    cases = build_cases(preset, compile=True)
+    assert [c.name for c in cases] == [f"inputs/{d}/{s}" for d in sizes for s in ("eager", "compiled")]
+    for case in cases:
+        cfg = case_config(case_overrides(case, preset), case.queries)
+        data = compose([f"data={case.name.split('/')[1]}"])
+        assert case.variant == DEFAULT and cfg.name == DEFAULT
+        # the data option's own size, batch and pixels per image: what its training run decodes
+        assert (cfg.data.resolution, cfg.data.batch_size) == (data.data.resolution, data.data.batch_size)
+        assert cfg.trainer.queries_per_image == data.trainer.queries_per_image
+        assert cfg.encoder.patch_size == data.encoder.patch_size and cfg.trainer.compile == case.compile
+
+
+@pytest.mark.slow
+def test_the_inputs_preset_runs_and_reports_on_cpu(tmp_path):
+    shrink = ["debug=smoke", "encoder.patch_size=9", "data.batch_size=2", "trainer.queries_per_image=64"]
+    args = [
+        "--preset",
+        "inputs",
+        "--out",
+        str(tmp_path),
+        "--only",
+        "inputs/emoji3d178/eager",
+        "--set",
+        *shrink,
+    ]
+    assert main(args) == 0
+    (case,) = json.loads((tmp_path / "results.json").read_text())["cases"]
+    assert case["status"] == "ok" and case["ms"] > 0 and (case["resolution"], case["queries"]) == (178, 64)
+    assert case["flops_counted"] > 0
+    assert "| emoji3d178 | eager | 178 | 400 + 16 | 2 | 64 |" in (tmp_path / "results.md").read_text()
 
 
 def test_peak_rate():

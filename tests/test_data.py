@@ -432,6 +432,7 @@ def test_celeba178_protocol_on_files_laid_out_like_celeba(tmp_path: Path, monkey
 
     from ginr.config import compose, prepare
     from ginr.engine.build import build_dataset, build_model
+    from ginr.train import train
 
     _fake_celeba(tmp_path)
     monkeypatch.setattr(celeba.CelebA, "_check_integrity", lambda self: True)
@@ -443,6 +444,14 @@ def test_celeba178_protocol_on_files_laid_out_like_celeba(tmp_path: Path, monkey
     tokenizer = build_model(cfg).encoder.tokenizer
     assert (tokenizer.patch_size, tokenizer.padding) == (9, 1)
     assert tokenizer(image[None]).shape[1] == 400  # (178 + 2) / 9 = 20 patches a side
+    tiny = [
+        "debug=smoke", "encoder.patch_size=9", "data.eval_resolutions=[]", "data.batch_size=2",
+        "data.num_workers=0", "trainer.queries_per_image=64", "trainer.max_steps=2", "trainer.eval_every=2",
+        "trainer.compile=false",
+    ]  # fmt: skip
+    run = [f"paths.data_dir={tmp_path}", f"run_dir={tmp_path / 'run'}", "+data.dataset.download=false"]
+    metrics = train(compose(["data=celeba178", *tiny, *run]))  # a few steps of a tiny model on these files
+    assert metrics["val/split_images"] == metrics["test/split_images"] == 2 and "test/psnr" in metrics
 
 
 def test_the_near_duplicate_report_finds_a_copy_across_an_image_folders_splits(

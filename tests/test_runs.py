@@ -77,7 +77,7 @@ def test_a_running_status_whose_process_is_gone_reads_as_killed():
     [
         (f"experiment={TYPO}", UNKNOWN_EXPERIMENT),
         ("data=cifar", "data=cifar is not allowed: data is one of celeba, celeba178, cifar10, emoji3d, "
-                       "image_folder (did you mean data=cifar10?)"),
+                       "emoji3d178, emoji3d256, emoji3d256_p2, image_folder (did you mean data=cifar10?)"),
         ("trainer.max_step=5", "trainer.max_step is not a config key (did you mean trainer.max_steps?)"),
         ("decoder.bandwidth=[1]", "decoder.bandwidth is not a config key (did you mean decoder.bandwidths?)"),
         ("trainr.max_steps=5", "trainr.max_steps is not a config key (did you mean trainer.max_steps?)"),

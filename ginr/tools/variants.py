@@ -4,7 +4,9 @@ attention. The benchmark's cases and the memory check's points both start from :
 
 import functools
 
-from ginr.config import compose, experiments, mixes_queries, prepare
+from omegaconf import OmegaConf
+
+from ginr.config import CONFIG_DIR, compose, experiments, mixes_queries, prepare
 
 
 @functools.lru_cache(maxsize=1)
@@ -21,3 +23,18 @@ def variants() -> dict[str, tuple[str, ...]]:
 def default_variant() -> str:
     """The experiment ``python -m ginr.train`` trains when none is named."""
     return compose().name
+
+
+@functools.lru_cache(maxsize=1)
+def input_sizes() -> tuple[str, ...]:
+    """The ``data`` options that train the default dataset at other input sizes (``emoji3d178``,
+    ``emoji3d256``, ...), found from ``configs/data``: the data at hand, nothing to download by hand."""
+    default = compose()
+    target = default.data.dataset._target_
+    names = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
+    return tuple(
+        name
+        for name in names
+        if OmegaConf.select(compose([f"data={name}"]), "data.dataset._target_") == target
+        and compose([f"data={name}"]).data.resolution != default.data.resolution
+    )

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from ginr.config import compose, decoding, experiments, mixes_queries, prepare
-from ginr.tools.variants import default_variant, variants
+from ginr.tools.variants import default_variant, input_sizes, variants
 
 
 @dataclass(frozen=True)
 class Case:
-    """One measurement. ``group``: main | queries | batch | encoder | render | compile."""
+    """One measurement. ``group``: main | queries | batch | encoder | render | compile | inputs."""
 
     name: str
     group: str
@@ -71,6 +71,8 @@ PRESETS = {
                     1024, (), Timing(2, 5, 10.0), 240.0),
     "cpu": Preset(("hardware=cpu",), 2, 64, (16, 64, 256), 2, (2, 4), ("bf16", "fp32"), ALL_GROUPS,
                   16, (64, 16), Timing(1, 2, 2.0), None, (16,)),
+    # the default variant at every input size (data=emoji3d178, ...), each with its own batch and queries
+    "inputs": Preset(EAGER, None, None, (), 1, (), ("bf16",), ("inputs",), 1024, (), Timing(2, 5, 30.0), 540.0),
 }  # fmt: skip
 
 
@@ -108,6 +110,12 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                  batch=preset.batch, backend=b, compile=c)
             for b, d, c in settings
         ]  # fmt: skip
+    if "inputs" in preset.groups:  # the trainer's own inputs at each size: its batch, queries and targets
+        cases += [
+            Case(f"inputs/{d}/{'compiled' if c else 'eager'}", "inputs", default,
+                 (*every[default], f"data={d}", *(("trainer.compile=true",) if c else ())), compile=c)
+            for d in input_sizes() for c in ((False, True) if compile else (False,))
+        ]  # fmt: skip
     if "render" in preset.groups:  # a decoder that mixes queries decodes a whole image at once: not rendered
         cases += [
             Case(f"render/{v}/chunk{c}", "render", v, every[v], batch=1, chunk=c, render_size=preset.render_size)
@@ -123,7 +131,7 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                  checkpoint=True, batch=preset.batch, queries=preset.queries)
             for v in per_query for c in preset.lean_chunks
         ]  # fmt: skip
-    if compile:  # what training runs on a GPU by default: every variant compiled, and the lean mode
+    if compile and "main" in preset.groups:  # the GPU training default: every variant compiled, and lean
         compiled = ("trainer.compile=true",)
         cases += [
             Case(f"compile/{v}/bf16", "compile", v, every[v] + compiled, batch=preset.batch,

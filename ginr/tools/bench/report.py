@@ -214,7 +214,30 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         head = ["case", "eager ms/step", "compiled ms/step", "speed-up", "images/s", "compiled peak GB",
                 "reserved GB (CUDA graphs' pools)", "MFU"]  # fmt: skip
         lines += [markdown_table(head, rows), ""]
+    inputs = _group(results, "inputs")
+    if inputs:
+        lines += [
+            "## Input sizes (bf16, the default variant; each data option's own batch and pixels per image)",
+            "",
+        ]
+        rows = [
+            [*r["name"].split("/")[1:], str(r["resolution"]), _tokens(r), str(r["batch"]), str(r.get("queries", "–")),
+             *_cells(r, ["ms", "img/s", "peak", "mfu"])]
+            for r in inputs
+        ]  # fmt: skip
+        head = ["data", "step", "input px", "encoder tokens", "batch", "pixels per image", "ms/step", "images/s",
+                "peak GB", "MFU"]  # fmt: skip
+        lines += [markdown_table(head, rows), ""]
     return "\n".join(lines)
+
+
+def _tokens(r: dict) -> str:
+    """Patch tokens + latents of a case's encoder sequence, from its config."""
+    encoder = (r.get("config") or {}).get("encoder", {})
+    if "patch_size" not in encoder:
+        return "–"
+    side = (r["resolution"] + 2 * encoder.get("patch_padding", 0)) // encoder["patch_size"]
+    return f"{side * side:,} + {encoder['num_latents']}"
 
 
 def _save(fig: Figure, path: Path) -> None:

@@ -196,7 +196,7 @@ def model_flops(record: dict, done: list[dict]) -> int | None:
     not see compiled kernels. With no such case, a checkpointed case keeps its own count."""
     if not record["checkpoint"] and not record["compile"]:
         return record["flops_counted"]
-    keys = ("variant", "precision", "batch", "queries")
+    keys = ("variant", "precision", "batch", "queries", "resolution")
     for r in done:
         if (
             r.get("flops_counted")
@@ -253,7 +253,7 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     record["images_per_s"] = record["batch"] / (ms / 1000) if case.group != "render" else None
     record["activation_bytes"] = m.peak_bytes - m.before_bytes if m.peak_bytes is not None else None
     record["flops_counted"] = m.flops
-    if case.group in ("main", "lean", "queries", "batch", "compile"):
+    if case.group in ("main", "lean", "queries", "batch", "compile", "inputs"):
         record["model_flops"] = model_flops(record, done)
         rate, record["peak_flops_note"] = peak_rate(case.precision, device, args.peak_tflops)
         record["peak_flops"] = rate
