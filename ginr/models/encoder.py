@@ -1,9 +1,12 @@
-"""Mamba-GINR encoder: image -> patch tokens + latent tokens -> BiMamba blocks -> latent tokens.
+"""Encoders: image -> patch tokens + latent tokens -> blocks -> latent tokens.
 
 Data flow, with L patch tokens and M latents::
 
     images (B, C, H, W) -> PatchTokenizer -> (B, L, D) -> insert latents -> (B, L + M, D)
-    -> BiMambaBlock x depth -> gather latent positions -> norm -> [processor] -> (B, M, D)
+    -> block x depth -> gather latent positions -> norm -> [processor] -> (B, M, D)
+
+The block is the encoder axis: :class:`BiMambaEncoder` (Mamba-GINR, the default) and
+:class:`TransformerEncoder` (the attention baseline) share everything else (:class:`LatentEncoder`).
 """
 
 import math
@@ -15,7 +18,13 @@ from einops import rearrange
 from torch import nn
 
 from ginr.constraints import Count, Positive
-from ginr.models.layers import FourierFeatures, checkpointed, prenorm_attention, prenorm_feedforward
+from ginr.models.layers import (
+    AttnImpl,
+    FourierFeatures,
+    checkpointed,
+    prenorm_attention,
+    prenorm_feedforward,
+)
 from ginr.models.mamba import BiMamba, DirectionScan
 from ginr.ops.backend import Backend
 
@@ -154,6 +163,11 @@ class PatchTokenizer(nn.Module):
         return self.proj(patches) + self.pos(self.fourier(self.centres(height, width, images.device)))
 
 
+def mlp(dim: int, mlp_dim: int) -> nn.Sequential:
+    """Linear-GELU-Linear: the second half of every encoder block."""
+    return nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+
 class BiMambaBlock(nn.Module):
     """Pre-norm residual block: x + BiMamba(norm(x)), then x + MLP(norm(x))."""
 
@@ -161,10 +175,24 @@ class BiMambaBlock(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.mixer = BiMamba(dim, **mixer_kwargs)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+        self.mlp = mlp(dim, mlp_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.mixer(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm residual block: x + Attention(norm(x)) over the whole sequence, then x + MLP(norm(x))."""
+
+    def __init__(self, dim: int, *, mlp_dim: int, heads: int, dim_head: int, attn_impl: AttnImpl):
+        super().__init__()
+        self.attn = prenorm_attention(dim, heads=heads, dim_head=dim_head, impl=attn_impl)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = mlp(dim, mlp_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
         return x + self.mlp(self.norm2(x))
 
 
@@ -190,7 +218,57 @@ class LatentProcessor(nn.Module):
         return x
 
 
-class BiMambaEncoder(nn.Module):
+class LatentEncoder(nn.Module):
+    """What every encoder shares: patch tokens and learnable latent tokens placed among them -> ``blocks``
+    (each ``(B, S, D) -> (B, S, D)``, set by the subclass) -> the latents' hidden states, normed
+    [-> processor] -> (B, M, D)."""
+
+    blocks: nn.ModuleList
+
+    def __init__(
+        self, *, channels: int, dim: int, patch_size: int, patch_padding: int, num_latents: int, placement: str,
+        processor_depth: int, heads: int, dim_head: int, checkpoint: bool,
+    ):  # fmt: skip
+        super().__init__()
+        latent_positions(1, 1, placement)  # validates the name before any weights are built
+        self.dim, self.num_latents, self.placement, self.checkpoint = dim, num_latents, placement, checkpoint
+        self.tokenizer = PatchTokenizer(
+            channels=channels, dim=dim, patch_size=patch_size, padding=patch_padding
+        )
+        self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
+        self.norm = nn.LayerNorm(dim)
+        self.processor = (
+            LatentProcessor(dim, depth=processor_depth, heads=heads, dim_head=dim_head)
+            if processor_depth
+            else None
+        )
+
+    def latent_coords(self, height: int, width: int) -> torch.Tensor:
+        """(M, 2) where each latent sits in a ``height x width`` input (:func:`latent_coords`)."""
+        tokenizer = self.tokenizer
+        return latent_coords(
+            height, width, patch_size=tokenizer.patch_size, padding=tokenizer.padding,
+            num_latents=self.num_latents, placement=self.placement,
+        )  # fmt: skip
+
+    def latent_tokens(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """(M, D): the latents as they enter the sequence of a ``height x width`` input."""
+        return self.latents
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) -> latents (B, M, D)."""
+        tokens = self.tokenizer(images)
+        positions = latent_positions(tokens.shape[1], self.num_latents, self.placement)
+        x = insert_latents(tokens, self.latent_tokens(*images.shape[-2:], images.device), positions)
+        for block in self.blocks:
+            x = checkpointed(block, x) if self.checkpoint and x.requires_grad else block(x)
+        latents = self.norm(x[:, torch.tensor(positions, device=x.device)])
+        return self.processor(latents) if self.processor is not None else latents
+
+
+class BiMambaEncoder(LatentEncoder):
+    """Mamba-GINR's encoder: bidirectional Mamba blocks over the patches and latents, in sequence order."""
+
     def __init__(
         self,
         *,
@@ -212,39 +290,60 @@ class BiMambaEncoder(nn.Module):
         dim_head: Positive = 64,
         checkpoint: bool = False,
     ):
-        super().__init__()
-        latent_positions(1, 1, placement)  # validates the name before any weights are built
-        self.dim, self.num_latents, self.placement, self.checkpoint = dim, num_latents, placement, checkpoint
-        self.tokenizer = PatchTokenizer(
-            channels=channels, dim=dim, patch_size=patch_size, padding=patch_padding
-        )
-        self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
+        super().__init__(
+            channels=channels, dim=dim, patch_size=patch_size, patch_padding=patch_padding,
+            num_latents=num_latents, placement=placement, processor_depth=processor_depth, heads=heads,
+            dim_head=dim_head, checkpoint=checkpoint,
+        )  # fmt: skip
         mixer = {
             "d_state": d_state, "d_conv": d_conv, "expand": expand, "backend": backend,
             "direction_scan": direction_scan,
         }  # fmt: skip
         self.blocks = nn.ModuleList(BiMambaBlock(dim, mlp_dim=mlp_dim, **mixer) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
-        self.processor = (
-            LatentProcessor(dim, depth=processor_depth, heads=heads, dim_head=dim_head)
-            if processor_depth
-            else None
-        )
 
-    def latent_coords(self, height: int, width: int) -> torch.Tensor:
-        """(M, 2) where each latent sits in a ``height x width`` input (:func:`latent_coords`)."""
-        tokenizer = self.tokenizer
-        return latent_coords(
-            height, width, patch_size=tokenizer.patch_size, padding=tokenizer.padding,
-            num_latents=self.num_latents, placement=self.placement,
+
+class TransformerEncoder(LatentEncoder):
+    """The transformer baseline (Trans-INR, LA-GINR): pre-norm attention blocks over the same patch tokens
+    and latents. Attention has no sequence order, so interleaved latents also get the tokenizer's
+    position embedding of their place in the image (:func:`latent_coords`), as the patches do: each
+    latent stays tied to its region, as in BiMamba's sequence, and the decoder's locality bias holds."""
+
+    def __init__(
+        self,
+        *,
+        channels: Positive = 3,
+        dim: Positive = 256,
+        depth: Positive = 11,
+        mlp_dim: Positive = 1024,
+        patch_size: Positive = 2,
+        patch_padding: Count = 0,
+        num_latents: Positive = 256,
+        placement: Placement = "interleave",
+        heads: Positive = 8,
+        dim_head: Positive = 32,
+        attn_impl: AttnImpl = "sdpa",
+        processor_depth: Count = 0,
+        checkpoint: bool = False,
+    ):
+        super().__init__(
+            channels=channels, dim=dim, patch_size=patch_size, patch_padding=patch_padding,
+            num_latents=num_latents, placement=placement, processor_depth=processor_depth, heads=heads,
+            dim_head=dim_head, checkpoint=checkpoint,
         )  # fmt: skip
+        block = {"mlp_dim": mlp_dim, "heads": heads, "dim_head": dim_head, "attn_impl": attn_impl}
+        self.blocks = nn.ModuleList(TransformerBlock(dim, **block) for _ in range(depth))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, C, H, W) -> latents (B, M, D)."""
-        tokens = self.tokenizer(images)
-        positions = latent_positions(tokens.shape[1], self.num_latents, self.placement)
-        x = insert_latents(tokens, self.latents, positions)
-        for block in self.blocks:
-            x = checkpointed(block, x) if self.checkpoint and x.requires_grad else block(x)
-        latents = self.norm(x[:, torch.tensor(positions, device=x.device)])
-        return self.processor(latents) if self.processor is not None else latents
+    def latent_tokens(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        if self.placement != "interleave":  # appended or prepended latents have no place in the image
+            return self.latents
+        places = _latent_places(self, height, width).to(device)
+        return self.latents + self.tokenizer.pos(self.tokenizer.fourier(places))
+
+
+def _latent_places(encoder: LatentEncoder, height: int, width: int) -> torch.Tensor:
+    """The encoder's latent coordinates for one input size, computed once per size (Python work)."""
+    key = (height, width)
+    cache = encoder.__dict__.setdefault("_places", {})
+    if key not in cache:
+        cache[key] = encoder.latent_coords(height, width)
+    return cache[key]

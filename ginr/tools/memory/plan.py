@@ -118,7 +118,7 @@ def parse_budget(text: str) -> int:
 def target_backend(cfg: DictConfig) -> tuple[str, bool]:
     """(selective-scan backend, causal-conv1d kernel?) the GPU run would use. Without a GPU here, ``auto``
     assumes the GPU machine has the mamba-ssm / causal-conv1d kernels."""
-    requested = cfg.encoder.backend
+    requested = cfg.encoder.get("backend", "torch")  # an encoder without a selective scan: nothing to pick
     here = torch.cuda.is_available()
     if requested == "auto" and here and scan_backend.selective_scan_cuda is None:
         requested = "triton" if scan_backend.selective_scan_triton is not None else "torch"
