@@ -6,7 +6,8 @@ Data flow, with L patch tokens and M latents::
     -> block x depth -> gather latent positions -> norm -> [processor] -> (B, M, D)
 
 The block is the encoder axis: :class:`BiMambaEncoder` (Mamba-GINR, the default) and
-:class:`TransformerEncoder` (the attention baseline) share everything else (:class:`LatentEncoder`).
+:class:`TransformerEncoder` (the attention baseline) and :class:`Mamba2Encoder` (Mamba-2 mixers) share
+everything else (:class:`LatentEncoder`).
 """
 
 import math
@@ -26,7 +27,9 @@ from ginr.models.layers import (
     prenorm_feedforward,
 )
 from ginr.models.mamba import BiMamba, DirectionScan
+from ginr.models.mamba2 import BiMamba2
 from ginr.ops.backend import Backend
+from ginr.ops.ssd import SSDBackend
 
 Placement = Literal["interleave", "append", "prepend"]
 PLACEMENTS = get_args(Placement)
@@ -168,13 +171,13 @@ def mlp(dim: int, mlp_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
 
 
-class BiMambaBlock(nn.Module):
-    """Pre-norm residual block: x + BiMamba(norm(x)), then x + MLP(norm(x))."""
+class MixerBlock(nn.Module):
+    """Pre-norm residual block: x + mixer(norm(x)) (a bidirectional Mamba or Mamba-2), then x + MLP(norm(x))."""
 
-    def __init__(self, dim: int, *, mlp_dim: int, **mixer_kwargs):
+    def __init__(self, dim: int, *, mixer: nn.Module, mlp_dim: int):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.mixer = BiMamba(dim, **mixer_kwargs)
+        self.mixer = mixer
         self.mlp = mlp(dim, mlp_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -299,7 +302,50 @@ class BiMambaEncoder(LatentEncoder):
             "d_state": d_state, "d_conv": d_conv, "expand": expand, "backend": backend,
             "direction_scan": direction_scan,
         }  # fmt: skip
-        self.blocks = nn.ModuleList(BiMambaBlock(dim, mlp_dim=mlp_dim, **mixer) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            MixerBlock(dim, mixer=BiMamba(dim, **mixer), mlp_dim=mlp_dim) for _ in range(depth)
+        )
+
+
+class Mamba2Encoder(LatentEncoder):
+    """Mamba-2 (SSD) mixers in both directions on the same layout: a scalar decay per head makes each scan
+    chunk a matrix product (:mod:`ginr.ops.ssd`); mamba-ssm's kernel on a GPU where it imports."""
+
+    def __init__(
+        self,
+        *,
+        channels: Positive = 3,
+        dim: Positive = 256,
+        depth: Positive = 6,
+        mlp_dim: Positive = 1024,
+        patch_size: Positive = 2,
+        patch_padding: Count = 0,
+        num_latents: Positive = 256,
+        placement: Placement = "interleave",
+        d_state: Positive = 64,
+        d_conv: Positive = 4,
+        expand: Positive = 2,
+        headdim: Positive = 64,
+        ngroups: Positive = 1,
+        chunk: Positive = 64,
+        backend: SSDBackend = "auto",
+        processor_depth: Count = 0,
+        heads: Positive = 8,
+        dim_head: Positive = 64,
+        checkpoint: bool = False,
+    ):
+        super().__init__(
+            channels=channels, dim=dim, patch_size=patch_size, patch_padding=patch_padding,
+            num_latents=num_latents, placement=placement, processor_depth=processor_depth, heads=heads,
+            dim_head=dim_head, checkpoint=checkpoint,
+        )  # fmt: skip
+        mixer = {
+            "d_state": d_state, "d_conv": d_conv, "expand": expand, "headdim": headdim, "ngroups": ngroups,
+            "chunk": chunk, "backend": backend,
+        }  # fmt: skip
+        self.blocks = nn.ModuleList(
+            MixerBlock(dim, mixer=BiMamba2(dim, **mixer), mlp_dim=mlp_dim) for _ in range(depth)
+        )
 
 
 class TransformerEncoder(LatentEncoder):

@@ -108,8 +108,19 @@ def _import_triton_kernels() -> tuple[Callable | None, Callable | None, str]:
     return geglu_cuda, selective_scan_triton, "ginr Triton kernels available"
 
 
+def _import_ssd() -> tuple[Callable | None, str]:
+    """mamba-ssm's Mamba-2 scan (its Triton kernels), for :mod:`ginr.ops.ssd`."""
+    try:
+        import selective_scan_cuda  # noqa: F401  (mamba-ssm's own import of it fails first elsewhere)
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except Exception as err:
+        return None, f"mamba_ssm's SSD kernel unavailable ({type(err).__name__}: {err})"
+    return mamba_chunk_scan_combined, "mamba_ssm's SSD kernel available"
+
+
 # mamba_inner_cuda fuses conv, projections, scan and gate of a whole mixer in one autograd function.
 selective_scan_cuda, causal_conv1d_cuda, mamba_inner_cuda, KERNEL_STATUS = _import_kernels()
+ssd_cuda, SSD_STATUS = _import_ssd()
 geglu_cuda, selective_scan_triton, TRITON_STATUS = _import_triton_kernels()
 _logged: set[tuple[str, str]] = set()
 
