@@ -164,7 +164,6 @@ def _check_target(node: Any, path: str) -> None:
     except Exception as err:
         fail(f"{path}._target_", node._target_, f"expected an importable class or function ({err})")
     params = inspect.signature(target).parameters
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     try:
         hints = typing.get_type_hints(
             target.__init__ if inspect.isclass(target) else target, include_extras=True
@@ -172,16 +171,28 @@ def _check_target(node: Any, path: str) -> None:
     except Exception:  # unresolvable annotations (a third-party class): check the keys only
         hints = {}
     named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    rest = next((n for n, p in params.items() if p.kind is p.VAR_KEYWORD), None)
+    unpacked = _unpacked(hints.pop(rest, None))  # **kwargs: Unpack[SomeTypedDict] names its keys
+    hints |= unpacked
+    named += list(unpacked)
+    open_ended = rest is not None and not unpacked
     for key in node:
         if key.startswith("_"):  # _target_, _partial_, _recursive_, _convert_, _args_
             continue
-        if key not in params and not open_ended:
+        if key not in named and not open_ended:
             _unknown(_join(path, key), getattr(target, "__name__", str(target)), named)
         value = node[key]
         if isinstance(value, DictConfig) and "_target_" in value:
             _check_target(value, _join(path, key))
         elif key in hints:
             _check_value(value, hints[key], _join(path, key))
+
+
+def _unpacked(hint: Any) -> dict[str, Any]:
+    """The keys and types of ``**kwargs: Unpack[SomeTypedDict]``; none for any other ``**kwargs``."""
+    if typing.get_origin(hint) is not typing.Unpack:
+        return {}
+    return typing.get_type_hints(typing.get_args(hint)[0], include_extras=True)
 
 
 def _check_value(value: Any, hint: Any, key: str) -> None:

@@ -11,7 +11,7 @@ everything else (:class:`LatentEncoder`).
 """
 
 import math
-from typing import Literal, get_args
+from typing import Literal, TypedDict, Unpack, get_args
 
 import torch
 import torch.nn.functional as F
@@ -221,20 +221,41 @@ class LatentProcessor(nn.Module):
         return x
 
 
+class Layout(TypedDict, total=False):
+    """The keyword arguments every :class:`LatentEncoder` takes, with its defaults; an encoder's own are
+    named in its signature, these arrive as ``**layout`` (the config schema checks both)."""
+
+    channels: Positive
+    dim: Positive
+    depth: Positive
+    mlp_dim: Positive
+    patch_size: Positive
+    patch_padding: Count
+    num_latents: Positive
+    placement: Placement
+    processor_depth: Count
+    heads: Positive
+    dim_head: Positive
+    checkpoint: bool
+
+
 class LatentEncoder(nn.Module):
     """What every encoder shares: patch tokens and learnable latent tokens placed among them -> ``blocks``
-    (each ``(B, S, D) -> (B, S, D)``, set by the subclass) -> the latents' hidden states, normed
-    [-> processor] -> (B, M, D)."""
+    (``depth`` of them, each ``(B, S, D) -> (B, S, D)``, set by the subclass) -> the latents' hidden
+    states, normed [-> processor] -> (B, M, D)."""
 
     blocks: nn.ModuleList
 
     def __init__(
-        self, *, channels: int, dim: int, patch_size: int, patch_padding: int, num_latents: int, placement: str,
-        processor_depth: int, heads: int, dim_head: int, checkpoint: bool,
+        self, *, channels: Positive = 3, dim: Positive = 256, depth: Positive = 6, mlp_dim: Positive = 1024,
+        patch_size: Positive = 2, patch_padding: Count = 0, num_latents: Positive = 256,
+        placement: Placement = "interleave", processor_depth: Count = 0, heads: Positive = 8,
+        dim_head: Positive = 64, checkpoint: bool = False,
     ):  # fmt: skip
         super().__init__()
         latent_positions(1, 1, placement)  # validates the name before any weights are built
-        self.dim, self.num_latents, self.placement, self.checkpoint = dim, num_latents, placement, checkpoint
+        self.dim, self.depth, self.mlp_dim, self.heads, self.dim_head = dim, depth, mlp_dim, heads, dim_head
+        self.num_latents, self.placement, self.checkpoint = num_latents, placement, checkpoint
         self.tokenizer = PatchTokenizer(
             channels=channels, dim=dim, patch_size=patch_size, padding=patch_padding
         )
@@ -275,35 +296,21 @@ class BiMambaEncoder(LatentEncoder):
     def __init__(
         self,
         *,
-        channels: Positive = 3,
-        dim: Positive = 256,
-        depth: Positive = 6,
-        mlp_dim: Positive = 1024,
-        patch_size: Positive = 2,
-        patch_padding: Count = 0,
-        num_latents: Positive = 256,
-        placement: Placement = "interleave",
         d_state: Positive = 16,
         d_conv: Positive = 4,
         expand: Positive = 2,
         backend: Backend = "auto",
         direction_scan: DirectionScan = "joint",
-        processor_depth: Count = 0,
-        heads: Positive = 8,
-        dim_head: Positive = 64,
-        checkpoint: bool = False,
+        **layout: Unpack[Layout],
     ):
-        super().__init__(
-            channels=channels, dim=dim, patch_size=patch_size, patch_padding=patch_padding,
-            num_latents=num_latents, placement=placement, processor_depth=processor_depth, heads=heads,
-            dim_head=dim_head, checkpoint=checkpoint,
-        )  # fmt: skip
+        super().__init__(**layout)
         mixer = {
             "d_state": d_state, "d_conv": d_conv, "expand": expand, "backend": backend,
             "direction_scan": direction_scan,
         }  # fmt: skip
         self.blocks = nn.ModuleList(
-            MixerBlock(dim, mixer=BiMamba(dim, **mixer), mlp_dim=mlp_dim) for _ in range(depth)
+            MixerBlock(self.dim, mixer=BiMamba(self.dim, **mixer), mlp_dim=self.mlp_dim)
+            for _ in range(self.depth)
         )
 
 
@@ -314,14 +321,6 @@ class Mamba2Encoder(LatentEncoder):
     def __init__(
         self,
         *,
-        channels: Positive = 3,
-        dim: Positive = 256,
-        depth: Positive = 6,
-        mlp_dim: Positive = 1024,
-        patch_size: Positive = 2,
-        patch_padding: Count = 0,
-        num_latents: Positive = 256,
-        placement: Placement = "interleave",
         d_state: Positive = 64,
         d_conv: Positive = 4,
         expand: Positive = 2,
@@ -329,55 +328,35 @@ class Mamba2Encoder(LatentEncoder):
         ngroups: Positive = 1,
         chunk: Positive = 64,
         backend: SSDBackend = "auto",
-        processor_depth: Count = 0,
-        heads: Positive = 8,
-        dim_head: Positive = 64,
-        checkpoint: bool = False,
+        **layout: Unpack[Layout],
     ):
-        super().__init__(
-            channels=channels, dim=dim, patch_size=patch_size, patch_padding=patch_padding,
-            num_latents=num_latents, placement=placement, processor_depth=processor_depth, heads=heads,
-            dim_head=dim_head, checkpoint=checkpoint,
-        )  # fmt: skip
+        super().__init__(**layout)
         mixer = {
             "d_state": d_state, "d_conv": d_conv, "expand": expand, "headdim": headdim, "ngroups": ngroups,
             "chunk": chunk, "backend": backend,
         }  # fmt: skip
         self.blocks = nn.ModuleList(
-            MixerBlock(dim, mixer=BiMamba2(dim, **mixer), mlp_dim=mlp_dim) for _ in range(depth)
+            MixerBlock(self.dim, mixer=BiMamba2(self.dim, **mixer), mlp_dim=self.mlp_dim)
+            for _ in range(self.depth)
         )
 
 
 class TransformerEncoder(LatentEncoder):
     """The transformer baseline (Trans-INR, LA-GINR): pre-norm attention blocks over the same patch tokens
-    and latents. Attention has no sequence order, so interleaved latents also get the tokenizer's
+    and latents (``heads`` x ``dim_head`` each; configs/encoder/transformer.yaml sizes it to BiMamba's
+    parameters). Attention has no sequence order, so interleaved latents also get the tokenizer's
     position embedding of their place in the image (:func:`latent_coords`), as the patches do: each
     latent stays tied to its region, as in BiMamba's sequence, and the decoder's locality bias holds."""
 
-    def __init__(
-        self,
-        *,
-        channels: Positive = 3,
-        dim: Positive = 256,
-        depth: Positive = 11,
-        mlp_dim: Positive = 1024,
-        patch_size: Positive = 2,
-        patch_padding: Count = 0,
-        num_latents: Positive = 256,
-        placement: Placement = "interleave",
-        heads: Positive = 8,
-        dim_head: Positive = 32,
-        attn_impl: AttnImpl = "sdpa",
-        processor_depth: Count = 0,
-        checkpoint: bool = False,
-    ):
-        super().__init__(
-            channels=channels, dim=dim, patch_size=patch_size, patch_padding=patch_padding,
-            num_latents=num_latents, placement=placement, processor_depth=processor_depth, heads=heads,
-            dim_head=dim_head, checkpoint=checkpoint,
-        )  # fmt: skip
-        block = {"mlp_dim": mlp_dim, "heads": heads, "dim_head": dim_head, "attn_impl": attn_impl}
-        self.blocks = nn.ModuleList(TransformerBlock(dim, **block) for _ in range(depth))
+    def __init__(self, *, attn_impl: AttnImpl = "sdpa", **layout: Unpack[Layout]):
+        super().__init__(**layout)
+        block = {
+            "mlp_dim": self.mlp_dim,
+            "heads": self.heads,
+            "dim_head": self.dim_head,
+            "attn_impl": attn_impl,
+        }
+        self.blocks = nn.ModuleList(TransformerBlock(self.dim, **block) for _ in range(self.depth))
 
     def latent_tokens(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         if self.placement != "interleave":  # appended or prepended latents have no place in the image
