@@ -10,7 +10,7 @@ from ginr.tools.bench.__main__ import main
 from ginr.tools.bench.cases import PRESETS, build_cases, case_config, case_overrides, selected
 from ginr.tools.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step, query_ratios
 from ginr.tools.bench.runners import peak_rate
-from ginr.tools.variants import default_variant, input_sizes, variants
+from ginr.tools.variants import default_variant, encoders, input_sizes, variants
 from tests.conftest import DEFAULT_EXPERIMENT, EXPERIMENTS, MIXING, NOT_MIXING
 
 PNG = b"\x89PNG"
@@ -176,3 +176,49 @@ def test_peak_rate():
 
     assert peak_rate("bf16", torch.device("cpu"), None)[0] is None
     assert peak_rate("fp32", torch.device("cpu"), 100.0)[0] == 100e12
+
+
+def test_the_encoders_preset_times_every_encoder_from_512_to_16k_tokens():
+    cases = build_cases(PRESETS["encoders"], compile=True)
+    found = encoders()
+    assert {"bimamba", "mamba2", "transformer"} <= set(found)
+    lengths = (512, 1280, 4352, 16640)  # 256 px at patch 16, 8, 4, 2, + 256 latents
+    assert [c.name for c in cases] == [
+        f"lengths/{e}/{n}/{s}" for e in found for n in lengths for s in ("eager", "compiled")
+    ]
+    for case in cases:
+        cfg = case_config(case_overrides(case, PRESETS["encoders"]), case.queries)
+        tokens = (cfg.data.resolution // cfg.encoder.patch_size) ** 2 + cfg.encoder.num_latents
+        assert tokens == int(case.name.split("/")[2]) and cfg.encoder._target_.endswith(
+            {"bimamba": "BiMambaEncoder", "mamba2": "Mamba2Encoder", "transformer": "TransformerEncoder"}.get(
+                case.variant, ""
+            )
+        )
+        assert abs(cfg.data.batch_size * tokens - 32768) <= tokens / 2  # about 32k tokens a batch
+        assert cfg.trainer.compile == case.compile
+
+
+@pytest.mark.slow
+def test_the_encoders_preset_runs_and_reports_on_cpu(tmp_path):
+    small = [
+        "encoder.dim=32",
+        "encoder.depth=1",
+        "encoder.mlp_dim=64",
+        "encoder.heads=2",
+        "encoder.dim_head=8",
+    ]
+    args = [
+        "--preset",
+        "encoders",
+        "--out",
+        str(tmp_path),
+        "--only",
+        "lengths/transformer/512/eager",
+        "--set",
+    ]
+    assert main([*args, *small, "data.batch_size=2"]) == 0
+    (case,) = json.loads((tmp_path / "results.json").read_text())["cases"]
+    assert case["status"] == "ok" and case["flops_counted"] > 0 and case["tokens"] == 512
+    assert case["tokens_per_s"] == pytest.approx(2 * 512 / (case["ms"] / 1000))
+    assert "| transformer | eager | 512 | 2 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "encoder_lengths.png").read_bytes().startswith(PNG)

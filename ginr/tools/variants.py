@@ -38,3 +38,8 @@ def input_sizes() -> tuple[str, ...]:
         if OmegaConf.select(compose([f"data={name}"]), "data.dataset._target_") == target
         and compose([f"data={name}"]).data.resolution != default.data.resolution
     )
+
+
+def encoders() -> tuple[str, ...]:
+    """The ``encoder`` options, found from ``configs/encoder``."""
+    return tuple(sorted(p.stem for p in (CONFIG_DIR / "encoder").glob("*.yaml")))

@@ -1,7 +1,7 @@
 """Benchmark the model family: training-step time, memory and MFU per decoder variant, query and batch
 scaling, encoder scan backends, full-image renders.
 
-    python -m ginr.tools.bench [--preset reference|quick|cpu] [--out DIR] [--only NAME...] [--compile]
+    python -m ginr.tools.bench [--preset reference|quick|cpu|inputs|encoders] [--out DIR] [--only NAME...] [--compile]
                          [--peak-tflops X] [--set KEY=VALUE...]
 
 Writes results.json, results.md, memory_vs_queries.png and ms_per_step.png to --out and prints the
@@ -24,7 +24,7 @@ from hydra.errors import HydraException
 from ginr.config import ConfigError
 from ginr.ops import backend as scan_backend
 from ginr.tools.bench.cases import PRESETS, build_cases, case_config, case_overrides, selected
-from ginr.tools.bench.report import markdown, plot_memory_vs_queries, plot_ms_per_step
+from ginr.tools.bench.report import markdown, plot_encoder_lengths, plot_memory_vs_queries, plot_ms_per_step
 from ginr.tools.bench.runners import run_all
 
 
@@ -83,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.md").write_text(text)
     plot_memory_vs_queries(results, args.out / "memory_vs_queries.png")
     plot_ms_per_step(results, args.out / "ms_per_step.png")
+    plots = "memory_vs_queries.png, ms_per_step.png"
+    if any(r["group"] == "lengths" for r in results):
+        plot_encoder_lengths(results, args.out / "encoder_lengths.png")
+        plots += ", encoder_lengths.png"
     print(text)
-    print(f"wrote {args.out}/results.json, results.md, memory_vs_queries.png, ms_per_step.png")
+    print(f"wrote {args.out}/results.json, results.md, {plots}")
     return 0
 
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from ginr.config import compose, decoding, experiments, mixes_queries, prepare
-from ginr.tools.variants import default_variant, input_sizes, variants
+from ginr.tools.variants import default_variant, encoders, input_sizes, variants
 
 
 @dataclass(frozen=True)
 class Case:
-    """One measurement. ``group``: main | queries | batch | encoder | render | compile | inputs."""
+    """One measurement. ``group``: main | queries | batch | encoder | render | compile | inputs | lengths."""
 
     name: str
     group: str
@@ -73,7 +73,23 @@ PRESETS = {
                   16, (64, 16), Timing(1, 2, 2.0), None, (16,)),
     # the default variant at every input size (data=emoji3d178, ...), each with its own batch and queries
     "inputs": Preset(EAGER, None, None, (), 1, (), ("bf16",), ("inputs",), 1024, (), Timing(2, 5, 30.0), 540.0),
+    # every encoder alone (forward + backward) from 512 to 16,640 tokens a sequence, ~32k tokens a batch
+    "encoders": Preset(EAGER, None, None, (), 1, (), ("bf16",), ("lengths",), 1024, (), Timing(2, 5, 20.0), 540.0),
 }  # fmt: skip
+
+LENGTH_PATCHES = (16, 8, 4, 2)  # patch sides at a 256 px input: 256 to 16,384 patch tokens, + the latents
+TOKENS_PER_BATCH = 32768
+
+
+def length_overrides(patch: int, num_latents: int = 256) -> tuple[int, tuple[str, ...]]:
+    """(tokens a sequence, overrides) of the encoder-length case with ``patch``-pixel patches of a 256 px
+    input: the batch keeps about :data:`TOKENS_PER_BATCH` tokens, so long sequences come in small batches."""
+    tokens = (256 // patch) ** 2 + num_latents
+    batch = max(1, round(TOKENS_PER_BATCH / tokens))
+    return tokens, (
+        "data.resolution=256", f"encoder.patch_size={patch}", "encoder.patch_padding=0",
+        f"encoder.num_latents={num_latents}", f"data.batch_size={batch}",
+    )  # fmt: skip
 
 
 def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
@@ -116,6 +132,15 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                  (*every[default], f"data={d}", *(("trainer.compile=true",) if c else ())), compile=c)
             for d in input_sizes() for c in ((False, True) if compile else (False,))
         ]  # fmt: skip
+    if "lengths" in preset.groups:  # each encoder alone over sequence lengths (its config's size)
+        for name in encoders():
+            for patch in LENGTH_PATCHES:
+                tokens, overrides = length_overrides(patch)
+                cases += [
+                    Case(f"lengths/{name}/{tokens}/{'compiled' if c else 'eager'}", "lengths", name,
+                         (f"encoder={name}", *overrides, *(("trainer.compile=true",) if c else ())), compile=c)
+                    for c in ((False, True) if compile else (False,))
+                ]  # fmt: skip
     if "render" in preset.groups:  # a decoder that mixes queries decodes a whole image at once: not rendered
         cases += [
             Case(f"render/{v}/chunk{c}", "render", v, every[v], batch=1, chunk=c, render_size=preset.render_size)

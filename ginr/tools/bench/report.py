@@ -228,7 +228,29 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         head = ["data", "step", "input px", "encoder tokens", "batch", "pixels per image", "ms/step", "images/s",
                 "peak GB", "MFU"]  # fmt: skip
         lines += [markdown_table(head, rows), ""]
+    lengths = _group(results, "lengths")
+    if lengths:
+        lines += [
+            "## Encoders alone by sequence length (forward + backward, bf16, about 32k tokens a batch)",
+            "",
+        ]
+        rows = [
+            [r["variant"], r["name"].rsplit("/", 1)[-1], f"{int(r['name'].split('/')[2]):,}", str(r["batch"]),
+             *_cells(r, ["ms"]), _num(_ms_per_k(r), "{:.2f}"), _num(r.get("tokens_per_s"), "{:,.0f}"),
+             *_cells(r, ["peak", "mfu"])]
+            for r in lengths
+        ]  # fmt: skip
+        head = ["encoder", "step", "tokens a sequence", "batch", "ms", "ms per 1k tokens", "tokens/s", "peak GB",
+                "MFU"]  # fmt: skip
+        lines += [markdown_table(head, rows), ""]
     return "\n".join(lines)
+
+
+def _ms_per_k(r: dict) -> float | None:
+    """Milliseconds per 1,000 tokens of a length case: the per-token cost the scaling curve plots."""
+    if r["status"] != "ok" or not r.get("ms"):
+        return None
+    return r["ms"] / (r["batch"] * int(r["name"].split("/")[2])) * 1000
 
 
 def _tokens(r: dict) -> str:
@@ -289,5 +311,26 @@ def plot_ms_per_step(results: list[dict], path: Path) -> None:
     ax.set_ylabel("ms per training step")
     ax.set_title("Training step time, bf16", fontsize=10)
     if main:
+        ax.legend()
+    _save(fig, path)
+
+
+def plot_encoder_lengths(results: list[dict], path: Path) -> None:
+    """ms per 1,000 tokens against tokens a sequence, one line per encoder (compiled where measured)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    lengths = [r for r in _group(results, "lengths") if _ms_per_k(r) is not None]
+    for name in dict.fromkeys(r["variant"] for r in lengths):
+        for step in ("compiled", "eager"):
+            rows = [r for r in lengths if r["variant"] == name and r["name"].endswith(step)]
+            if rows:
+                points = sorted((int(r["name"].split("/")[2]), _ms_per_k(r)) for r in rows)
+                ax.plot(*zip(*points, strict=True), marker="o", label=f"{name} ({step})")
+                break
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("tokens a sequence (patches + latents)")
+    ax.set_ylabel("ms per 1,000 tokens (forward + backward)")
+    ax.set_title("Encoder cost per token by sequence length", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend()
     _save(fig, path)

@@ -119,7 +119,9 @@ def write_profile(fn: Callable[[int], object], device: torch.device, path: Path,
     path.write_text(f"{steps} steps\n" + "\n".join(tables) + "\n")
 
 
-def run_encoder(case: Case, cfg: DictConfig, device: torch.device, timing: Timing) -> Measurement:
+def run_encoder(
+    case: Case, cfg: DictConfig, device: torch.device, timing: Timing, count_flops: bool = False
+) -> Measurement:
     """Encoder forward (autocast) + backward of a float32 loss on its latents; gradients reset each call."""
     with torch.device(device):
         encoder = instantiate(cfg.encoder).train()
@@ -134,7 +136,7 @@ def run_encoder(case: Case, cfg: DictConfig, device: torch.device, timing: Timin
         latents.float().square().mean().backward()
         encoder.zero_grad(set_to_none=True)
 
-    return measure(call, device, timing)
+    return measure(call, device, timing, count_flops=count_flops)
 
 
 def run_render(case: Case, cfg: DictConfig, device: torch.device, timing: Timing) -> Measurement:
@@ -230,8 +232,10 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     record["overrides"] = [*overrides, *decoded, *args.overrides]  # what composes this config, in order
     failure = None
     try:
-        if case.group == "encoder":
-            m = run_encoder(case, cfg, device, preset.timing)
+        if case.group in ("encoder", "lengths"):
+            m = run_encoder(
+                case, cfg, device, preset.timing, count_flops=case.group == "lengths" and not case.compile
+            )
         elif case.group == "render":
             m = run_render(case, cfg, device, preset.timing)
         else:
@@ -253,7 +257,10 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     record["images_per_s"] = record["batch"] / (ms / 1000) if case.group != "render" else None
     record["activation_bytes"] = m.peak_bytes - m.before_bytes if m.peak_bytes is not None else None
     record["flops_counted"] = m.flops
-    if case.group in ("main", "lean", "queries", "batch", "compile", "inputs"):
+    if case.group == "lengths":
+        record["tokens"] = int(case.name.split("/")[2])
+        record["tokens_per_s"] = record["batch"] * record["tokens"] / (ms / 1000)
+    if case.group in ("main", "lean", "queries", "batch", "compile", "inputs", "lengths"):
         record["model_flops"] = model_flops(record, done)
         rate, record["peak_flops_note"] = peak_rate(case.precision, device, args.peak_tflops)
         record["peak_flops"] = rate
