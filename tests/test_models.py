@@ -17,9 +17,10 @@ from ginr.engine.build import build_model
 from ginr.engine.step import StepQueries
 from ginr.models import mamba as mamba_module
 from ginr.models.conditioning import LocalityBias
-from ginr.models.encoder import PLACEMENTS, BiMambaEncoder, insert_latents, latent_positions
+from ginr.models.encoder import BiMambaEncoder
 from ginr.models.ginr import GINR
 from ginr.models.layers import ATTN_IMPLS, Attention
+from ginr.models.layout import PLACEMENTS, insert_latents, latent_positions
 from ginr.models.mamba import DIRECTION_SCANS, BiMamba, MambaMixer
 from ginr.ops import backend
 from ginr.ops.selective_scan import selective_scan_ref

@@ -16,7 +16,7 @@ and broadcasts where it meets the latents, so it costs one image's compute inste
     out = out [+ the input image interpolated at the coordinates]             image skip (LTE)
 
 ``locality > 0`` biases the modulation attention towards the latents near each query: each latent at its
-place in a training input (``ginr.models.encoder.latent_coords``, from the encoder's ``patch_size``,
+place in a training input (``ginr.models.layout.latent_coords``, from the encoder's ``patch_size``,
 ``patch_padding`` and ``placement``, which the config passes on).
 
 ``modulation="multiplicative"`` takes ``band_stack_s(g) * mod_stack_s(m)`` instead of the sum (the earlier
@@ -41,7 +41,6 @@ from ginr.constraints import Count, NonNegative, Positive, PositiveFloat
 from ginr.coords import nyquist
 from ginr.models.blocks import mixes_queries
 from ginr.models.conditioning import CellSize, ImageSkip, ImageSkipMode, LocalityBias, split_cells
-from ginr.models.encoder import Placement, latent_coords
 from ginr.models.layers import (
     AttnImpl,
     FourierFeatures,
@@ -50,6 +49,7 @@ from ginr.models.layers import (
     prenorm_attention,
     prenorm_feedforward,
 )
+from ginr.models.layout import Placement, latent_coords
 
 BlockFactory = Callable[..., nn.Module]
 
