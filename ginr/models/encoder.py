@@ -26,10 +26,8 @@ from ginr.models.layers import (
     prenorm_feedforward,
 )
 from ginr.models.layout import Placement, insert_latents, latent_coords, latent_positions, patch_centres
-from ginr.models.mamba import BiMamba, DirectionScan
-from ginr.models.mamba2 import BiMamba2
-from ginr.ops.backend import Backend
-from ginr.ops.ssd import SSDBackend
+from ginr.models.mamba import BiMamba, MambaOptions
+from ginr.models.mamba2 import BiMamba2, Mamba2Options
 
 
 class PatchTokenizer(nn.Module):
@@ -187,51 +185,41 @@ class LatentEncoder(nn.Module):
         return self.processor(latents) if self.processor is not None else latents
 
 
+def _split(options: dict, shared: type) -> tuple[dict, dict]:
+    """``options`` -> (those that are keys of the TypedDict ``shared``, the rest)."""
+    keys = shared.__required_keys__ | shared.__optional_keys__
+    return {k: v for k, v in options.items() if k in keys}, {
+        k: v for k, v in options.items() if k not in keys
+    }
+
+
+class BiMambaOptions(Layout, MambaOptions, total=False):
+    """The layout and the Mamba mixers' options."""
+
+
 class BiMambaEncoder(LatentEncoder):
     """Mamba-GINR's encoder: bidirectional Mamba blocks over the patches and latents, in sequence order."""
 
-    def __init__(
-        self,
-        *,
-        d_state: Positive = 16,
-        d_conv: Positive = 4,
-        expand: Positive = 2,
-        backend: Backend = "auto",
-        direction_scan: DirectionScan = "joint",
-        **layout: Unpack[Layout],
-    ):
+    def __init__(self, **options: Unpack[BiMambaOptions]):
+        layout, mixer = _split(options, Layout)
         super().__init__(**layout)
-        mixer = {
-            "d_state": d_state, "d_conv": d_conv, "expand": expand, "backend": backend,
-            "direction_scan": direction_scan,
-        }  # fmt: skip
         self.blocks = nn.ModuleList(
             MixerBlock(self.dim, mixer=BiMamba(self.dim, **mixer), mlp_dim=self.mlp_dim)
             for _ in range(self.depth)
         )
 
 
+class Mamba2EncoderOptions(Layout, Mamba2Options, total=False):
+    """The layout and the Mamba-2 mixers' options."""
+
+
 class Mamba2Encoder(LatentEncoder):
     """Mamba-2 (SSD) mixers in both directions on the same layout: a scalar decay per head makes each scan
     chunk a matrix product (:mod:`ginr.ops.ssd`); mamba-ssm's kernel on a GPU where it imports."""
 
-    def __init__(
-        self,
-        *,
-        d_state: Positive = 64,
-        d_conv: Positive = 4,
-        expand: Positive = 2,
-        headdim: Positive = 64,
-        ngroups: Positive = 1,
-        chunk: Positive = 64,
-        backend: SSDBackend = "auto",
-        **layout: Unpack[Layout],
-    ):
+    def __init__(self, **options: Unpack[Mamba2EncoderOptions]):
+        layout, mixer = _split(options, Layout)
         super().__init__(**layout)
-        mixer = {
-            "d_state": d_state, "d_conv": d_conv, "expand": expand, "headdim": headdim, "ngroups": ngroups,
-            "chunk": chunk, "backend": backend,
-        }  # fmt: skip
         self.blocks = nn.ModuleList(
             MixerBlock(self.dim, mixer=BiMamba2(self.dim, **mixer), mlp_dim=self.mlp_dim)
             for _ in range(self.depth)

@@ -7,14 +7,16 @@ on every backend.
 """
 
 import math
-from typing import Literal, get_args
+from typing import Literal, TypedDict, get_args
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ginr.constraints import Positive
 from ginr.ops import backend as _backend
+from ginr.ops.backend import Backend
 from ginr.ops.causal_conv1d import causal_conv1d
 from ginr.ops.selective_scan import selective_scan
 
@@ -116,6 +118,17 @@ class MambaMixer(nn.Module):
 
 DirectionScan = Literal["joint", "separate"]
 DIRECTION_SCANS = get_args(DirectionScan)
+
+
+class MambaOptions(TypedDict, total=False):
+    """What an encoder sets of its bidirectional Mamba mixers; the defaults are :class:`MambaMixer`'s and
+    :class:`BiMamba`'s."""
+
+    d_state: Positive
+    d_conv: Positive
+    expand: Positive
+    backend: Backend
+    direction_scan: DirectionScan
 
 
 def _cat(*tensors: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:

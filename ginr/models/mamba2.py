@@ -8,14 +8,28 @@ One mixer, on (B, L, D)::
 """
 
 import math
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ginr.constraints import Positive
 from ginr.ops.causal_conv1d import causal_conv1d
-from ginr.ops.ssd import SSD_BACKENDS, ssd
+from ginr.ops.ssd import SSD_BACKENDS, SSDBackend, ssd
+
+
+class Mamba2Options(TypedDict, total=False):
+    """What an encoder sets of its Mamba-2 mixers; the defaults are :class:`Mamba2Mixer`'s."""
+
+    d_state: Positive
+    d_conv: Positive
+    expand: Positive
+    headdim: Positive
+    ngroups: Positive
+    chunk: Positive
+    backend: SSDBackend
 
 
 class Mamba2Mixer(nn.Module):
