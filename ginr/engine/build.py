@@ -19,6 +19,7 @@ from ginr.engine import distributed as dist
 from ginr.engine.data import Batch
 from ginr.engine.step import StepQueries, TrainStep
 from ginr.models.ginr import GINR
+from ginr.models.layout import patch_grid
 
 
 def pick_device(name: str) -> torch.device:
@@ -114,6 +115,19 @@ def synthetic_batch(cfg: DictConfig, device: torch.device | str, batch_size: int
     sides = [cfg.data.resolution, *target_resolutions(cfg.targets)]
     images = tuple(torch.rand(count, channels, side, side, device=device) for side in sides)
     return images[0] if len(images) == 1 else images
+
+
+def encoder_tokens(cfg: DictConfig) -> int | None:
+    """Patch tokens + latents of the encoder's sequence at ``data.resolution`` (None: an encoder without
+    a patch layout)."""
+    encoder = cfg.encoder
+    if "patch_size" not in encoder:
+        return None
+    side = cfg.data.resolution
+    rows, columns = patch_grid(
+        side, side, patch_size=encoder.patch_size, padding=encoder.get("patch_padding", 0)
+    )
+    return rows * columns + encoder.num_latents
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -10,6 +10,7 @@ The block is the encoder axis: :class:`BiMambaEncoder` (Mamba-GINR, the default)
 everything else (:class:`LatentEncoder`).
 """
 
+import functools
 from typing import TypedDict, Unpack
 
 import torch
@@ -117,8 +118,9 @@ class LatentProcessor(nn.Module):
 
 
 class Layout(TypedDict, total=False):
-    """The keyword arguments every :class:`LatentEncoder` takes, with its defaults; an encoder's own are
-    named in its signature, these arrive as ``**layout`` (the config schema checks both)."""
+    """The keyword arguments every :class:`LatentEncoder` takes (its defaults are LatentEncoder's). An
+    encoder takes them as ``**options: Unpack[...]``, alone or beside its mixer's options (the config
+    schema checks the keys and types of both)."""
 
     channels: Positive
     dim: Positive
@@ -246,14 +248,18 @@ class TransformerEncoder(LatentEncoder):
     def latent_tokens(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         if self.placement != "interleave":  # appended or prepended latents have no place in the image
             return self.latents
-        places = _latent_places(self, height, width).to(device)
-        return self.latents + self.tokenizer.pos(self.tokenizer.fourier(places))
+        tokenizer = self.tokenizer
+        places = _latent_places(
+            height, width, tokenizer.patch_size, tokenizer.padding, self.num_latents, self.placement
+        )
+        return self.latents + tokenizer.pos(tokenizer.fourier(places.to(device)))
 
 
-def _latent_places(encoder: LatentEncoder, height: int, width: int) -> torch.Tensor:
-    """The encoder's latent coordinates for one input size, computed once per size (Python work)."""
-    key = (height, width)
-    cache = encoder.__dict__.setdefault("_places", {})
-    if key not in cache:
-        cache[key] = encoder.latent_coords(height, width)
-    return cache[key]
+@functools.lru_cache(maxsize=32)
+def _latent_places(
+    height: int, width: int, patch_size: int, padding: int, num_latents: int, placement: str
+) -> torch.Tensor:
+    """:func:`latent_coords` once per geometry (Python work; the result is only read)."""
+    return latent_coords(
+        height, width, patch_size=patch_size, padding=padding, num_latents=num_latents, placement=placement
+    )

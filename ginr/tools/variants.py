@@ -30,13 +30,13 @@ def input_sizes() -> tuple[str, ...]:
     """The ``data`` options that train the default dataset at other input sizes (``emoji3d178``,
     ``emoji3d256``, ...), found from ``configs/data``: the data at hand, nothing to download by hand."""
     default = compose()
-    target = default.data.dataset._target_
     names = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
+    options = {name: compose([f"data={name}"]) for name in names}
     return tuple(
         name
-        for name in names
-        if OmegaConf.select(compose([f"data={name}"]), "data.dataset._target_") == target
-        and compose([f"data={name}"]).data.resolution != default.data.resolution
+        for name, cfg in options.items()
+        if OmegaConf.select(cfg, "data.dataset._target_") == default.data.dataset._target_
+        and cfg.data.resolution != default.data.resolution
     )
 
 

@@ -235,7 +235,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
             "",
         ]
         rows = [
-            [r["variant"], r["name"].rsplit("/", 1)[-1], f"{int(r['name'].split('/')[2]):,}", str(r["batch"]),
+            [r["variant"], r["name"].rsplit("/", 1)[-1], f"{r['tokens']:,}", str(r["batch"]),
              *_cells(r, ["ms"]), _num(_ms_per_k(r), "{:.2f}"), _num(r.get("tokens_per_s"), "{:,.0f}"),
              *_cells(r, ["peak", "mfu"])]
             for r in lengths
@@ -250,16 +250,15 @@ def _ms_per_k(r: dict) -> float | None:
     """Milliseconds per 1,000 tokens of a length case: the per-token cost the scaling curve plots."""
     if r["status"] != "ok" or not r.get("ms"):
         return None
-    return r["ms"] / (r["batch"] * int(r["name"].split("/")[2])) * 1000
+    return r["ms"] / (r["batch"] * r["tokens"]) * 1000
 
 
 def _tokens(r: dict) -> str:
-    """Patch tokens + latents of a case's encoder sequence, from its config."""
-    encoder = (r.get("config") or {}).get("encoder", {})
-    if "patch_size" not in encoder:
+    """Patch tokens + latents of a case's encoder sequence (the runner's count)."""
+    if r.get("tokens") is None:
         return "–"
-    side = (r["resolution"] + 2 * encoder.get("patch_padding", 0)) // encoder["patch_size"]
-    return f"{side * side:,} + {encoder['num_latents']}"
+    latents = r["config"]["encoder"]["num_latents"]
+    return f"{r['tokens'] - latents:,} + {latents}"
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -324,7 +323,7 @@ def plot_encoder_lengths(results: list[dict], path: Path) -> None:
         for step in ("compiled", "eager"):
             rows = [r for r in lengths if r["variant"] == name and r["name"].endswith(step)]
             if rows:
-                points = sorted((int(r["name"].split("/")[2]), _ms_per_k(r)) for r in rows)
+                points = sorted((r["tokens"], _ms_per_k(r)) for r in rows)
                 ax.plot(*zip(*points, strict=True), marker="o", label=f"{name} ({step})")
                 break
     ax.set_xscale("log", base=2)

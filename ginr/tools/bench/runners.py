@@ -14,7 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ginr.config import decoding
-from ginr.engine.build import amp_dtype, build_model, build_queries, build_train_step, synthetic_batch
+from ginr.engine.build import (
+    amp_dtype,
+    build_model,
+    build_queries,
+    build_train_step,
+    encoder_tokens,
+    synthetic_batch,
+)
 from ginr.engine.step import autocast, flop_counter
 from ginr.ops import backend as scan_backend
 from ginr.tools.bench.cases import Case, Preset, Timing, case_config, case_overrides
@@ -228,6 +235,7 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     cfg = case_config(overrides, case.queries, tuple(args.overrides))
     record["config"] = OmegaConf.to_container(cfg, resolve=True)
     record["batch"], record["resolution"] = cfg.data.batch_size, cfg.data.resolution
+    record["tokens"] = encoder_tokens(cfg)
     decoded = decoding(case.queries, cfg.data.resolution) if case.queries is not None else []
     record["overrides"] = [*overrides, *decoded, *args.overrides]  # what composes this config, in order
     failure = None
@@ -258,7 +266,6 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     record["activation_bytes"] = m.peak_bytes - m.before_bytes if m.peak_bytes is not None else None
     record["flops_counted"] = m.flops
     if case.group == "lengths":
-        record["tokens"] = int(case.name.split("/")[2])
         record["tokens_per_s"] = record["batch"] * record["tokens"] / (ms / 1000)
     if case.group in ("main", "lean", "queries", "batch", "compile", "inputs", "lengths"):
         record["model_flops"] = model_flops(record, done)
