@@ -70,13 +70,14 @@ def test_report_of_gpu_results(tmp_path):
         _case("encoder/cuda/joint", "encoder", "encoder", backend="cuda", ms=10.0, peak_bytes=gb, activation_bytes=gb),
         _case("encoder/cuda/separate", "encoder", "encoder", backend="cuda", ms=15.0, peak_bytes=gb, activation_bytes=gb),
         _case("encoder/torch/joint", "encoder", "encoder", backend="torch", ms=40.0, peak_bytes=9 * gb, activation_bytes=8 * gb),
-        _case(f"render/{V}/chunk65536", "render", V, chunk=65536, ms=300.0, peak_bytes=3 * gb, activation_bytes=2 * gb),
+        _case(f"render/{V}/chunk65536", "render", V, chunk=65536, resolution=32, ms=300.0, peak_bytes=3 * gb, activation_bytes=2 * gb),
         _case(f"compile/{V}/bf16", "compile", V, compile=True, ms=40.0, peak_bytes=20 * gb),
     ]  # fmt: skip
     assert query_ratios(results) == {V: (1024, 16384, 16.0)}
     meta = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.x", "cuda": "12", "scan_kernels": "ok", "date": "today",
             "command": "python -m ginr.tools.bench", "preset": "reference", "timing": {"warmup": 3, "repeats": 8}}  # fmt: skip
     text = markdown(meta, results, PRESETS["reference"])
+    assert f"| {V} | 32 | 1024 | 65536 | 300.0 | 3.00 | 2.00 |" in text
     assert f"| {V} | 65536 | OOM |" in text and f"| {V} | 16384 | 60.0 | 17.00 | 16.00 | 16.0x |" in text
     assert "activations at 16384 vs 1024 queries (16x): 16.0x" in text
     assert "speed-up of the cuda backend over torch (joint): 4.00x" in text
@@ -140,8 +141,14 @@ def test_the_inputs_preset_times_the_trainers_own_inputs_at_every_input_size():
     sizes = input_sizes()
     assert {"emoji3d178", "emoji3d256", "emoji3d256_p2"} <= set(sizes)  # found from configs/data
     cases = build_cases(preset, compile=True)
-    assert [c.name for c in cases] == [f"inputs/{d}/{s}" for d in sizes for s in ("eager", "compiled")]
+    per_size = ("inputs/{}/eager", "inputs/{}/compiled", "render/{}/4x", "render/{}/8x")
+    assert [c.name for c in cases] == [name.format(d) for d in sizes for name in per_size]
     for case in cases:
+        if case.group == "render":  # one input of the data option's size, rendered 4x and 8x its side
+            cfg = case_config(case_overrides(case, preset))
+            factor = int(case.name.rsplit("/", 1)[-1].removesuffix("x"))
+            assert case.render_size == factor * cfg.data.resolution and case.chunk is None
+            continue
         cfg = case_config(case_overrides(case, preset), case.queries)
         data = compose([f"data={case.name.split('/')[1]}"])
         assert case.variant == DEFAULT and cfg.name == DEFAULT

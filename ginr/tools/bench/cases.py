@@ -79,6 +79,7 @@ PRESETS = {
 
 LENGTH_PATCHES = (16, 8, 4, 2)  # patch sides at a 256 px input: 256 to 16,384 patch tokens, + the latents
 TOKENS_PER_BATCH = 32768
+RENDER_FACTORS = (4, 8)  # the inputs preset renders each input size at these multiples of its side
 
 
 def length_overrides(patch: int, num_latents: int = 256) -> tuple[int, tuple[str, ...]]:
@@ -126,12 +127,19 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                  batch=preset.batch, backend=b, compile=c)
             for b, d, c in settings
         ]  # fmt: skip
-    if "inputs" in preset.groups:  # the trainer's own inputs at each size: its batch, queries and targets
-        cases += [
-            Case(f"inputs/{d}/{'compiled' if c else 'eager'}", "inputs", default,
-                 (*every[default], f"data={d}", *(("trainer.compile=true",) if c else ())), compile=c)
-            for d in input_sizes() for c in ((False, True) if compile else (False,))
-        ]  # fmt: skip
+    if "inputs" in preset.groups:  # the trainer's own inputs at each size (its batch, queries and targets),
+        for d in input_sizes():  # and renders of one input at RENDER_FACTORS times its side
+            size = (*every[default], f"data={d}")
+            cases += [
+                Case(f"inputs/{d}/{'compiled' if c else 'eager'}", "inputs", default,
+                     (*size, *(("trainer.compile=true",) if c else ())), compile=c)
+                for c in ((False, True) if compile else (False,))
+            ]  # fmt: skip
+            side = case_config(size).data.resolution
+            cases += [
+                Case(f"render/{d}/{f}x", "render", default, size, batch=1, render_size=f * side)
+                for f in RENDER_FACTORS
+            ]
     if "lengths" in preset.groups:  # each encoder alone over sequence lengths (its config's size)
         for name in encoders():
             for patch in LENGTH_PATCHES:

@@ -174,11 +174,14 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         lines.append("")
     render = _group(results, "render")
     if render:
-        size = render[0]["render_size"]
-        lines += [f"## Render a {size}x{size} image from one latent set (bf16, no grad)", "",
+        lines += ["## Renders of one input from its latents (bf16, no grad)", "",
                   "Decoders whose blocks mix queries are not rendered: render decodes all their queries at once (O(N^2)).", ""]  # fmt: skip
-        rows = [[r["variant"], str(r["chunk"]), *_cells(r, ["ms", "peak", "work"])] for r in render]
-        lines += [markdown_table(["variant", "chunk", "ms", "peak GB", "render workspace GB"], rows), ""]
+        rows = [
+            [r["variant"], str(r["resolution"]), str(r["render_size"]), str(r["chunk"]), *_cells(r, ["ms", "peak", "work"])]
+            for r in render
+        ]  # fmt: skip
+        header = ["variant", "input px", "render px", "chunk (queries)", "ms", "peak GB", "workspace GB"]
+        lines += [markdown_table(header, rows), ""]
     lean = _group(results, "lean")
     if lean:
         lines += ["## Memory-lean mode (bf16; trainer.checkpoint_queries=chunk, encoder.checkpoint=true)", ""]

@@ -147,18 +147,19 @@ def run_encoder(
 
 
 def run_render(case: Case, cfg: DictConfig, device: torch.device, timing: Timing) -> Measurement:
-    """``model.render`` of a ``render_size``^2 image from one latent set, no grad, under autocast."""
+    """``model.render`` of a ``render_size``^2 image from one latent set, no grad, under autocast, in chunks
+    of ``case.chunk`` queries (None: the config's ``trainer.render_chunk``)."""
     with torch.device(device):
         model = build_model(cfg).eval()
     amp = amp_dtype(cfg.trainer.precision, device)
     image = torch.rand(1, cfg.data.channels, cfg.data.resolution, cfg.data.resolution, device=device)
     with torch.no_grad(), autocast(device, amp):
         latents = model.encode(image)
-    size = case.render_size
+    size, chunk = case.render_size, case.chunk or cfg.trainer.render_chunk  # as run_case records
 
     def call(_: int) -> None:
         with autocast(device, amp):
-            model.render(latents, size, size, images=image, chunk=case.chunk)
+            model.render(latents, size, size, images=image, chunk=chunk)
 
     return measure(
         call,
@@ -236,6 +237,8 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     record["config"] = OmegaConf.to_container(cfg, resolve=True)
     record["batch"], record["resolution"] = cfg.data.batch_size, cfg.data.resolution
     record["tokens"] = encoder_tokens(cfg)
+    if case.group == "render":
+        record["chunk"] = case.chunk or cfg.trainer.render_chunk
     decoded = decoding(case.queries, cfg.data.resolution) if case.queries is not None else []
     record["overrides"] = [*overrides, *decoded, *args.overrides]  # what composes this config, in order
     failure = None
