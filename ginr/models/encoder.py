@@ -137,17 +137,16 @@ class Layout(TypedDict, total=False):
 
 
 class LatentEncoder(nn.Module):
-    """What every encoder shares: patch tokens and learnable latent tokens placed among them -> ``blocks``
-    (``depth`` of them, each ``(B, S, D) -> (B, S, D)``, set by the subclass) -> the latents' hidden
-    states, normed [-> processor] -> (B, M, D)."""
-
-    blocks: nn.ModuleList
+    """What every encoder shares: patch tokens and learnable latent tokens placed among them -> ``depth``
+    blocks, each ``(B, S, D) -> (B, S, D)`` from the subclass's :meth:`block` -> the latents' hidden
+    states, normed [-> processor] -> (B, M, D). The options that are not :class:`Layout`'s go to
+    :meth:`block`."""
 
     def __init__(
         self, *, channels: Positive = 3, dim: Positive = 256, depth: Positive = 6, mlp_dim: Positive = 1024,
         patch_size: Positive = 2, patch_padding: Count = 0, num_latents: Positive = 256,
         placement: Placement = "interleave", processor_depth: Count = 0, heads: Positive = 8,
-        dim_head: Positive = 64, checkpoint: bool = False,
+        dim_head: Positive = 64, checkpoint: bool = False, **block_options,
     ):  # fmt: skip
         super().__init__()
         latent_positions(1, 1, placement)  # validates the name before any weights are built
@@ -163,6 +162,11 @@ class LatentEncoder(nn.Module):
             if processor_depth
             else None
         )
+        self.blocks = nn.ModuleList(self.block(**block_options) for _ in range(depth))
+
+    def block(self, **options) -> nn.Module:
+        """One of the ``depth`` blocks, ``(B, S, D) -> (B, S, D)``, from the encoder's own ``options``."""
+        raise NotImplementedError
 
     def latent_coords(self, height: int, width: int) -> torch.Tensor:
         """(M, 2) where each latent sits in a ``height x width`` input (:func:`latent_coords`)."""
@@ -187,14 +191,6 @@ class LatentEncoder(nn.Module):
         return self.processor(latents) if self.processor is not None else latents
 
 
-def _split(options: dict, shared: type) -> tuple[dict, dict]:
-    """``options`` -> (those that are keys of the TypedDict ``shared``, the rest)."""
-    keys = shared.__required_keys__ | shared.__optional_keys__
-    return {k: v for k, v in options.items() if k in keys}, {
-        k: v for k, v in options.items() if k not in keys
-    }
-
-
 class BiMambaOptions(Layout, MambaOptions, total=False):
     """The layout and the Mamba mixers' options."""
 
@@ -203,12 +199,10 @@ class BiMambaEncoder(LatentEncoder):
     """Mamba-GINR's encoder: bidirectional Mamba blocks over the patches and latents, in sequence order."""
 
     def __init__(self, **options: Unpack[BiMambaOptions]):
-        layout, mixer = _split(options, Layout)
-        super().__init__(**layout)
-        self.blocks = nn.ModuleList(
-            MixerBlock(self.dim, mixer=BiMamba(self.dim, **mixer), mlp_dim=self.mlp_dim)
-            for _ in range(self.depth)
-        )
+        super().__init__(**options)
+
+    def block(self, **mixer: Unpack[MambaOptions]) -> nn.Module:
+        return MixerBlock(self.dim, mixer=BiMamba(self.dim, **mixer), mlp_dim=self.mlp_dim)
 
 
 class Mamba2EncoderOptions(Layout, Mamba2Options, total=False):
@@ -220,12 +214,10 @@ class Mamba2Encoder(LatentEncoder):
     chunk a matrix product (:mod:`ginr.ops.ssd`); mamba-ssm's kernel on a GPU where it imports."""
 
     def __init__(self, **options: Unpack[Mamba2EncoderOptions]):
-        layout, mixer = _split(options, Layout)
-        super().__init__(**layout)
-        self.blocks = nn.ModuleList(
-            MixerBlock(self.dim, mixer=BiMamba2(self.dim, **mixer), mlp_dim=self.mlp_dim)
-            for _ in range(self.depth)
-        )
+        super().__init__(**options)
+
+    def block(self, **mixer: Unpack[Mamba2Options]) -> nn.Module:
+        return MixerBlock(self.dim, mixer=BiMamba2(self.dim, **mixer), mlp_dim=self.mlp_dim)
 
 
 class TransformerEncoder(LatentEncoder):
@@ -236,14 +228,11 @@ class TransformerEncoder(LatentEncoder):
     latent stays tied to its region, as in BiMamba's sequence, and the decoder's locality bias holds."""
 
     def __init__(self, *, attn_impl: AttnImpl = "sdpa", **layout: Unpack[Layout]):
-        super().__init__(**layout)
-        block = {
-            "mlp_dim": self.mlp_dim,
-            "heads": self.heads,
-            "dim_head": self.dim_head,
-            "attn_impl": attn_impl,
-        }
-        self.blocks = nn.ModuleList(TransformerBlock(self.dim, **block) for _ in range(self.depth))
+        super().__init__(attn_impl=attn_impl, **layout)
+
+    def block(self, *, attn_impl: AttnImpl) -> nn.Module:
+        shape = {"mlp_dim": self.mlp_dim, "heads": self.heads, "dim_head": self.dim_head}
+        return TransformerBlock(self.dim, attn_impl=attn_impl, **shape)
 
     def latent_tokens(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         if self.placement != "interleave":  # appended or prepended latents have no place in the image
