@@ -1,6 +1,5 @@
 """Pin every experiment's composed config to the reference table in experiments/README.md."""
 
-import inspect
 import re
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import yaml
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from ginr.config.schema import arguments
 from ginr.models.decoder import ScentDecoder
 from tests.conftest import EXPERIMENTS, compose
 
@@ -37,9 +37,8 @@ def not_a_parameter(cfg: DictConfig, key: str) -> bool:
     for end in range(len(parts) - 1, 0, -1):
         section = OmegaConf.select(cfg, ".".join(parts[:end]))
         if isinstance(section, DictConfig) and "_target_" in section:
-            parameters = inspect.signature(get_class(section._target_)).parameters
-            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-            return not takes_any and parts[end] not in parameters
+            named, _, open_ended = arguments(get_class(section._target_))
+            return not open_ended and parts[end] not in named
     return False
 
 

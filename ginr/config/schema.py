@@ -163,19 +163,7 @@ def _check_target(node: Any, path: str) -> None:
         target = get_object(node._target_)
     except Exception as err:
         fail(f"{path}._target_", node._target_, f"expected an importable class or function ({err})")
-    params = inspect.signature(target).parameters
-    try:
-        hints = typing.get_type_hints(
-            target.__init__ if inspect.isclass(target) else target, include_extras=True
-        )
-    except Exception:  # unresolvable annotations (a third-party class): check the keys only
-        hints = {}
-    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    rest = next((n for n, p in params.items() if p.kind is p.VAR_KEYWORD), None)
-    unpacked = _unpacked(hints.pop(rest, None))  # **kwargs: Unpack[SomeTypedDict] names its keys
-    hints |= unpacked
-    named += list(unpacked)
-    open_ended = rest is not None and not unpacked
+    named, hints, open_ended = arguments(target)
     for key in node:
         if key.startswith("_"):  # _target_, _partial_, _recursive_, _convert_, _args_
             continue
@@ -186,6 +174,23 @@ def _check_target(node: Any, path: str) -> None:
             _check_target(value, _join(path, key))
         elif key in hints:
             _check_value(value, hints[key], _join(path, key))
+
+
+def arguments(target: Callable[..., Any]) -> tuple[list[str], dict[str, Any], bool]:
+    """What a config section for ``target`` may set: (its keyword names, their type hints where known,
+    whether it takes any other key). ``**kwargs: Unpack[SomeTypedDict]`` names the TypedDict's keys; a bare
+    ``**kwargs`` takes anything."""
+    params = inspect.signature(target).parameters
+    try:
+        hints = typing.get_type_hints(
+            target.__init__ if inspect.isclass(target) else target, include_extras=True
+        )
+    except Exception:  # unresolvable annotations (a third-party class): check the keys only
+        hints = {}
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    rest = next((n for n, p in params.items() if p.kind is p.VAR_KEYWORD), None)
+    unpacked = _unpacked(hints.pop(rest, None))
+    return [*named, *unpacked], hints | unpacked, rest is not None and not unpacked
 
 
 def _unpacked(hint: Any) -> dict[str, Any]:

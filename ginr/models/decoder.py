@@ -32,7 +32,7 @@ training images hold. Each stack is Linear + GELU, then ``num_layers - 1`` block
 """
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import torch
 from torch import nn
@@ -102,26 +102,62 @@ class Band(nn.Module):
         return hidden, self.head(hidden)
 
 
-def fourier_factory(
-    resolution: int, num_fourier: int, spectrum: Spectrum, learnable: bool
-) -> Callable[[float], FourierFeatures]:
-    """Bandwidth as a fraction of ``resolution``'s Nyquist frequency -> its Fourier features."""
-    limit = nyquist(resolution)
-    return lambda fraction: FourierFeatures(
-        num_features=num_fourier, bandwidth=fraction * limit, spectrum=spectrum, learnable=learnable
-    )
+class QueryOptions(TypedDict, total=False):
+    """What both decoders take for their queries and their attention to the latents (the defaults are
+    :class:`QueryDecoder`'s)."""
+
+    out_channels: Positive
+    hidden_dim: Positive
+    resolution: Positive
+    query_bandwidth: PositiveFloat
+    spectrum: Spectrum
+    num_fourier: Positive
+    learnable_bandwidth: bool
+    heads: Positive
+    dim_head: Positive
+    attn_impl: AttnImpl
+    cell_conditioning: bool
 
 
 class QueryDecoder(nn.Module):
     """What both decoders start from: coordinates -> queries (Fourier features of the pixel centres, a
-    projection [+ the pixel's size]). A base class, not a child module, so that these weights keep their
-    names at the top of the decoder (``query_proj``, ``cell``) and checkpoints load across versions."""
+    projection [+ the pixel's size]), and the means to attend from them to the latents. A base class, not
+    a child module, so that these weights keep their names at the top of the decoder (``query_proj``,
+    ``cell``) and checkpoints load across versions.
 
-    def __init__(self, *, fourier: FourierFeatures, dim: int, resolution: int, cell_conditioning: bool):
+    Bandwidths are fractions of ``resolution``'s Nyquist frequency: :meth:`fourier` gives the features of
+    one."""
+
+    def __init__(
+        self, *, latent_dim: Positive, out_channels: Positive = 3, hidden_dim: Positive = 512,
+        resolution: Positive = 32, query_bandwidth: PositiveFloat = 0.125, spectrum: Spectrum = "log",
+        num_fourier: Positive = 64, learnable_bandwidth: bool = False, heads: Positive = 8,
+        dim_head: Positive = 64, attn_impl: AttnImpl = "sdpa", cell_conditioning: bool = False,
+    ):  # fmt: skip
         super().__init__()
-        self.query_fourier = fourier
-        self.query_proj = nn.Linear(self.query_fourier.out_dim, dim)
-        self.cell = CellSize(dim=dim, resolution=resolution) if cell_conditioning else None
+        self.fourier_options = {
+            "num_features": num_fourier,
+            "spectrum": spectrum,
+            "learnable": learnable_bandwidth,
+        }
+        self.resolution, self.dim, self.out_channels = resolution, hidden_dim, out_channels
+        self.attention_options = {
+            "context_dim": latent_dim,
+            "heads": heads,
+            "dim_head": dim_head,
+            "impl": attn_impl,
+        }
+        self.query_fourier = self.fourier(query_bandwidth)
+        self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
+        self.cell = CellSize(dim=hidden_dim, resolution=resolution) if cell_conditioning else None
+
+    def fourier(self, fraction: float) -> FourierFeatures:
+        """Fourier features of bandwidth ``fraction`` of the training resolution's Nyquist frequency."""
+        return FourierFeatures(bandwidth=fraction * nyquist(self.resolution), **self.fourier_options)
+
+    def latent_attention(self) -> nn.Module:
+        """A pre-norm cross-attention from the queries to the latents."""
+        return prenorm_attention(self.dim, **self.attention_options)
 
     def queries(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """coords (B | 1, N, 2 | 4) -> (the pixel centres (B | 1, N, 2), the queries (B | 1, N, D))."""
@@ -134,42 +170,16 @@ class QueryDecoder(nn.Module):
 
 class MultiBandDecoder(QueryDecoder):
     def __init__(
-        self,
-        *,
-        block: BlockFactory,
-        latent_dim: Positive,
-        out_channels: Positive = 3,
-        hidden_dim: Positive = 512,
-        num_layers: Positive = 3,
-        resolution: Positive = 32,
-        bandwidths: Sequence[PositiveFloat] = (0.25, 1.0),
-        query_bandwidth: PositiveFloat = 0.125,
-        spectrum: Spectrum = "log",
-        num_fourier: Positive = 64,
-        learnable_bandwidth: bool = False,
-        heads: Positive = 8,
-        dim_head: Positive = 64,
-        attn_impl: AttnImpl = "sdpa",
-        locality: NonNegative = 0.0,
-        num_latents: Positive = 256,
-        patch_size: Positive | None = None,
-        patch_padding: Count = 0,
-        placement: Placement | None = None,
-        modulation: Modulation = "additive",
-        cell_conditioning: bool = False,
-        image_skip: ImageSkipMode = "none",
-        checkpoint: bool = False,
-    ):
+        self, *, block: BlockFactory, latent_dim: Positive, num_layers: Positive = 3,
+        bandwidths: Sequence[PositiveFloat] = (0.25, 1.0), locality: NonNegative = 0.0,
+        num_latents: Positive = 256, patch_size: Positive | None = None, patch_padding: Count = 0,
+        placement: Placement | None = None, modulation: Modulation = "additive",
+        image_skip: ImageSkipMode = "none", checkpoint: bool = False, **queries: Unpack[QueryOptions],
+    ):  # fmt: skip
         if not bandwidths:
             raise ValueError("decoder bandwidths must name at least one scale, got an empty list")
-        fourier = fourier_factory(resolution, num_fourier, spectrum, learnable_bandwidth)
-        super().__init__(
-            fourier=fourier(query_bandwidth), dim=hidden_dim, resolution=resolution,
-            cell_conditioning=cell_conditioning,
-        )  # fmt: skip
-        self.modulation = prenorm_attention(
-            hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl
-        )
+        super().__init__(latent_dim=latent_dim, **queries)
+        self.modulation = self.latent_attention()
         self.locality = None
         if locality > 0:  # the latents' places in a training input (resolution x resolution)
             if patch_size is None or placement is None:
@@ -178,14 +188,15 @@ class MultiBandDecoder(QueryDecoder):
                     "which this encoder does not give; set decoder.locality=0"
                 )
             layout = {"patch_size": patch_size, "padding": patch_padding, "placement": placement}
-            positions = latent_coords(resolution, resolution, num_latents=num_latents, **layout)
+            side = self.resolution
+            positions = latent_coords(side, side, num_latents=num_latents, **layout)
             self.locality = LocalityBias(positions=positions, strength=locality)
         stack = {"num_layers": num_layers, "block": block, "checkpoint": checkpoint}
         self.bands = nn.ModuleList(
             Band(
-                fourier=fourier(bw),
-                dim=hidden_dim,
-                out_channels=out_channels,
+                fourier=self.fourier(bw),
+                dim=self.dim,
+                out_channels=self.out_channels,
                 modulation=modulation,
                 **stack,
             )
@@ -219,35 +230,13 @@ class ScentDecoder(QueryDecoder):
     mixes_queries = False
 
     def __init__(
-        self,
-        *,
-        latent_dim: Positive,
-        out_channels: Positive = 3,
-        hidden_dim: Positive = 512,
-        num_layers: Positive = 2,
-        resolution: Positive = 32,
-        query_bandwidth: PositiveFloat = 0.125,
-        spectrum: Spectrum = "log",
-        num_fourier: Positive = 64,
-        learnable_bandwidth: bool = False,
-        heads: Positive = 8,
-        dim_head: Positive = 64,
-        ff_mult: Positive = 4,
-        attn_impl: AttnImpl = "sdpa",
-        cell_conditioning: bool = False,
-        image_skip: ImageSkipMode = "none",
-        checkpoint: bool = False,
-    ):
-        fourier = fourier_factory(resolution, num_fourier, spectrum, learnable_bandwidth)
-        super().__init__(
-            fourier=fourier(query_bandwidth), dim=hidden_dim, resolution=resolution,
-            cell_conditioning=cell_conditioning,
-        )  # fmt: skip
-        self.cross_attn = prenorm_attention(
-            hidden_dim, context_dim=latent_dim, heads=heads, dim_head=dim_head, impl=attn_impl
-        )
-        self.ffs = nn.ModuleList(prenorm_feedforward(hidden_dim, mult=ff_mult) for _ in range(num_layers))
-        self.out = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, out_channels))
+        self, *, latent_dim: Positive, num_layers: Positive = 2, ff_mult: Positive = 4,
+        image_skip: ImageSkipMode = "none", checkpoint: bool = False, **queries: Unpack[QueryOptions],
+    ):  # fmt: skip
+        super().__init__(latent_dim=latent_dim, **queries)
+        self.cross_attn = self.latent_attention()
+        self.ffs = nn.ModuleList(prenorm_feedforward(self.dim, mult=ff_mult) for _ in range(num_layers))
+        self.out = nn.Sequential(nn.LayerNorm(self.dim), nn.Linear(self.dim, self.out_channels))
         self.image_skip = ImageSkip.build(image_skip, self.out[-1])
         self.checkpoint = checkpoint
 
