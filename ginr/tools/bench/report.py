@@ -32,6 +32,11 @@ def _cells(r: dict, columns: list[str]) -> list[str]:
     return [values[c] for c in columns]
 
 
+def _section(title: str, head: list[str], rows: list[list[str]], *notes: str) -> list[str]:
+    """One report section: its title, any notes, its table."""
+    return [f"## {title}", "", *(f"{n}\n" for n in notes), markdown_table(head, rows), ""]
+
+
 def _group(results: list[dict], group: str) -> list[dict]:
     return [r for r in results if r["group"] == group]
 
@@ -174,14 +179,13 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         lines.append("")
     render = _group(results, "render")
     if render:
-        lines += ["## Renders of one input from its latents (bf16, no grad)", "",
-                  "Decoders whose blocks mix queries are not rendered: render decodes all their queries at once (O(N^2)).", ""]  # fmt: skip
         rows = [
             [r["variant"], str(r["resolution"]), str(r["render_size"]), str(r["chunk"]), *_cells(r, ["ms", "peak", "work"])]
             for r in render
         ]  # fmt: skip
-        header = ["variant", "input px", "render px", "chunk (queries)", "ms", "peak GB", "workspace GB"]
-        lines += [markdown_table(header, rows), ""]
+        head = ["variant", "input px", "render px", "chunk (queries)", "ms", "peak GB", "workspace GB"]
+        note = "Decoders whose blocks mix queries are not rendered: render decodes all their queries at once (O(N^2))."
+        lines += _section("Renders of one input from its latents (bf16, no grad)", head, rows, note)
     lean = _group(results, "lean")
     if lean:
         lines += ["## Memory-lean mode (bf16; trainer.checkpoint_queries=chunk, encoder.checkpoint=true)", ""]
@@ -219,10 +223,6 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         lines += [markdown_table(head, rows), ""]
     inputs = _group(results, "inputs")
     if inputs:
-        lines += [
-            "## Input sizes (bf16, the default variant; each data option's own batch and pixels per image)",
-            "",
-        ]
         rows = [
             [*r["name"].split("/")[1:], str(r["resolution"]), _tokens(r), str(r["batch"]), str(r.get("queries", "–")),
              *_cells(r, ["ms", "img/s", "peak", "mfu"])]
@@ -230,13 +230,10 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         ]  # fmt: skip
         head = ["data", "step", "input px", "encoder tokens", "batch", "pixels per image", "ms/step", "images/s",
                 "peak GB", "MFU"]  # fmt: skip
-        lines += [markdown_table(head, rows), ""]
+        title = "Input sizes (bf16, the default variant; each data option's own batch and pixels per image)"
+        lines += _section(title, head, rows)
     lengths = _group(results, "lengths")
     if lengths:
-        lines += [
-            "## Encoders alone by sequence length (forward + backward, bf16, about 32k tokens a batch)",
-            "",
-        ]
         rows = [
             [r["variant"], r["name"].rsplit("/", 1)[-1], f"{r['tokens']:,}", str(r["batch"]),
              *_cells(r, ["ms"]), _num(_ms_per_k(r), "{:.2f}"), _num(r.get("tokens_per_s"), "{:,.0f}"),
@@ -245,7 +242,8 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
         ]  # fmt: skip
         head = ["encoder", "step", "tokens a sequence", "batch", "ms", "ms per 1k tokens", "tokens/s", "peak GB",
                 "MFU"]  # fmt: skip
-        lines += [markdown_table(head, rows), ""]
+        title = "Encoders alone by sequence length (forward + backward, bf16, about 32k tokens a batch)"
+        lines += _section(title, head, rows)
     return "\n".join(lines)
 
 
