@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from einops import einsum
+from torch import Tensor
 
 from ginr.ops import backend as _backend
 from ginr.ops.scan import linear_scan
@@ -81,49 +82,27 @@ def _scan_in_pytorch(
 
 
 def selective_scan_torch(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-) -> torch.Tensor:
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+    delta_bias: Tensor | None = None, delta_softplus: bool = False,
+) -> Tensor:  # fmt: skip
     """Selective scan in PyTorch, computed in float32 (float64 for float64 inputs)."""
     with torch.autocast(u.device.type, enabled=False):
         return _scan_in_pytorch(linear_scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 def selective_scan_ref(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-) -> torch.Tensor:
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+    delta_bias: Tensor | None = None, delta_softplus: bool = False,
+) -> Tensor:  # fmt: skip
     """Selective scan as a loop over time steps: slow, obviously right, for tests only."""
     return _scan_in_pytorch(_loop_scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus).to(u.dtype)
 
 
 def selective_scan(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    *,
-    backend: str = "auto",
-) -> torch.Tensor:
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+    delta_bias: Tensor | None = None, delta_softplus: bool = False,
+    *, backend: str = "auto",
+) -> Tensor:  # fmt: skip
     """Selective scan on the backend ``backend`` resolves to for ``u``'s device."""
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     chosen = _backend.resolve_backend(backend, u.device)

@@ -17,6 +17,7 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch import Tensor
 
 from ginr.ops import backend as _backend
 
@@ -44,14 +45,7 @@ def _check(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, 
         )
 
 
-def ssd_ref(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-) -> torch.Tensor:
+def ssd_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None) -> Tensor:
     """The recurrence one step at a time: slow, obviously right, for tests only."""
     _check(x, dt, A, B, C)
     dtype = _compute_dtype(x)
@@ -72,15 +66,8 @@ def ssd_ref(
 
 
 def ssd_torch(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    *,
-    chunk: int = 64,
-) -> torch.Tensor:
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, *, chunk: int = 64
+) -> Tensor:
     """The chunked form, in float32 (float64 for float64 inputs), returned in ``x``'s dtype.
 
     Within a chunk, input j reaches output i >= j decayed by ``exp(S_i - S_j)`` (S: the chunk's running
@@ -125,16 +112,16 @@ def ssd_torch(
 
 
 def ssd(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
     *,
     chunk: int = 64,
     backend: str = "auto",
-) -> torch.Tensor:
+) -> Tensor:
     """The SSD scan on ``backend``: ``cuda`` (mamba-ssm's kernel, tensors on a GPU), ``torch``
     (:func:`ssd_torch`), or ``auto`` (the kernel where it can run). Returns float32 or wider."""
     if backend not in SSD_BACKENDS:
