@@ -75,6 +75,8 @@ class Recorder(nn.Module):
     render's size and ``images=``) and renders ``images=`` upscaled bilinearly plus an offset per image:
     ``offsets[k]`` for the k-th image it encodes (so its per-image errors are known)."""
 
+    mixes_queries = False  # it decodes each query alone
+
     def __init__(self, offsets: list[float] | None = None):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(()))
@@ -613,3 +615,7 @@ def test_a_query_mixing_decoders_scores_say_what_its_attention_spanned(experimen
         assert "(1,024 at 32 px, 4,096 at 64 px)" in note and "256 pixels per image" in note
         every = attention_context(build_model(cfg), [32], None)
         assert every is not None and "every input pixel" in every
+    low, high = split(2)  # the evaluation carries the note of the sides it rendered (8 px input, 16 px truth)
+    result = evaluate(build_model(cfg), low, highres={16: high}, batch_size=2, device=CPU, amp_dtype=None,
+                      chunk=1024, trained_on=cfg.trainer.queries_per_image)  # fmt: skip
+    assert result.note == attention_context(build_model(cfg), [8, 16], cfg.trainer.queries_per_image)

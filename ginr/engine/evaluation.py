@@ -31,11 +31,13 @@ class Evaluation:
     ``psnr_clamped_<r>``, ``ssim_<r>`` and ``<upscaler>_<r>`` at a resolution ``r``); ``rows`` per image;
     ``grids``: tag -> picture grid of the first images, where asked for: ``reconstructions_x2``, ...
     (input | bicubic | model | truth) at every higher resolution; without any, ``reconstructions`` (input |
-    reconstruction | 4x render)."""
+    reconstruction | 4x render). ``note``: what a decoder whose blocks mix queries attended over
+    (:func:`attention_context`), to be said beside the scores; None for any other decoder."""
 
     means: dict[str, float]
     rows: list[dict[str, float]] = field(repr=False)
     grids: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    note: str | None = None
 
     @property
     def count(self) -> int:
@@ -56,19 +58,23 @@ def evaluate(
     seed: int = 0,
     baselines: bool = True,
     pictures: int = 0,
+    trained_on: int | None = None,
 ) -> Evaluation:
     """Score ``model`` on ``dataset`` (every image by default; with ``max_images``, the seeded sample of
     :func:`sample_indices`) and, at each resolution ``r`` of ``highres`` (the same images, same order, at
     ``r``), its renders and, with ``baselines``, the classical upscalers of the input; with the picture
-    grids of the first ``pictures`` images scored. ``rows[i]["index"]`` is the image's index in ``dataset``."""
+    grids of the first ``pictures`` images scored. ``rows[i]["index"]`` is the image's index in ``dataset``.
+    ``trained_on``: the pixels per image a training step decoded (None: all), for :attr:`Evaluation.note`."""
     was_training = model.training
     model.eval()
     rows: list[dict[str, float]] = []
     grids: dict[str, torch.Tensor] = {}
+    sides = {}  # every render side, for the note
     for number, (indices, images) in enumerate(
         _batches(dataset, batch_size, sample_indices(len(dataset), max_images, seed))
     ):
         images = images.to(device)
+        sides |= dict.fromkeys([images.shape[-1], *highres])
         with autocast(device, amp_dtype):
             latents = model.encode(images)
             recon = model.render(latents, *images.shape[-2:], images=images, chunk=chunk)
@@ -102,7 +108,7 @@ def evaluate(
         means[key] = sum(scored) / len(scored) if scored else float("nan")
     for resolution in highres:  # how many images had real ground truth there
         means[f"images_{resolution}"] = sum(not math.isnan(r[f"psnr_{resolution}"]) for r in rows)
-    return Evaluation(means, rows, grids)
+    return Evaluation(means, rows, grids, attention_context(model, list(sides), trained_on))
 
 
 def sample_indices(count: int, max_images: int | None, seed: int) -> list[int]:

@@ -25,7 +25,7 @@ from ginr.engine.build import (
     pick_device,
 )
 from ginr.engine.data import Batch, Resolutions, StepBatchSampler, prefetched, train_loader
-from ginr.engine.evaluation import PICTURE_PANELS, attention_context, evaluate, save_picture, scalar_tags
+from ginr.engine.evaluation import PICTURE_PANELS, evaluate, save_picture, scalar_tags
 from ginr.engine.logging import RunLogger, effective_state, read_status
 from ginr.engine.metrics import UPSCALERS
 from ginr.engine.step import StepResult
@@ -369,7 +369,7 @@ class Trainer:
             model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=self.device,
             amp_dtype=self.eval_amp, chunk=cfg.trainer.render_chunk, max_images=max_images, seed=cfg.seed,
             baselines=split == "test" or not self.val_baselines,  # they do not change during a run
-            pictures=cfg.logger.images,
+            pictures=cfg.logger.images, trained_on=cfg.trainer.queries_per_image,
         )  # fmt: skip
         if split == "val" and not self.val_baselines:
             self.val_baselines = {k: v for k, v in result.means.items() if k.split("_")[0] in UPSCALERS}
@@ -392,9 +392,8 @@ class Trainer:
             if "/psnr" in k and "clamped" not in k
         )
         log.info("step %d: %s (%d of %d %s images)", self.step, headline, result.count, len(dataset), split)
-        resolutions = [cfg.data.resolution, *highres]
-        if split == "test" and (note := attention_context(model, resolutions, cfg.trainer.queries_per_image)):
-            log.info("note: %s", note)
+        if split == "test" and result.note:
+            log.info("note: %s", result.note)
         return scalars
 
     def _evaluate(self) -> dict[str, float]:

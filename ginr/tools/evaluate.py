@@ -31,7 +31,7 @@ from ginr.api import Loaded, load
 from ginr.data.imagefiles import EXTENSIONS
 from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
-from ginr.engine.evaluation import attention_context, evaluate, reconstructions, save_picture
+from ginr.engine.evaluation import evaluate, reconstructions, save_picture
 from ginr.engine.metrics import UPSCALERS, margin
 from ginr.tools.images import (
     PRECISIONS,
@@ -109,7 +109,7 @@ def run(
     highres = {r: _split_of(cfg, split, r) for r in resolutions}
     result = evaluate(
         model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=device, amp_dtype=amp,
-        chunk=cfg.trainer.render_chunk, max_images=max_images,
+        chunk=cfg.trainer.render_chunk, max_images=max_images, trained_on=cfg.trainer.queries_per_image,
     )  # fmt: skip
     out = Path(out) if out is not None else trained.checkpoint.parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -136,8 +136,8 @@ def run(
         "images scored"
     )
     print(table(result.means, cfg.data.resolution))
-    if note := attention_context(model, [cfg.data.resolution, *resolutions], cfg.trainer.queries_per_image):
-        print(f"note: {note}")
+    if result.note:
+        print(f"note: {result.note}")
     print(f"renders.png (input | bicubic | model | truth), per_image.csv and results.json in {out}")
     return result.means
 
