@@ -88,7 +88,6 @@ class RunLogger:
         # a bar on a terminal only: in a log file it is a few very long lines (the loop logs a line a window)
         bar = progress and sys.stderr.isatty()
         self.bar = tqdm(total=max_steps, initial=start_step, disable=not bar, dynamic_ncols=True)
-        self.set_status("running", start_step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.enabled:

@@ -221,6 +221,7 @@ class Trainer:
     def run(self) -> dict[str, float]:
         tcfg, started = self.cfg.trainer, time.time()
         metrics: dict[str, float] = {}
+        self.logger.set_status("running", self.step)
         window = Window(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
