@@ -1,5 +1,6 @@
 """Data package: coords, ImageFolder, the emoji split, Emoji3D on a fake tarball, torchvision wrappers."""
 
+import dataclasses
 import hashlib
 import io
 import math
@@ -7,6 +8,7 @@ import pickle
 import sys
 import tarfile
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -290,7 +292,11 @@ def fake_tarball(tmp_path: Path, monkeypatch: MP) -> Path:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    monkeypatch.setattr(emoji3d_module, "TARBALL_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    monkeypatch.setattr(
+        emoji3d_module,
+        "TARBALL",
+        dataclasses.replace(emoji3d_module.TARBALL, sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
+    )
     return path
 
 
@@ -316,7 +322,9 @@ def test_emoji3d_builds_cache_then_loads_it(tmp_path: Path, fake_tarball: Path, 
 
 
 def test_emoji3d_wrong_sha(tmp_path: Path, fake_tarball: Path, monkeypatch: MP) -> None:
-    monkeypatch.setattr(emoji3d_module, "TARBALL_SHA256", "0" * 64)
+    monkeypatch.setattr(
+        emoji3d_module, "TARBALL", dataclasses.replace(emoji3d_module.TARBALL, sha256="0" * 64)
+    )
     got = hashlib.sha256(fake_tarball.read_bytes()).hexdigest()
     with pytest.raises(RuntimeError, match=rf"fake\.tgz.*expected 0{{64}}, got {got}"):
         Emoji3D(root=str(tmp_path / "c"), split="train", resolution=8, tarball=str(fake_tarball))
@@ -337,9 +345,11 @@ def test_emoji3d_download_failure_and_success(tmp_path: Path, fake_tarball: Path
     def offline(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("no network")
 
-    urllib_request, root, data = emoji3d_module.urllib.request, str(tmp_path / "c"), fake_tarball.read_bytes()
+    urllib_request, root, data = urllib.request, str(tmp_path / "c"), fake_tarball.read_bytes()
     monkeypatch.setattr(urllib_request, "urlopen", offline)
-    with pytest.raises(RuntimeError, match=r"npm pack @lobehub/fluent-emoji-3d@1\.1\.0.*data\.tarball=PATH"):
+    with pytest.raises(
+        RuntimeError, match=r"npm pack @lobehub/fluent-emoji-3d@1\.1\.0.*data\.dataset\.tarball=PATH"
+    ):
         Emoji3D(root=root, split="train", resolution=8)
     assert list((tmp_path / "c" / "emoji3d").iterdir()) == []  # no half-written file
     with pytest.raises(RuntimeError, match="download=False"):
@@ -350,7 +360,7 @@ def test_emoji3d_download_failure_and_success(tmp_path: Path, fake_tarball: Path
 
     monkeypatch.setattr(urllib_request, "urlopen", lambda *a, **k: Response(data))
     assert len(Emoji3D(root=root, split="test", resolution=8)) == 1
-    assert (tmp_path / "c" / "emoji3d" / emoji3d_module.TARBALL_NAME).read_bytes() == data
+    assert (tmp_path / "c" / "emoji3d" / emoji3d_module.TARBALL.name).read_bytes() == data
 
 
 def test_cifar10_wrapper_on_fake_batches(tmp_path: Path, monkeypatch: MP) -> None:

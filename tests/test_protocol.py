@@ -513,6 +513,7 @@ def test_emoji3d_composites_onto_white_then_downsamples_with_lanczos(tmp_path, m
     """The module's documented pipeline, through ``preprocess`` (what its cache holds): RGBA renders
     composited onto white, then resized with PIL's Lanczos; the 32 px input and the 64 px ground truth of
     one image alike."""
+    import dataclasses
     import hashlib
     import io
     import tarfile
@@ -527,7 +528,11 @@ def test_emoji3d_composites_onto_white_then_downsamples_with_lanczos(tmp_path, m
         info = tarfile.TarInfo("package/assets/1f600.webp")
         info.size = len(buffer.getvalue())
         tar.addfile(info, io.BytesIO(buffer.getvalue()))
-    monkeypatch.setattr(emoji3d, "TARBALL_SHA256", hashlib.sha256(tarball.read_bytes()).hexdigest())
+    monkeypatch.setattr(
+        emoji3d,
+        "TARBALL",
+        dataclasses.replace(emoji3d.TARBALL, sha256=hashlib.sha256(tarball.read_bytes()).hexdigest()),
+    )
     for side in (32, 64):
         (served,) = [images[0] for images, names in emoji3d.preprocess(tarball, side).values() if names]
         only("lanczos", on_white(array), (side, side), served)

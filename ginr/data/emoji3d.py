@@ -8,15 +8,11 @@ guard). Later runs only load that cache.
 """
 
 import gzip
-import hashlib
 import io
 import logging
 import sys
 import tarfile
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -24,12 +20,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ginr.data.fetch import Pinned
 from ginr.data.splits import GUARD_RESOLUTION, SPLITS, check_split, concept_split
 from ginr.files import write_atomic
 
-TARBALL_URL = "https://registry.npmjs.org/@lobehub/fluent-emoji-3d/-/fluent-emoji-3d-1.1.0.tgz"
-TARBALL_NAME = "fluent-emoji-3d-1.1.0.tgz"
-TARBALL_SHA256 = "c1bb7eee7de090205a232518a9ab4adb3df458bfbe8a1f78232991194c8b2e58"
+TARBALL = Pinned(
+    url="https://registry.npmjs.org/@lobehub/fluent-emoji-3d/-/fluent-emoji-3d-1.1.0.tgz",
+    name="fluent-emoji-3d-1.1.0.tgz",
+    sha256="c1bb7eee7de090205a232518a9ab4adb3df458bfbe8a1f78232991194c8b2e58",
+    by_hand="`npm pack @lobehub/fluent-emoji-3d@1.1.0`, then pass data.dataset.tarball=PATH",
+)
 ASSET_DIR = "package/assets/"
 SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 256
@@ -81,49 +81,6 @@ def check_resolution(resolution: int) -> int:
     return resolution
 
 
-def _check_sha(what: str, got: str) -> None:
-    if got != TARBALL_SHA256:
-        raise RuntimeError(
-            f"sha256 mismatch for {what}: expected {TARBALL_SHA256}, got {got}. "
-            f"It is corrupt or not {TARBALL_NAME}; delete any bad copy and retry."
-        )
-
-
-def _unavailable_message(target: Path, reason: str) -> str:
-    return (
-        f"Fluent Emoji 3D tarball not available ({reason}). Provide it by hand: download {TARBALL_URL} "
-        f"(`npm pack @lobehub/fluent-emoji-3d@1.1.0` or `curl -LO {TARBALL_URL}`), then pass "
-        f"data.tarball=PATH (Emoji3D(tarball=PATH)) or place it at {target}."
-    )
-
-
-def download_tarball(target: Path) -> None:
-    """Download the tarball to ``target`` through a temp file; it appears only once complete and verified."""
-
-    def fetch(out: BinaryIO) -> None:
-        log.info("emoji3d: downloading %s (about 16 MB) to %s, once", TARBALL_URL, target)
-        digest = hashlib.sha256()
-        try:
-            with urllib.request.urlopen(TARBALL_URL, timeout=60) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    desc=f"download {TARBALL_NAME}",
-                    disable=not sys.stderr.isatty(),
-                ) as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, OSError) as err:
-            raise RuntimeError(_unavailable_message(target, f"download failed: {err}")) from err
-        _check_sha(f"download of {TARBALL_URL}", digest.hexdigest())  # a mismatch is never renamed into place
-
-    write_atomic(target, fetch)
-
-
 def _load_webp(data: bytes, *resolutions: int) -> list[np.ndarray]:
     rgba = Image.open(io.BytesIO(data)).convert("RGBA")
     # Composite before resizing: resizing straight RGBA would bleed the colour of transparent pixels.
@@ -140,8 +97,7 @@ def preprocess(tarball: Path, resolution: int) -> dict[str, tuple[np.ndarray, li
     """Read, verify and convert every asset of ``tarball``; returns ``{split: (images, names)}``, split
     by concept with the near-duplicate guard (:func:`ginr.data.splits.concept_split`, at 32 px whatever
     ``resolution``, so every resolution splits alike)."""
-    raw = tarball.read_bytes()
-    _check_sha(str(tarball), hashlib.sha256(raw).hexdigest())
+    raw = TARBALL.read(tarball)
     # Decompress once in memory: random access into a .tgz would re-inflate from the start each time.
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(raw))) as tar:
         is_asset = lambda m: m.isfile() and m.name.startswith(ASSET_DIR) and m.name.endswith(".webp")
@@ -215,13 +171,13 @@ class Emoji3D(Dataset):
         if tarball is not None:
             path = Path(tarball).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(f"tarball {path} not found (expected {TARBALL_NAME}, {TARBALL_URL})")
+                raise FileNotFoundError(f"tarball {path} not found (expected {TARBALL.name}, {TARBALL.url})")
         else:
-            path = self.cache_dir / TARBALL_NAME
+            path = self.cache_dir / TARBALL.name
             if not path.is_file():
                 if not download:
-                    raise RuntimeError(_unavailable_message(path, f"{path} missing and download=False"))
-                download_tarball(path)
+                    raise RuntimeError(TARBALL.unavailable(path, f"{path} missing and download=False"))
+                TARBALL.download(path)
         for split, (images, names) in preprocess(path, self.resolution).items():
             save_npz(self.cache_dir / cache_name(self.resolution, split), images, names)
 
