@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from ginr.data import photos
 from ginr.data.fetch import Pinned
 from ginr.data.photos import EVAL_CROPS, MIN_CROP, Photos
+from ginr.tools import evaluate
 
 MP = pytest.MonkeyPatch
 
@@ -166,3 +168,21 @@ def test_data_photos_trains_arbitrary_scale_on_the_fixture(sources: Path) -> Non
     assert metrics["val/split_images"] == EVAL_CROPS + 1 and metrics["test/split_images"] == EVAL_CROPS + 1
     # scored against the same crops' real pixels at 2x (debug=smoke's eval resolution), beside Lanczos
     assert np.isfinite(metrics["test/psnr_x2"]) and np.isfinite(metrics["test/baseline/lanczos_x2"])
+
+    # the same model on another data option's test split: an image folder here
+    folder = sources / "folder"
+    for split, count in (("train", 2), ("val", 1), ("test", 3)):
+        (folder / split).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(smooth_photo(10 + i, 40, 40)).save(folder / split / f"{i}.png")
+    args = [str(sources / "run"), "--data", "image_folder", "--data-dir", str(folder), "--device", "cpu"]
+    assert evaluate.main(args) == 0
+    scored = json.loads((sources / "run" / "eval_image_folder" / "results.json").read_text())
+    assert scored["split_images"] == 3 and scored["resolution"] == 32 and np.isfinite(scored["psnr"])
+    assert evaluate.main([str(sources / "run"), "--data", "photo"]) == 2  # not a data option: one line
+
+
+def test_an_unknown_data_option_is_one_line_naming_the_options(tmp_path: Path, capsys) -> None:
+    assert evaluate.main([str(tmp_path), "--data", "photo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --data photo is not a data option: one of ") and "photos" in err

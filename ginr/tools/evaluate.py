@@ -7,6 +7,10 @@ truth where the dataset has it) beside nearest, bicubic and Lanczos upscaling of
 ``results.json``, ``per_image.csv`` and ``renders.png`` (input | bicubic | model | truth) to ``--out``
 (default: ``<run>/eval``).
 
+With ``--data NAME``, another data option's split (``configs/data/NAME.yaml``) instead of the run's, at the
+run's input resolution and scored at that option's ``eval_resolutions``: one model on several test sets
+(``--out`` default: ``<run>/eval_NAME``).
+
 With ``--inputs`` (image files or folders, searched recursively), each image is encoded instead: its
 centre square, resized with Lanczos to the training resolution, rendered at every ``--sizes`` side and
 scored only where the original's centre square is at least that size (downsampled with Lanczos to it);
@@ -24,10 +28,11 @@ from typing import NoReturn
 
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from ginr.api import Loaded, load
+from ginr.config import CONFIG_DIR, compose
 from ginr.data.imagefiles import EXTENSIONS
 from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
@@ -63,6 +68,23 @@ def _split_of(cfg: DictConfig, split: str, resolution: int | None = None) -> Dat
         ) from err
 
 
+def data_options() -> list[str]:
+    """The ``data`` options of ``configs/data``."""
+    return sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
+
+
+def with_data(cfg: DictConfig, name: str) -> DictConfig:
+    """``cfg`` with the dataset and ``eval_resolutions`` of the data option ``name`` (composed on this
+    machine, so its data folder is this machine's) at ``cfg``'s input resolution."""
+    if name not in data_options():
+        raise InputError(f"--data {name} is not a data option: one of {', '.join(data_options())}")
+    other = compose([f"data={name}", f"data.resolution={cfg.data.resolution}"]).data
+    cfg = cfg.copy()
+    cfg.data.dataset = OmegaConf.to_container(other.dataset, resolve=True)  # replaced, not merged
+    cfg.data.eval_resolutions = list(other.eval_resolutions)
+    return cfg
+
+
 def _find_images_under(folder: Path) -> bool:
     return any(p.suffix.lower() in EXTENSIONS for p in folder.rglob("*"))
 
@@ -87,11 +109,15 @@ def run(
     device: str = "auto",
     max_images: int | None = None,
     precision: str = "fp32",
+    data: str | None = None,
 ) -> dict[str, float]:
     """Evaluate ``ckpt`` (a checkpoint, or a run directory: its ``<which>.ckpt``, ``last`` where it has no
-    ``best``) on ``split``; return the mean of every metric (see :mod:`ginr.engine.evaluation`)."""
+    ``best``) on ``split`` of its dataset, or of the data option ``data``; return the mean of every metric
+    (see :mod:`ginr.engine.evaluation`)."""
     trained = _load(ckpt, which, device)
     model, cfg = trained.model, trained.config
+    if data is not None:
+        cfg = with_data(cfg, data)
     amp = trained.amp if precision == "train" else None
     device = next(model.parameters()).device
     if data_dir:
@@ -111,7 +137,8 @@ def run(
         model, dataset, highres=highres, batch_size=cfg.data.batch_size, device=device, amp_dtype=amp,
         chunk=cfg.trainer.render_chunk, max_images=max_images, trained_on=cfg.trainer.queries_per_image,
     )  # fmt: skip
-    out = Path(out) if out is not None else trained.checkpoint.parent.parent / "eval"
+    default = "eval" if data is None else f"eval_{data}"
+    out = Path(out) if out is not None else trained.checkpoint.parent.parent / default
     out.mkdir(parents=True, exist_ok=True)
     shown = torch.stack([dataset[i] for i in range(min(images, len(dataset)))]).to(device)
     truth = torch.stack([highres[min(highres)][i] for i in range(len(shown))]).to(device) if highres else None
@@ -244,10 +271,17 @@ def main(argv: list[str] | None = None) -> int:
         help="with --inputs: square render sides in pixels (default: the run's resolution and eval_resolutions)",
     )  # fmt: skip
     parser.add_argument(
-        "--out", type=Path, help="output directory (default: <run>/eval, or <run>/eval_inputs)"
+        "--out",
+        type=Path,
+        help="output directory (default: <run>/eval, <run>/eval_NAME, or <run>/eval_inputs)",
     )
     parser.add_argument("--images", type=_positive, default=8, help="images shown in renders.png")
     parser.add_argument("--max-images", type=_positive, help="score only the first N test images (or inputs)")
+    parser.add_argument(
+        "--data",
+        metavar="NAME",
+        help="another data option's split (configs/data/NAME.yaml) instead of the run's",
+    )
     parser.add_argument("--data-dir", help="where the run's dataset is cached, if not where it was trained")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     try:
@@ -256,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--sizes needs --inputs: the run's dataset is scored at --resolutions")
         if args.inputs is not None and args.resolutions is not None:
             raise InputError("--resolutions is for the run's dataset: with --inputs, give --sizes")
+        if args.inputs is not None and args.data is not None:
+            raise InputError("--data names a dataset to score; --inputs scores image files: give one of them")
+        if args.data is not None and args.data not in data_options():
+            raise InputError(f"--data {args.data} is not a data option: one of {', '.join(data_options())}")
         if args.inputs is not None:
             run_inputs(
                 args.ckpt, args.inputs, sizes=args.sizes, which=args.which, out=args.out, device=args.device,
@@ -265,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             run(
                 args.ckpt, split=args.split, which=args.which, resolutions=args.resolutions, out=args.out,
                 images=args.images, data_dir=args.data_dir, device=args.device, max_images=args.max_images,
-                precision=args.precision,
+                precision=args.precision, data=args.data,
             )  # fmt: skip
     except (CheckpointError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
