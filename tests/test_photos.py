@@ -186,3 +186,27 @@ def test_an_unknown_data_option_is_one_line_naming_the_options(tmp_path: Path, c
     assert evaluate.main([str(tmp_path), "--data", "photo"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --data photo is not a data option: one of ") and "photos" in err
+
+
+def test_mixed_puts_its_parts_one_after_the_other_for_every_split(sources: Path) -> None:
+    from functools import partial
+
+    from ginr.config import compose, prepare
+    from ginr.data.mixed import Mixed
+
+    many, few = partial(Photos, root=str(sources), crops_per_photo=4), partial(Photos, root=str(sources))
+    train = Mixed(parts={"many": many, "few": few}, split="train", resolution=16)
+    assert len(train) == 3 * 4 + 3 * 65536 and train.channels == 3
+    assert [train.part_of(i) for i in (0, 11, 12, len(train) - 1)] == ["many", "many", "few", "few"]
+    assert torch.equal(train[5], many(split="train", resolution=16)[5])
+    assert torch.equal(train[12 + 7], few(split="train", resolution=16)[7])
+    test = Mixed(parts={"a": many, "b": few}, split="test", resolution=16)
+    assert len(test) == 2 * (EVAL_CROPS + 1)  # val and test of every part
+    with pytest.raises(IndexError, match="18 test items"):
+        test[18]
+    with pytest.raises(ValueError, match="at least one part"):
+        Mixed(parts={}, split="train", resolution=16)
+    cfg = prepare(compose(["data=mixed"]))  # Emoji3D and the photos, half of every epoch each
+    parts = cfg.data.dataset.parts
+    assert [p._target_.rsplit(".", 1)[-1] for p in parts.values()] == ["Emoji3D", "Photos"]
+    assert parts.photos.crops_per_photo * 10 == 2740 and cfg.data.eval_resolutions == [64, 128, 256]

@@ -11,7 +11,7 @@ from typing import Any
 _WHERE = {
     "SPLITS": "splits", "check_split": "splits", "hash_split": "splits",
     "Emoji3D": "emoji3d", "concept_key": "emoji3d",
-    "ImageFolder": "folder", "Photos": "photos",
+    "ImageFolder": "folder", "Photos": "photos", "Mixed": "mixed",
     "CIFAR10": "torchvision_sets", "CelebA": "torchvision_sets",
 }  # fmt: skip
 __all__ = sorted(_WHERE)
