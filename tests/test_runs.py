@@ -9,13 +9,14 @@ import sys
 
 import pytest
 
-from ginr.config import ConfigError, compose
+from ginr.config import CONFIG_DIR, ConfigError, compose
 from ginr.engine.checkpoint import load_checkpoint, load_for_resume
 from ginr.engine.logging import effective_state
 from ginr.engine.loop import Trainer
 from ginr.train import train
 from tests.conftest import DEFAULT_EXPERIMENT, EXPERIMENTS
 
+DATA_OPTIONS = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml")))  # configs/data
 TYPO = DEFAULT_EXPERIMENT[:-1]  # the default experiment misspelt: one letter short
 UNKNOWN_EXPERIMENT = (
     f"experiment={TYPO} is not allowed: experiment is one of {', '.join(EXPERIMENTS)} "
@@ -76,8 +77,7 @@ def test_a_running_status_whose_process_is_gone_reads_as_killed():
     "override, message",
     [
         (f"experiment={TYPO}", UNKNOWN_EXPERIMENT),
-        ("data=cifar", "data=cifar is not allowed: data is one of celeba, celeba178, cifar10, emoji3d, "
-                       "emoji3d178, emoji3d256, emoji3d256_p2, image_folder (did you mean data=cifar10?)"),
+        ("data=cifar", f"data=cifar is not allowed: data is one of {DATA_OPTIONS} (did you mean data=cifar10?)"),
         ("trainer.max_step=5", "trainer.max_step is not a config key (did you mean trainer.max_steps?)"),
         ("decoder.bandwidth=[1]", "decoder.bandwidth is not a config key (did you mean decoder.bandwidths?)"),
         ("trainr.max_steps=5", "trainr.max_steps is not a config key (did you mean trainer.max_steps?)"),
