@@ -231,5 +231,26 @@ def test_synthetic_study_recovers_its_spread_and_ranks_variants(tmp_path: Path, 
     assert (
         f"| {first} | {second} | +2.50 | [{2.5 - 0.5 * half:+.2f}, {2.5 + 0.5 * half:+.2f}] | paired |" in md
     )
+    assert "### Minutes to reach val PSNR" in md and "minutes to 28 dB" in md
     for name in ("seeds.csv", "psnr_vs_step_seeds.png", "psnr_vs_time_seeds.png", "test_psnr_seeds.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_minutes_to_reach_a_val_psnr_over_seeds() -> None:
+    """The first evaluation at or above each level, in minutes; a seed that never gets there is counted
+    out, and the table says so."""
+    from ginr.tools.compare.seeds import Variant, minutes_to, time_to_psnr
+
+    def run(*points: tuple[float, float]) -> compare.RunSummary:  # (minutes, val PSNR)
+        curve = [(100 * (i + 1), 60 * minutes, psnr) for i, (minutes, psnr) in enumerate(points)]
+        return compare.RunSummary(path=Path("r"), name="r", curve=curve)
+
+    fast = Variant(
+        "fast", [(0, run((1, 27.0), (2, 29.0), (3, 31.0))), (1, run((1, 28.5), (2, 30.5), (3, 31.5)))]
+    )
+    slow = Variant("slow", [(0, run((2, 26.0), (4, 28.0))), (1, run((2, 25.0), (4, 27.0)))])
+    assert minutes_to(fast.runs[0][1], 28.0) == 2.0 and minutes_to(slow.runs[1][1], 28.0) is None
+    table = time_to_psnr([fast, slow], levels=(28.0, 30.0))
+    half = 12.706 * 0.5  # two seeds 1 minute apart: sd 0.707, t(1) 12.706, / sqrt(2)
+    assert f"| fast | 2 | 1.5 ± {half:.1f} | 2.5 ± {half:.1f} |" in table
+    assert "| slow | 2 | 4.0 (1 of 2) | not reached (0 of 2) |" in table

@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ginr.tools.compare", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="run dirs and/or dirs containing runs (e.g. a multirun dir)")
     parser.add_argument("--out", help="output dir (default: the single input dir, else ./compare)")
+    parser.add_argument(
+        "--levels", type=float, nargs="+", default=list(seeds.LEVELS), metavar="DB",
+        help="val PSNR levels whose time to reach each variant's seeds report (default: %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     try:
@@ -56,14 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(runs, out / "psnr_vs_time.png", x="time")
     print(table, end="")
     written = ["compare.md", "compare.csv", "psnr_vs_step.png", "psnr_vs_time.png"]
-    written += write_seeds(groups, out)
+    written += write_seeds(groups, out, args.levels)
     print(f"wrote {out}/{', '.join(written)}", file=sys.stderr)
     return 0
 
 
-def write_seeds(groups: dict[str, list], out: Path) -> list[str]:
-    """Where a variant ran with several seeds: mean and 95% interval per variant and the differences
-    between variants, per dataset (seeds.md, seeds.csv), and val PSNR curves with their bands."""
+def write_seeds(groups: dict[str, list], out: Path, levels: Sequence[float] = seeds.LEVELS) -> list[str]:
+    """Where a variant ran with several seeds: mean and 95% interval per variant, the differences between
+    variants and the minutes to reach each val PSNR of ``levels``, per dataset (seeds.md, seeds.csv), and
+    val PSNR curves with their bands."""
     per_data = {data: seeds.variants(group) for data, group in groups.items()}
     if not any(len(v.runs) > 1 for group in per_data.values() for v in group):
         return []
@@ -74,6 +79,7 @@ def write_seeds(groups: dict[str, list], out: Path) -> list[str]:
         )
         for metric in ("test PSNR", "test x2", "test x4"):
             sections.append(f"### Differences in {metric}\n\n{seeds.pairwise(group, metric)}")
+        sections.append(f"### Minutes to reach val PSNR\n\n{seeds.time_to_psnr(group, levels)}")
         rows += group
     (out / "seeds.md").write_text("\n".join(sections))
     seeds.to_csv(rows, out / "seeds.csv")

@@ -156,6 +156,34 @@ def pairwise(group: Sequence[Variant], metric: str) -> str:
     return markdown_table(["A", "B", f"A - B, {metric}", "95% interval", "interval"], rows) + "\n"
 
 
+LEVELS = (28.0, 30.0, 32.0)  # val PSNR levels (dB) whose time to reach a study reports, unless told others
+
+
+def minutes_to(run: RunSummary, level: float) -> float | None:
+    """Minutes from the run's first logged event to its first val evaluation at or above ``level`` dB
+    (wall-clock: evaluation and compilation in, start-up before the first event out); None if it never
+    got there."""
+    return next((seconds / 60 for _, seconds, psnr in run.curve if psnr >= level), None)
+
+
+def time_to_psnr(group: Sequence[Variant], levels: Sequence[float] = LEVELS) -> str:
+    """Markdown: per variant, the minutes to reach each val PSNR level, mean ± 95% half-width over the
+    seeds that reached it, and "(k of n)" where not all did (their mean is then of the faster seeds)."""
+    rows = []
+    for v in group:
+        cells = []
+        for level in levels:
+            reached = [m for _, r in v.runs if (m := minutes_to(r, level)) is not None]
+            if not reached:
+                cells.append(f"not reached (0 of {len(v.runs)})")
+                continue
+            text = estimate(reached).format(1)
+            cells.append(text if len(reached) == len(v.runs) else f"{text} ({len(reached)} of {len(v.runs)})")
+        rows.append([v.name, len(v.runs), *cells])
+    head = ["variant", "seeds", *(f"minutes to {level:g} dB" for level in levels)]
+    return markdown_table(head, rows) + "\n"
+
+
 def to_csv(group: Sequence[Variant], path: Path) -> None:
     rows = ["variant,seeds," + ",".join(f"{m} mean,{m} ci95" for m in METRICS)]
     for v in group:
