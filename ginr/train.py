@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ginr.config import (
+    AUTO_RESUME,
     CONFIG_DIR,
     HYDRA_ERRORS,
     ConfigError,
@@ -26,6 +27,7 @@ from ginr.config import (
 )
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
+from ginr.engine.logging import read_status
 from ginr.engine.loop import DataError, Trainer
 from ginr.tools.memory import oom_hint
 
@@ -35,8 +37,12 @@ log = logging.getLogger("ginr.train")
 def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
     """Train as ``cfg`` says; return the last validation's metrics (``val/psnr``, ``val/best_psnr``, ...) and,
     for a complete run, the test split's (``test/psnr``, ...) of the checkpoint selected on val."""
+    auto = OmegaConf.select(cfg, "trainer.resume") == AUTO_RESUME
     cfg = prepare(cfg)  # a resumed run's run_dir: the folder it continues in
     run_dir = Path(cfg.run_dir)
+    if auto and (done := read_status(run_dir)).get("state") == "finished":  # a study run again: done is done
+        log.info("trainer.resume=auto: %s finished at step %s; not run again", run_dir, done.get("step"))
+        return done.get("metrics") or {}
     trainer = Trainer(cfg, run_dir, display_name or cfg.name, oom_hint=oom_hint)
     if trainer.dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -120,7 +126,7 @@ def main() -> None:
                 file=sys.stderr,
             )
         sys.argv.insert(1, f"hardware={choice}")  # before any --flag, which Hydra parses first
-    if given.get("trainer.resume", "null") != "null" and "hydra.run.dir" not in given:
+    if given.get("trainer.resume", "null") not in ("null", AUTO_RESUME) and "hydra.run.dir" not in given:
         run_dir = run_dir_of(given["trainer.resume"])  # logs and outputs stay with the run
         sys.argv += [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's composition errors reach the line below whole

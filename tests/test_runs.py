@@ -62,6 +62,31 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(smoke_cfg, tmp_path
         load_for_resume(run)
 
 
+def test_resume_auto_starts_continues_or_leaves_a_finished_run(smoke_cfg, tmp_path, monkeypatch, caplog):
+    """``trainer.resume=auto``, the way a study is run again: a fresh folder starts, a folder with a
+    checkpoint continues from it, and a finished run is not run again (its recorded metrics come back)."""
+    run = tmp_path / "run"
+    auto = (
+        "trainer.resume=auto",
+        "data.eval_resolutions=[]",
+        "trainer.eval_max_images=4",
+        "trainer.test_max_images=4",
+    )
+    first = train(smoke_cfg(*auto, "trainer.max_steps=2", "trainer.eval_every=2"))
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == 2 and "test/psnr" in first
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps(status | {"state": "interrupted"}))  # as a kill leaves it
+    with caplog.at_level("INFO", logger="ginr.engine.loop"):
+        second = train(smoke_cfg(*auto, "trainer.max_steps=4", "trainer.eval_every=2"))
+    assert f"resumed from {run / 'checkpoints' / 'last.ckpt'} at step 2" in caplog.text
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == 4 and "test/psnr" in second
+    monkeypatch.setattr("ginr.train.Trainer", lambda *a, **k: pytest.fail("a finished run was run again"))
+    assert (
+        train(smoke_cfg(*auto, "trainer.max_steps=4"))
+        == json.loads((run / "status.json").read_text())["metrics"]
+    )
+
+
 def test_a_running_status_whose_process_is_gone_reads_as_killed():
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True

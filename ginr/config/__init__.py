@@ -2,6 +2,7 @@
 key is checked against before any work (:mod:`ginr.config.schema`)."""
 
 from ginr.config.compose import (
+    AUTO_RESUME,
     CONFIG_DIR,
     HYDRA_ERRORS,
     compose,
@@ -17,6 +18,7 @@ from ginr.config.compose import (
 from ginr.config.schema import ConfigError
 
 __all__ = [
+    "AUTO_RESUME",
     "CONFIG_DIR",
     "ConfigError",
     "HYDRA_ERRORS",

@@ -184,15 +184,23 @@ def validate(cfg: DictConfig) -> None:
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
-    """A resolved copy of ``cfg``, validated; a resumed run's ``run_dir`` is the folder it continues in."""
+    """A resolved copy of ``cfg``, validated; a resumed run's ``run_dir`` is the folder it continues in, and
+    ``trainer.resume=auto`` becomes ``run_dir`` where that holds a checkpoint, else null (a fresh start)."""
     cfg = cfg.copy()
     for key in sorted(OmegaConf.missing_keys(cfg)):  # a ??? the command line must fill
         raise ConfigError(f"{key} is missing: give it on the command line ({key}=...)")
     OmegaConf.resolve(cfg)
     validate(cfg)
+    if cfg.trainer.resume == AUTO_RESUME:  # this run's own folder, where it holds a checkpoint
+        checkpoints = Path(cfg.run_dir) / "checkpoints"
+        found = any((checkpoints / f"{name}.ckpt").is_file() for name in ("last", "best"))
+        cfg.trainer.resume = cfg.run_dir if found else None
     if cfg.trainer.resume:
         cfg.run_dir = str(run_dir_of(cfg.trainer.resume))
     return cfg
+
+
+AUTO_RESUME = "auto"  # trainer.resume=auto: continue in run_dir if it holds a checkpoint, else start there
 
 
 def run_dir_of(resume: str | Path) -> Path:
