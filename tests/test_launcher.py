@@ -62,16 +62,21 @@ def test_jobs_run_on_distinct_gpus_and_a_failing_job_is_recorded(tmp_path: Path)
     assert records[1]["returncode"] == 3 and Path(records[1]["log"]).is_file()
 
 
-@pytest.mark.parametrize("sweep", ["decoder_blocks", "decoder_study"])
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml")))
 def test_sweeps_run_on_the_gpu_launcher(sweep):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == "hydra_plugins.ginr_launcher.gpus.GPULauncher"
-    assert cfg.hydra.sweeper.params.experiment == "glob(*)"
-    if sweep == "decoder_study":
-        assert cfg.hydra.sweeper.params.seed == "0,1,2"
+    params = cfg.hydra.sweeper.params
+    assert params.experiment == ("scent_ff" if "encoder" in params else "glob(*)")
+    if sweep != "decoder_blocks":  # the studies: three seeds each
+        assert params.seed == "0,1,2"
+    if sweep.startswith("long_"):  # a researcher's budget, resumable by running the command again
+        assert (cfg.trainer.train_minutes, cfg.trainer.resume) == (20, "auto")
+    if sweep == "long_encoders":
+        assert params.encoder == "transformer,mamba2"
 
 
 def test_slurm_launcher_config_asks_one_gpu_per_job_and_overrides_the_sweeps_launcher():
@@ -101,3 +106,21 @@ def test_a_sweep_runs_through_submitit(tmp_path, data_dir):
     for job in ("0", "1"):
         status = json.loads((tmp_path / job / "status.json").read_text())
         assert status["state"] == "finished" and status["step"] == 2 and "test/psnr" in status["metrics"]
+
+
+@pytest.mark.slow
+def test_a_long_study_run_again_leaves_its_finished_jobs(tmp_path, data_dir):
+    """sweep=long_study at a tiny budget on the CPU, twice in one folder: the second call finds every job
+    finished (trainer.resume=auto in fixed job folders) and runs none again."""
+    command = [sys.executable, "-m", "ginr.train", "sweep=long_study", "debug=smoke", "hardware=cpu",
+               "hydra.sweeper.params={seed:'0,1',experiment:'" + EXPERIMENTS[0] + "'}", "trainer.train_minutes=0.05",
+               "trainer.max_steps=100000", "optim.warmup_steps=60", "trainer.eval_every=20", "trainer.eval_max_images=4",
+               "trainer.test_max_images=4", "data.eval_resolutions=[]", f"paths.data_dir={data_dir}",
+               "hydra.launcher.cpu_jobs=2", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+    for call in range(2):
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        statuses = [json.loads((tmp_path / str(job) / "status.json").read_text()) for job in (0, 1)]
+        assert [s["state"] for s in statuses] == ["finished", "finished"]
+        again = [(tmp_path / str(job) / "job.log").read_text().count("not run again") for job in (0, 1)]
+        assert again == [call, call]  # the first call trains both, the second neither
