@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "preset": args.preset,
         "timing": asdict(preset.timing), "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "scan_kernels": scan_backend.KERNEL_STATUS,
+        "ssd_kernel": scan_backend.SSD_STATUS,  # Mamba-2's scan
     }  # fmt: skip
     print(f"ginr.tools.bench: {len(cases)} cases on {meta['device']}, torch {meta['torch']}", flush=True)
     threads = torch.get_num_threads()

@@ -76,7 +76,8 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
     timing = meta["timing"]
     lines = [
         "# ginr benchmarks", "",
-        f"- device: {meta['device']}; torch {meta['torch']} (CUDA {meta['cuda']}); selective scan: {meta['scan_kernels']}",
+        f"- device: {meta['device']}; torch {meta['torch']} (CUDA {meta['cuda']}); selective scan: {meta['scan_kernels']}"
+        f"; Mamba-2's scan: {meta.get('ssd_kernel', 'not recorded')}",
         f"- {meta['date']}, `{meta['command']}` (preset {meta['preset']}, {meta.get('wall_s', '?')} s)",
         f"- timing: {timing['warmup']} warm-up call(s), then the median of up to {timing['repeats']} timed calls "
         "(CUDA events; fewer when a call is slow); inputs are fresh random tensors rotated among 3 sets",

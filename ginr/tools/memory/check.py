@@ -52,7 +52,13 @@ def points() -> dict[str, tuple[str, ...]]:
     return out
 
 
-TRAINING_GROUPS = ("main", "batch", "queries", "lean")  # the benchmark's cases that run a training step
+TRAINING_GROUPS = (
+    "main",
+    "batch",
+    "queries",
+    "lean",
+    "inputs",
+)  # the benchmark's cases that run a training step
 
 
 def _gb(value: int | None) -> str:
