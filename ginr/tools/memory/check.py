@@ -52,13 +52,8 @@ def points() -> dict[str, tuple[str, ...]]:
     return out
 
 
-TRAINING_GROUPS = (
-    "main",
-    "batch",
-    "queries",
-    "lean",
-    "inputs",
-)  # the benchmark's cases that run a training step
+# the benchmark's cases that run a training step
+TRAINING_GROUPS = ("main", "batch", "queries", "lean", "inputs")
 
 
 def _gb(value: int | None) -> str:
