@@ -27,8 +27,7 @@ from ginr.config import (
 )
 from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
-from ginr.engine.logging import read_status
-from ginr.engine.loop import DataError, Trainer
+from ginr.engine.loop import DataError, Trainer, finished_metrics
 from ginr.tools.memory import oom_hint
 
 log = logging.getLogger("ginr.train")
@@ -40,9 +39,9 @@ def train(cfg: DictConfig, display_name: str | None = None) -> dict[str, float]:
     auto = OmegaConf.select(cfg, "trainer.resume") == AUTO_RESUME
     cfg = prepare(cfg)  # a resumed run's run_dir: the folder it continues in
     run_dir = Path(cfg.run_dir)
-    if auto and (done := read_status(run_dir)).get("state") == "finished":  # a study run again: done is done
-        log.info("trainer.resume=auto: %s finished at step %s; not run again", run_dir, done.get("step"))
-        return done.get("metrics") or {}
+    if auto and (done := finished_metrics(run_dir)) is not None:  # a study run again: done is done
+        log.info("trainer.resume=auto: %s has finished; not run again", run_dir)
+        return done
     trainer = Trainer(cfg, run_dir, display_name or cfg.name, oom_hint=oom_hint)
     if trainer.dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ginr.data.fetch import Pinned
-from ginr.data.splits import GUARD_RESOLUTION, SPLITS, check_split, concept_split
+from ginr.data.splits import GUARD_RESOLUTION, SPLITS, check_resolution, check_split, concept_split
 from ginr.files import write_atomic
 
 TARBALL = Pinned(
@@ -32,7 +32,7 @@ TARBALL = Pinned(
 )
 ASSET_DIR = "package/assets/"
 SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
-MIN_RESOLUTION, MAX_RESOLUTION = 8, 256
+MAX_RESOLUTION = 256
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +67,6 @@ def concept_key(name: str) -> str:
 
 def cache_name(resolution: int, split: str) -> str:
     return f"r{resolution}_{split}.v3.npz"
-
-
-def check_resolution(resolution: int) -> int:
-    """Return ``resolution`` if it is an int in [8, 256], else raise ``ValueError``."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int):
-        raise ValueError(f"resolution must be an int, got {resolution!r}")
-    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
-        raise ValueError(
-            f"resolution {resolution} out of range; allowed: {MIN_RESOLUTION} to {MAX_RESOLUTION} "
-            "(the source images are 256x256)"
-        )
-    return resolution
 
 
 def _load_webp(data: bytes, *resolutions: int) -> list[np.ndarray]:
@@ -149,16 +137,10 @@ class Emoji3D(Dataset):
     channels = 3
 
     def __init__(
-        self,
-        *,
-        root: str,
-        split: str,
-        resolution: int = 32,
-        download: bool = True,
-        tarball: str | None = None,
-    ) -> None:
+        self, *, root: str, split: str, resolution: int = 32, download: bool = True, tarball: str | None = None,
+    ) -> None:  # fmt: skip
         self.split = check_split(split)
-        self.resolution = check_resolution(resolution)
+        self.resolution = check_resolution(resolution, MAX_RESOLUTION, "the source images are 256x256")
         self.cache_dir = Path(root).expanduser() / "emoji3d"
         self.cache_file = self.cache_dir / cache_name(resolution, split)
         if not self.cache_file.exists():

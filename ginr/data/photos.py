@@ -42,14 +42,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ginr.data.fetch import Pinned
-from ginr.data.splits import check_split
+from ginr.data.splits import check_resolution, check_split
 from ginr.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 512  # the cached photos' short side at most
 MIN_CROP = 256  # the smallest crop: real pixels up to 256 px
-MIN_RESOLUTION, MAX_RESOLUTION = 8, MIN_CROP
 EVAL_CROPS = 8  # fixed crops of each val or test photo, besides its centre square
 CACHE = "photos.v1.npz"
 
@@ -100,18 +99,6 @@ PHOTOS: dict[str, tuple[Pinned, str, str]] = {
     "coffee": (SKIMAGE, _SK + "coffee.png", "test"),
     "chelsea": (SKIMAGE, _SK + "chelsea.png", "test"),
 }  # fmt: skip
-
-
-def check_resolution(resolution: int) -> int:
-    """Return ``resolution`` if it is an int in [8, 256], else raise ``ValueError``."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int):
-        raise ValueError(f"photos: resolution must be an int, got {resolution!r}")
-    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
-        raise ValueError(
-            f"photos: resolution {resolution} out of range; allowed: {MIN_RESOLUTION} to {MAX_RESOLUTION} "
-            f"(the smallest crop, whose pixels are real up to that size)"
-        )
-    return resolution
 
 
 def deb_data(raw: bytes, what: str) -> tarfile.TarFile:
@@ -207,16 +194,12 @@ class Photos(Dataset):
     channels = 3
 
     def __init__(
-        self,
-        *,
-        root: str,
-        split: str,
-        resolution: int = 32,
-        crops_per_photo: int = 65536,
-        download: bool = True,
-    ) -> None:
+        self, *, root: str, split: str, resolution: int = 32, crops_per_photo: int = 65536, download: bool = True,
+    ) -> None:  # fmt: skip
         self.split = check_split(split)
-        self.resolution = check_resolution(resolution)
+        self.resolution = check_resolution(
+            resolution, MIN_CROP, "the smallest crop: its pixels are real up to that size"
+        )
         if isinstance(crops_per_photo, bool) or not isinstance(crops_per_photo, int) or crops_per_photo < 1:
             raise ValueError(f"photos: crops_per_photo must be a positive int, got {crops_per_photo!r}")
         folder = Path(root).expanduser() / "photos"

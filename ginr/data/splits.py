@@ -1,4 +1,5 @@
-"""Dataset splits: the names every dataset accepts and a deterministic hash split.
+"""What every dataset takes, checked (a split's name, a resolution in the range its data holds), and a
+deterministic hash split.
 
 ``train`` fits the weights, ``val`` selects (best checkpoint, sweep objective, defaults), ``test`` is
 reported at the end of a run and by ``ginr.tools.evaluate``, never used to choose anything. Near-copies
@@ -22,6 +23,16 @@ def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     return split
+
+
+def check_resolution(resolution: int, largest: int, why: str, smallest: int = 8) -> int:
+    """Return ``resolution`` if it is an int in [``smallest``, ``largest``], else raise ``ValueError``
+    saying ``why`` the range stops at ``largest``."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int):
+        raise ValueError(f"resolution must be an int, got {resolution!r}")
+    if not smallest <= resolution <= largest:
+        raise ValueError(f"resolution {resolution} out of range; allowed: {smallest} to {largest} ({why})")
+    return resolution
 
 
 def hash_unit(key: str) -> float:

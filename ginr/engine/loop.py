@@ -81,6 +81,13 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def finished_metrics(run_dir: Path) -> dict[str, float] | None:
+    """The metrics a run in ``run_dir`` recorded when it finished (its ``status.json``); None for a run
+    that has not finished, or no run."""
+    status = read_status(run_dir)
+    return (status.get("metrics") or {}) if status.get("state") == "finished" else None
+
+
 class DataError(RuntimeError):
     """The dataset could not be loaded; the message names the file or folder and what to do."""
 
