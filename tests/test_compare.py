@@ -254,3 +254,23 @@ def test_minutes_to_reach_a_val_psnr_over_seeds() -> None:
     half = 12.706 * 0.5  # two seeds 1 minute apart: sd 0.707, t(1) 12.706, / sqrt(2)
     assert f"| fast | 2 | 1.5 ± {half:.1f} | 2.5 ± {half:.1f} |" in table
     assert "| slow | 2 | 4.0 (1 of 2) | not reached (0 of 2) |" in table
+
+
+def test_runs_of_different_encoder_classes_are_named_by_the_class(tmp_path: Path, capsys) -> None:
+    """A sweep over encoder=...: each run's label names its encoder class, not every key of its section."""
+    from omegaconf import OmegaConf
+
+    from ginr.config import compose
+
+    for encoder in ("bimamba", "transformer", "mamba2"):
+        run = write_run(tmp_path / "sweep" / encoder, {"val/psnr": [(10, 20.0)]}, status("x", "finished", 10))
+        cfg = compose(
+            [f"experiment={DEFAULT_EXPERIMENT}", f"encoder={encoder}", "hardware=cpu", f"run_dir={run}"]
+        )
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    assert compare_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
+    names = {
+        line.split("|")[1].strip() for line in (tmp_path / "out" / "compare.md").read_text().splitlines()[2:]
+    }
+    classes = ("BiMambaEncoder", "TransformerEncoder", "Mamba2Encoder")
+    assert names == {f"{DEFAULT_EXPERIMENT} encoder={c}" for c in classes}

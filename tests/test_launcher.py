@@ -71,12 +71,16 @@ def test_sweeps_run_on_the_gpu_launcher(sweep):
     assert cfg.hydra.launcher._target_ == "hydra_plugins.ginr_launcher.gpus.GPULauncher"
     params = cfg.hydra.sweeper.params
     assert params.experiment == ("scent_ff" if "encoder" in params else "glob(*)")
-    if sweep != "decoder_blocks":  # the studies: three seeds each
+    if sweep in ("decoder_study", "long_study", "long_encoders"):  # the studies: three seeds each
         assert params.seed == "0,1,2"
     if sweep.startswith("long_"):  # a researcher's budget, resumable by running the command again
         assert (cfg.trainer.train_minutes, cfg.trainer.resume) == (20, "auto")
     if sweep == "long_encoders":
         assert params.encoder == "transformer,mamba2"
+    if sweep == "encoders":  # every encoder config, one job at a time on one GPU
+        encoders = sorted(p.stem for p in (CONFIG_DIR / "encoder").glob("*.yaml"))
+        assert sorted(params.encoder.split(",")) == encoders and cfg.hydra.launcher.jobs_per_gpu == 1
+        assert (params.seed, cfg.trainer.resume) == ("0,1", "auto")
 
 
 def test_slurm_launcher_config_asks_one_gpu_per_job_and_overrides_the_sweeps_launcher():

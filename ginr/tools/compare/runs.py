@@ -138,9 +138,20 @@ def differing_keys(runs: Sequence[RunSummary], ignore: Sequence[str] = ()) -> li
         within = any(len({repr(r.config.get(key)) for r in group}) > 1 for group in by_name.values())
         return within or not key.startswith("decoder.")
 
-    return [
+    differ = [
         k for k in keys if k != "name" and k not in ignore and not k.startswith(NOT_A_DIFFERENCE) and differs(k)
     ]  # fmt: skip
+    swapped = [k.removesuffix("._target_") for k in differ if k.endswith("._target_")]  # another class there
+    return [k for k in differ if k.endswith("._target_") or not k.startswith(tuple(f"{s}." for s in swapped))]
+
+
+def setting(run: RunSummary, key: str) -> str:
+    """``key=value`` of one run, for a label; a section whose class differs between the runs is named by
+    its class (``encoder=TransformerEncoder``), not by each of its keys."""
+    value = run.config.get(key)
+    if key.endswith("._target_"):
+        return f"{key.removesuffix('._target_')}={str(value).rsplit('.', 1)[-1]}"
+    return f"{key}={value}"
 
 
 def label_runs(runs: Sequence[RunSummary]) -> None:
@@ -149,7 +160,7 @@ def label_runs(runs: Sequence[RunSummary]) -> None:
     configured = [r for r in runs if r.config]
     differ = differing_keys(configured)
     for r in configured:
-        settings = " ".join(f"{k}={r.config.get(k)}" for k in differ)
+        settings = " ".join(setting(r, k) for k in differ)
         r.name = f"{r.config.get('name', r.path.name)} {settings}".strip()
     counts: dict[str, int] = {}
     for r in configured:

@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ginr.tools.compare.runs import RunSummary, differing_keys
+from ginr.tools.compare.runs import RunSummary, differing_keys, setting
 from ginr.tools.tables import markdown_table
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal's 1.96 is
@@ -113,7 +113,7 @@ def variants(runs: Sequence[RunSummary]) -> list[Variant]:
     differ = differing_keys(configured, ignore=("seed",))
     groups: dict[str, Variant] = {}
     for r in configured:
-        settings = " ".join(f"{k}={r.config.get(k)}" for k in differ)
+        settings = " ".join(setting(r, k) for k in differ)
         name = f"{r.config.get('name', r.path.name)} {settings}".strip()
         groups.setdefault(name, Variant(name, [])).runs.append((int(r.config.get("seed", 0)), r))
     return sorted(groups.values(), key=lambda v: -(_mean(v, "best val PSNR") or -math.inf))
