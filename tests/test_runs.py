@@ -9,14 +9,15 @@ import sys
 
 import pytest
 
-from ginr.config import CONFIG_DIR, ConfigError, compose
+from ginr.config import ConfigError, compose
 from ginr.engine.checkpoint import load_checkpoint, load_for_resume
 from ginr.engine.logging import effective_state
 from ginr.engine.loop import Trainer
+from ginr.tools.variants import data_options
 from ginr.train import train
 from tests.conftest import DEFAULT_EXPERIMENT, EXPERIMENTS
 
-DATA_OPTIONS = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml")))  # configs/data
+DATA_OPTIONS = ", ".join(data_options())  # configs/data
 TYPO = DEFAULT_EXPERIMENT[:-1]  # the default experiment misspelt: one letter short
 UNKNOWN_EXPERIMENT = (
     f"experiment={TYPO} is not allowed: experiment is one of {', '.join(EXPERIMENTS)} "

@@ -183,6 +183,9 @@ def validate(cfg: DictConfig) -> None:
         schema.fail("trainer.device", "cuda", "no CUDA device is available here (use auto or cpu)")
 
 
+AUTO_RESUME = "auto"  # trainer.resume=auto: continue in run_dir if it holds a checkpoint, else start there
+
+
 def prepare(cfg: DictConfig) -> DictConfig:
     """A resolved copy of ``cfg``, validated; a resumed run's ``run_dir`` is the folder it continues in, and
     ``trainer.resume=auto`` becomes ``run_dir`` where that holds a checkpoint, else null (a fresh start)."""
@@ -198,9 +201,6 @@ def prepare(cfg: DictConfig) -> DictConfig:
     if cfg.trainer.resume:
         cfg.run_dir = str(run_dir_of(cfg.trainer.resume))
     return cfg
-
-
-AUTO_RESUME = "auto"  # trainer.resume=auto: continue in run_dir if it holds a checkpoint, else start there
 
 
 def run_dir_of(resume: str | Path) -> Path:

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from ginr.api import Loaded, load
-from ginr.config import CONFIG_DIR, compose
+from ginr.config import compose
 from ginr.data.imagefiles import EXTENSIONS
 from ginr.engine.build import build_dataset
 from ginr.engine.checkpoint import CheckpointError
@@ -50,6 +50,7 @@ from ginr.tools.images import (
     sizes_table,
 )
 from ginr.tools.tables import markdown_table
+from ginr.tools.variants import data_options
 
 
 def _split_of(cfg: DictConfig, split: str, resolution: int | None = None) -> Dataset:
@@ -66,11 +67,6 @@ def _split_of(cfg: DictConfig, split: str, resolution: int | None = None) -> Dat
             f"no {resolution} px ground truth in {name} ({cause}); to render image files at any size, "
             "use --inputs IMAGES --sizes ..."
         ) from err
-
-
-def data_options() -> list[str]:
-    """The ``data`` options of ``configs/data``."""
-    return sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
 
 
 def with_data(cfg: DictConfig, name: str) -> DictConfig:

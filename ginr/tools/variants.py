@@ -43,3 +43,8 @@ def input_sizes() -> tuple[str, ...]:
 def encoders() -> tuple[str, ...]:
     """The ``encoder`` options, found from ``configs/encoder``."""
     return tuple(sorted(p.stem for p in (CONFIG_DIR / "encoder").glob("*.yaml")))
+
+
+def data_options() -> tuple[str, ...]:
+    """The ``data`` options, found from ``configs/data``."""
+    return tuple(sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml")))
