@@ -45,8 +45,9 @@ def test_cpu_preset_end_to_end(tmp_path, capsys):
         == cases[f"main/{DEFAULT}/bf16/ckpt-off"]["flops_counted"]
     )
     text = (tmp_path / "results.md").read_text()
-    for heading in ("Query scaling", "Batch size", "Encoder alone", "Render a 16x16 image"):
+    for heading in ("Query scaling", "Batch size", "Encoder alone", "Renders of one input from its latents"):
         assert heading in text
+    assert f"| {DEFAULT} | 32 | 16 | 64 |" in text  # the render's input and render sides, its chunk
     for name in ("memory_vs_queries.png", "ms_per_step.png"):
         assert (tmp_path / name).read_bytes().startswith(PNG)
 
