@@ -157,13 +157,18 @@ def test_bad_options_are_refused_before_any_work(tmp_path: Path, options: dict, 
     assert not (tmp_path / "photos").exists()
 
 
-def test_data_photos_trains_arbitrary_scale_on_the_fixture(sources: Path) -> None:
-    from ginr.config import compose
+def test_data_photos_trains_arbitrary_scale_with_continuous_scales_on_the_fixture(sources: Path) -> None:
+    from ginr.config import compose, prepare
     from ginr.train import train
 
     tiny = ["debug=smoke", "data.batch_size=2", "data.num_workers=0", "trainer.max_steps=2", "trainer.eval_every=2",
-            "trainer.compile=false", "data.dataset.crops_per_photo=4", "targets=arbitrary_scale"]  # fmt: skip
+            "trainer.compile=false", "data.dataset.crops_per_photo=4", "targets=arbitrary_scale",
+            "targets.scales=continuous"]  # fmt: skip
     run = [f"paths.data_dir={sources}", f"run_dir={sources / 'run'}", "data=photos"]
+    from ginr.engine.build import build_model, build_queries
+
+    cfg = prepare(compose([*run, *tiny]))
+    assert build_queries(cfg, build_model(cfg), "cpu").continuous  # the config reaches the step's queries
     metrics = train(compose([*run, *tiny]))
     assert metrics["val/split_images"] == EVAL_CROPS + 1 and metrics["test/split_images"] == EVAL_CROPS + 1
     # scored against the same crops' real pixels at 2x (debug=smoke's eval resolution), beside Lanczos

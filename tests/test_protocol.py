@@ -459,6 +459,35 @@ def test_the_pixels_of_the_larger_images_are_fresh_every_step_too():
     torch.testing.assert_close(targets[:, 64:], above.flatten(2)[:, :, pixels].transpose(1, 2))
 
 
+def test_continuous_scales_draw_each_targets_side_anew_and_supervise_with_that_image_resampled():
+    """targets.scales=continuous: a side per target and step in (the side below, its own], the same for
+    every process and after a resume; the targets are the higher image resampled to that side, at the
+    drawn pixels, and each query's cell is that side's pixel."""
+    import torch.nn.functional as F
+
+    images, mid, high = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16), torch.rand(2, 3, 32, 32)
+    queries = StepQueries(
+        8, seed=1, target_resolutions=[16, 32], target_queries=6, cells=True, continuous=True
+    )
+    sides = [queries.target_sides(step) for step in range(40)]
+    assert all(8 < a <= 16 < b <= 32 for a, b in sides) and len({tuple(s) for s in sides}) > 10
+    assert sides[7] == StepQueries(
+        8, seed=1, rank=1, world_size=2, target_resolutions=[16, 32], continuous=True
+    ).target_sides(7)
+    step = next(i for i, (a, b) in enumerate(sides) if a != 16 and b != 32)  # both resampled
+    coords, targets = queries(step, images, mid, high)
+    for k, (side, image) in enumerate(zip(sides[step], (mid, high), strict=True)):
+        drawn = coords[0, 64 + 3 * k : 64 + 3 * (k + 1)]  # after every input pixel, 3 per target
+        torch.testing.assert_close(drawn[:, 2:], torch.full((3, 2), 2 / side))  # the drawn side's cell
+        resampled = F.interpolate(image, size=(side, side), mode="bicubic", antialias=True).clamp(0, 1)
+        pixels = pixel_indices(drawn, side)
+        torch.testing.assert_close(
+            targets[:, 64 + 3 * k : 64 + 3 * (k + 1)], resampled.flatten(2)[:, :, pixels].transpose(1, 2)
+        )
+    fixed = StepQueries(8, seed=1, target_resolutions=[16, 32], target_queries=6)
+    assert fixed.target_sides(step) == [16, 32]  # fixed scales: the images' own pixels
+
+
 def test_the_pixels_of_a_step_are_the_same_in_another_process():
     """A resumed run is another process: the pixels must not hang on anything per process (Python's
     string hashing is salted per process, PYTHONHASHSEED)."""

@@ -89,6 +89,7 @@ class TrainerSection:
 class TargetsSection:
     resolution: Positive | list[Positive] | None
     queries: Count
+    scales: Literal["fixed", "continuous"]
 
 
 def target_resolutions(targets: DictConfig) -> list[int]:

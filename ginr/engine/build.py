@@ -102,7 +102,7 @@ def build_queries(
         cfg.data.resolution, cfg.seed, distributed.rank, distributed.world_size,
         queries_per_image=cfg.trainer.queries_per_image, shared=cfg.trainer.query_sampling == "per_batch",
         target_resolutions=target_resolutions(cfg.targets), target_queries=cfg.targets.queries,
-        cells=model.cell_conditioned, device=device,
+        cells=model.cell_conditioned, continuous=cfg.targets.scales == "continuous", device=device,
     )  # fmt: skip
 
 

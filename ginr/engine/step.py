@@ -74,7 +74,10 @@ class StepQueries:
     re-sharded run draws the same pixels), every pixel of the input or ``queries_per_image`` of them
     (per image, or one draw for the batch), plus ``target_queries`` pixels of the same images at the
     ``target_resolutions`` when the batch carries them (arbitrary-scale training), split evenly between
-    those resolutions."""
+    those resolutions. ``continuous`` (LIIF's continuous scale): each step draws every target's side
+    anew, uniform in (the side below it, its own] (the input's below the first), and resamples that
+    target image to it (bicubic, antialiased), so the targets span every scale between the input's and
+    the highest; one draw per step for the whole batch, the same on every process."""
 
     resolution: int
     seed: int
@@ -85,15 +88,29 @@ class StepQueries:
     target_resolutions: Sequence[int] = ()
     target_queries: int = 0
     cells: bool = False  # each query carries its pixel's size (a cell-conditioned decoder)
+    continuous: bool = False  # each step's target sides drawn at random (see above)
     device: torch.device | str = "cpu"
 
     TARGETS_STREAM = 104_729  # seed offset of the pixels drawn at the (first) target resolution
+    SIDES_STREAM = 7_919  # seed offset of the target sides drawn in continuous mode
 
     def __post_init__(self) -> None:
         self.grid = self._grid(self.resolution)
         self.target_grids = [self._grid(r) for r in self.target_resolutions]
         share, extra = divmod(self.target_queries, max(1, len(self.target_resolutions)))
         self.target_counts = [share + (i < extra) for i in range(len(self.target_resolutions))]
+
+    def target_sides(self, step: int) -> list[int]:
+        """The side of each target at ``step``: the target resolutions, or in continuous mode a side
+        drawn uniformly in (the side below, the target's own]."""
+        if not self.continuous:
+            return list(self.target_resolutions)
+        generator = torch.Generator().manual_seed(hash((self.seed + self.SIDES_STREAM, step)) % 2**63)
+        lows = [self.resolution, *self.target_resolutions[:-1]]
+        return [
+            low + 1 + int(torch.randint(high - low, (), generator=generator))
+            for low, high in zip(lows, self.target_resolutions, strict=True)
+        ]
 
     def _grid(self, resolution: int) -> torch.Tensor:
         grid = pixel_grid(resolution, resolution, device=self.device)
@@ -119,9 +136,13 @@ class StepQueries:
                 shared=self.shared,
             ).to(images.device, non_blocking=True)  # fmt: skip
         coords, targets = select_queries(images, self.grid, index)
-        for i, (high, grid, count) in enumerate(
-            zip(above, self.target_grids, self.target_counts, strict=True)
+        sides = self.target_sides(step)
+        for i, (high, side, grid, count) in enumerate(
+            zip(above, sides, self.target_grids, self.target_counts, strict=True)
         ):
+            if side != high.shape[-1]:  # continuous: this target resampled to this step's side
+                resized = F.interpolate(high.float(), size=(side, side), mode="bicubic", antialias=True)
+                high, grid = resized.clamp(0, 1), self._grid(side)
             pixels = query_indices(
                 step, self.seed + self.TARGETS_STREAM * (i + 1), *where, len(images), grid.shape[0], count,
                 shared=True,
