@@ -25,8 +25,9 @@ class Mixed(Dataset):
         if len(channels) != 1:
             raise ValueError(f"mixed parts must have one number of channels, got {sorted(channels)}")
         self.channels = channels.pop()
+        self.names, self.datasets = tuple(self.parts), tuple(self.parts.values())
         self.ends = [0]
-        for dataset in self.parts.values():
+        for dataset in self.datasets:
             self.ends.append(self.ends[-1] + len(dataset))
 
     def __len__(self) -> int:
@@ -39,8 +40,8 @@ class Mixed(Dataset):
         return part, index - self.ends[part]
 
     def part_of(self, index: int) -> str:
-        return list(self.parts)[self._locate(index)[0]]
+        return self.names[self._locate(index)[0]]
 
     def __getitem__(self, index: int) -> torch.Tensor:
         part, inner = self._locate(index)
-        return list(self.parts.values())[part][inner]
+        return self.datasets[part][inner]

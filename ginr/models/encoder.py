@@ -11,6 +11,7 @@ everything else (:class:`LatentEncoder`).
 """
 
 import functools
+from abc import ABC, abstractmethod
 from typing import TypedDict, Unpack
 
 import torch
@@ -136,7 +137,7 @@ class Layout(TypedDict, total=False):
     checkpoint: bool
 
 
-class LatentEncoder(nn.Module):
+class LatentEncoder(nn.Module, ABC):
     """What every encoder shares: patch tokens and learnable latent tokens placed among them -> ``depth``
     blocks, each ``(B, S, D) -> (B, S, D)`` from the subclass's :meth:`block` -> the latents' hidden
     states, normed [-> processor] -> (B, M, D). The options that are not :class:`Layout`'s go to
@@ -164,9 +165,9 @@ class LatentEncoder(nn.Module):
         )
         self.blocks = nn.ModuleList(self.block(**block_options) for _ in range(depth))
 
+    @abstractmethod
     def block(self, **options) -> nn.Module:
         """One of the ``depth`` blocks, ``(B, S, D) -> (B, S, D)``, from the encoder's own ``options``."""
-        raise NotImplementedError
 
     def latent_coords(self, height: int, width: int) -> torch.Tensor:
         """(M, 2) where each latent sits in a ``height x width`` input (:func:`latent_coords`)."""
