@@ -136,9 +136,7 @@ def preprocess(folder: Path, *, download: bool) -> dict[str, np.ndarray]:
     out = {}
     for source in dict.fromkeys(s for s, _, _ in PHOTOS.values()):
         with _archive(source, source.fetch(folder, download=download)) as archive:
-            for name, (_, path, _) in PHOTOS.items():
-                if PHOTOS[name][0] is not source:
-                    continue
+            for name, path in ((n, path) for n, (s, path, _) in PHOTOS.items() if s is source):
                 member = archive.extractfile(path)
                 if member is None:
                     raise RuntimeError(f"{path} is not a file in {source.name}")

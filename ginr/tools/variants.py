@@ -30,8 +30,7 @@ def input_sizes() -> tuple[str, ...]:
     """The ``data`` options that train the default dataset at other input sizes (``emoji3d178``,
     ``emoji3d256``, ...), found from ``configs/data``: the data at hand, nothing to download by hand."""
     default = compose()
-    names = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
-    options = {name: compose([f"data={name}"]) for name in names}
+    options = {name: compose([f"data={name}"]) for name in data_options()}
     return tuple(
         name
         for name, cfg in options.items()
@@ -40,11 +39,16 @@ def input_sizes() -> tuple[str, ...]:
     )
 
 
+def options(group: str) -> tuple[str, ...]:
+    """The options of a config group, found from ``configs/<group>``."""
+    return tuple(sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")))
+
+
 def encoders() -> tuple[str, ...]:
-    """The ``encoder`` options, found from ``configs/encoder``."""
-    return tuple(sorted(p.stem for p in (CONFIG_DIR / "encoder").glob("*.yaml")))
+    """The ``encoder`` options."""
+    return options("encoder")
 
 
 def data_options() -> tuple[str, ...]:
-    """The ``data`` options, found from ``configs/data``."""
-    return tuple(sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml")))
+    """The ``data`` options."""
+    return options("data")
