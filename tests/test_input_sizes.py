@@ -17,7 +17,7 @@ PRESETS = input_sizes()  # the data options at other sizes, found from configs/d
 
 
 def test_the_protocol_presets_are_found():
-    assert {"emoji3d178", "emoji3d256", "emoji3d256_p2"} <= set(PRESETS)
+    assert {"emoji3d178", "emoji3d128_p2", "emoji3d256", "emoji3d256_p2"} <= set(PRESETS)
 
 
 def _tokens(cfg) -> int:
@@ -30,6 +30,7 @@ def _tokens(cfg) -> int:
     ("preset", "resolution", "patch", "padding", "tokens", "scored_above"),
     [
         ("emoji3d178", 178, 9, 1, 400, [256]),
+        ("emoji3d128_p2", 128, 2, 0, 4096, [256]),
         ("emoji3d256", 256, 8, 0, 1024, []),
         ("emoji3d256_p2", 256, 2, 0, 16384, []),
     ],
