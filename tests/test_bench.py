@@ -235,6 +235,7 @@ def test_the_encoders_preset_runs_and_reports_on_cpu(tmp_path):
         str(tmp_path),
         "--only",
         "lengths/transformer/512/eager",
+        "--profile",
         "--set",
     ]
     assert main([*args, *small, "data.batch_size=2"]) == 0
@@ -243,3 +244,5 @@ def test_the_encoders_preset_runs_and_reports_on_cpu(tmp_path):
     assert case["tokens_per_s"] == pytest.approx(2 * 512 / (case["ms"] / 1000))
     assert "| transformer | eager | 512 | 2 |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "encoder_lengths.png").read_bytes().startswith(PNG)
+    profile = (tmp_path / "profile" / "lengths_transformer_512_eager.txt").read_text()
+    assert profile.startswith("3 steps") and "aten::" in profile  # the encoder's own kernel table

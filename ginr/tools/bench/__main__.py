@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "--compile", action="store_true", help="also time torch.compile'd steps of the default experiment"
     )
     parser.add_argument(
-        "--profile", action="store_true", help="also write each training case's kernel table to OUT/profile/"
+        "--profile", action="store_true", help="also write each timed step's kernel table to OUT/profile/"
     )
     parser.add_argument(
         "--budget-s", type=float, help="start no case after this many seconds (default: the preset's)"

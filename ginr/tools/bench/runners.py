@@ -127,8 +127,9 @@ def write_profile(fn: Callable[[int], object], device: torch.device, path: Path,
 
 
 def run_encoder(
-    case: Case, cfg: DictConfig, device: torch.device, timing: Timing, count_flops: bool = False
-) -> Measurement:
+    case: Case, cfg: DictConfig, device: torch.device, timing: Timing, count_flops: bool = False,
+    profile: Path | None = None,
+) -> Measurement:  # fmt: skip
     """Encoder forward (autocast) + backward of a float32 loss on its latents; gradients reset each call."""
     with torch.device(device):
         encoder = instantiate(cfg.encoder).train()
@@ -143,7 +144,10 @@ def run_encoder(
         latents.float().square().mean().backward()
         encoder.zero_grad(set_to_none=True)
 
-    return measure(call, device, timing, count_flops=count_flops)
+    measured = measure(call, device, timing, count_flops=count_flops)
+    if profile is not None:
+        write_profile(call, device, profile)
+    return measured
 
 
 def run_render(case: Case, cfg: DictConfig, device: torch.device, timing: Timing) -> Measurement:
@@ -243,14 +247,15 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     record["overrides"] = [*overrides, *decoded, *args.overrides]  # what composes this config, in order
     failure = None
     try:
+        profile = args.out / "profile" / f"{case.name.replace('/', '_')}.txt" if args.profile else None
         if case.group in ("encoder", "lengths"):
             m = run_encoder(
-                case, cfg, device, preset.timing, count_flops=case.group == "lengths" and not case.compile
-            )
+                case, cfg, device, preset.timing, count_flops=case.group == "lengths" and not case.compile,
+                profile=profile,
+            )  # fmt: skip
         elif case.group == "render":
             m = run_render(case, cfg, device, preset.timing)
         else:
-            profile = args.out / "profile" / f"{case.name.replace('/', '_')}.txt" if args.profile else None
             m, ran = run_train(cfg, device, preset.timing, count_flops=not case.compile, profile=profile)
             record |= ran  # what the step decoded, whatever the case asked
     except Exception as err:  # one failing case must not cost the others
