@@ -192,12 +192,19 @@ def test_auto_takes_the_triton_scan_where_mamba_ssm_is_missing():
 
 def check_triton_scan_kernel() -> None:
     """ginr's Triton scan (the op, through autograd) against the reference in outputs and every gradient:
-    B and C shared or in groups, with and without z, D and the dt bias, lengths off the tile sizes. Run
-    by the next test in Triton's interpreter on CPU tensors, where the kernels need no GPU."""
+    B and C shared or in groups, with and without z, D and the dt bias, lengths off the tile sizes, in one
+    chunk and in several (the start states and adjoints carried between chunks; a chunk shorter than the
+    sequence by a factor of up to 10, the last one part full or full). Run by the next test in Triton's
+    interpreter on CPU tensors, where the kernels need no GPU."""
+    from ginr.ops import scan_triton
     from ginr.ops.scan_triton import selective_scan_triton
 
     torch.manual_seed(0)
-    for groups, length, optional in [(1, 37, True), (2, 16, True), (2, 9, False)]:
+    cases = [(1, 37, True, None), (2, 16, True, None), (2, 9, False, None), (2, 37, True, 8), (1, 40, True, 4),
+             (2, 29, False, 16)]  # fmt: skip
+    default = scan_triton.CHUNK
+    for groups, length, optional, chunk in cases:
+        scan_triton.CHUNK = chunk or default
         inputs = grouped_scan_inputs(groups=groups, batch=2, dim=8, state=4, length=length)
         if groups == 1:
             inputs["B"], inputs["C"] = (inputs[k][:, 0].detach().requires_grad_() for k in ("B", "C"))
@@ -208,7 +215,10 @@ def check_triton_scan_kernel() -> None:
         want = outputs_and_grads(selective_scan_ref, inputs, delta_softplus=optional)
         for name, g, w in zip(["out", *inputs], got, want, strict=True):
             error = relative_error(g, w)
-            assert error < 1e-5, f"groups {groups}, length {length}, {name}: relative error {error:.2e}"
+            assert error < 1e-5, (
+                f"groups {groups}, length {length}, chunk {scan_triton.CHUNK}, {name}: relative error {error:.2e}"
+            )
+    scan_triton.CHUNK = default
 
 
 def check_triton_bimamba_scans_both_ways() -> None:
@@ -291,8 +301,9 @@ SCAN_KERNELS = [
 @pytest.mark.cuda
 @pytest.mark.parametrize("kernel", SCAN_KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_selective_scan_kernel_matches_torch(dtype, kernel):
-    inputs = scan_inputs(batch=4, dim=64, state=16, length=300, dtype=torch.float32, device="cuda")
+@pytest.mark.parametrize("length", [300, 1300])  # one tile; several (the Triton scan's chunks of 512)
+def test_selective_scan_kernel_matches_torch(dtype, kernel, length):
+    inputs = scan_inputs(batch=4, dim=64, state=16, length=length, dtype=torch.float32, device="cuda")
     inputs = {
         k: (v.detach().to(dtype) if k in ("u", "delta", "B", "C", "z") else v.detach()).requires_grad_()
         for k, v in inputs.items()

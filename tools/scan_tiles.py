@@ -1,6 +1,7 @@
 """Time the Triton selective scan's tiles against mamba-ssm's kernel, on one GPU, at the reference
 encoder's scan (batch 64, both directions' 2 x 512 channels, 512 steps, 16 states, B and C in 2 groups):
     python tools/scan_tiles.py [--batch 64] [--dim 1024] [--length 512] [--block-d 2 4 8] [--warps 2 4 8]
+        [--chunk 512 16384]
 Prints ms per forward and per backward call, and the largest difference from mamba-ssm's outputs and
 gradients; the fastest tiles go into ginr/ops/scan_triton.py."""
 
@@ -24,6 +25,9 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=2)
     parser.add_argument("--block-d", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--warps", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument(
+        "--chunk", type=int, nargs="+", default=[st.CHUNK], help="steps a program scans (powers of 2)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     bf16 = {"device": "cuda", "dtype": torch.bfloat16}
@@ -49,18 +53,19 @@ def main() -> None:
     print(
         f"default tiles: forward {st.tile(args.length, per_group, st.FWD_ROWS)}, backward {st.tile(args.length, per_group, st.BWD_ROWS)}"
     )
-    block_l = triton.next_power_of_2(args.length)
-    for block_d, warps in itertools.product(args.block_d, args.warps):
+    for chunk, block_d, warps in itertools.product(args.chunk, args.block_d, args.warps):
+        block_l = min(triton.next_power_of_2(args.length), chunk)
         tile = {"BLOCK_D": block_d, "BLOCK_L": block_l, "num_warps": warps}
+        name = f"chunk {block_l:>5}, block_d {block_d:>2}, {warps:>2} warps"
         try:
-            out, y = st.launch_fwd(*inputs, True, tile)
+            out, y, starts = st.launch_fwd(*inputs, True, tile)
             fwd = do_bench(lambda t=tile: st.launch_fwd(*inputs, True, t))
-            grads = st.launch_bwd(*inputs, y, dout, True, tile)
-            bwd = do_bench(lambda t=tile, y=y: st.launch_bwd(*inputs, y, dout, True, t))
+            grads = st.launch_bwd(*inputs, y, starts, dout, True, tile)
+            bwd = do_bench(lambda t=tile, y=y, s=starts: st.launch_bwd(*inputs, y, s, dout, True, t))
         except Exception as err:  # a tile too large for the registers or shared memory
-            print(f"block_d {block_d:>2}, {warps} warps: failed ({type(err).__name__}: {err})")
+            print(f"{name}: failed ({type(err).__name__}: {err})")
             continue
-        line = f"block_d {block_d:>2}, {warps:>2} warps: forward {fwd:.3f} ms, backward {bwd:.3f} ms"
+        line = f"{name}: forward {fwd:.3f} ms, backward {bwd:.3f} ms"
         if want is not None:
             diffs = [
                 (g.float() - w.float()).abs().max().item() / max(w.float().abs().max().item(), 1e-12)
