@@ -36,6 +36,7 @@ from torch import Tensor
 # Channels per program, forward and backward, at 16 steps per thread (tools/scan_tiles.py, an H100).
 FWD_ROWS, BWD_ROWS, ITEMS_PER_THREAD = 2, 1, 16
 CHUNK = 512  # steps a program scans (a power of 2); longer sequences are scanned in chunks of this length
+CARRY_ROWS = 16  # channels per program of the loop that carries states between chunks
 _LOG2E = tl.constexpr(1.4426950408889634)
 
 
@@ -295,30 +296,28 @@ def _layout(u: Tensor, B: Tensor, block_d: int) -> tuple[int, int, int, int, int
     return batch, dim, length, groups, n_state, per_group
 
 
-def _chunks(u: Tensor, B: Tensor) -> int:
-    """Chunks of the default tile in u's sequences."""
-    return triton.cdiv(u.shape[2], tile(u.shape[2], 1, 1)["BLOCK_L"])
+def _chunks(length: int) -> int:
+    """Chunks of the default tile in a sequence of ``length`` steps."""
+    return triton.cdiv(length, tile(length, 1, 1)["BLOCK_L"])
 
 
-def _fwd_outputs(u: Tensor, B: Tensor, z: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def _fwd_outputs(u: Tensor, B: Tensor, z: Tensor | None, chunks: int) -> tuple[Tensor, Tensor, Tensor]:
     """The forward's outputs, allocated: by the launch and, alike, by the fake that torch.compile and the
     memory planner trace instead of it: the output, the output before the gate (empty without z) and the
     state each chunk starts from (batch, chunks, dim, n), float32, for the backward (empty in one chunk)."""
     out = torch.empty_like(u if z is None else z)
-    chunks = _chunks(u, B)
     starts = u.new_empty(
         (u.shape[0], chunks, u.shape[1], B.shape[2]) if chunks > 1 else 0, dtype=torch.float32
     )
     return out, u.new_empty(0) if z is None else torch.empty_like(out), starts
 
 
-def _carry(A: Tensor, parts: Tensor, dt_sums: Tensor, reverse: bool) -> Tensor:
+def _carry(A: Tensor, parts: Tensor, dt_sums: Tensor, carry: Tensor, reverse: bool) -> Tensor:
+    """:func:`_carry_kernel` into ``carry``, shaped as ``parts`` (batch, chunks, dim, n)."""
     batch, chunks, dim, n_state = parts.shape
-    carry = torch.empty_like(parts)
-    block_d = 16
-    _carry_kernel[(batch, triton.cdiv(dim, block_d))](
+    _carry_kernel[(batch, triton.cdiv(dim, CARRY_ROWS))](
         A, parts, dt_sums, carry, dim, n_state, chunks,
-        REVERSE=reverse, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(n_state),
+        REVERSE=reverse, BLOCK_D=CARRY_ROWS, BLOCK_N=triton.next_power_of_2(n_state),
     )  # fmt: skip
     return carry
 
@@ -332,8 +331,7 @@ def launch_fwd(
     batch, dim, length, groups, n_state, per_group = _layout(u, B, tiles["BLOCK_D"])
     chunks = triton.cdiv(length, tiles["BLOCK_L"])
     grid = (batch, dim // tiles["BLOCK_D"], chunks)
-    out, y, _ = _fwd_outputs(u, B, z)
-    starts = A  # read only with chunk starts
+    out, y, starts = _fwd_outputs(u, B, z, chunks)
     if chunks > 1:
         ends = u.new_empty(batch, chunks, dim, n_state, dtype=torch.float32)
         dt_sums = u.new_empty(batch, chunks, dim, dtype=torch.float32)
@@ -341,13 +339,14 @@ def launch_fwd(
             u, delta, A, B, delta_bias, ends, dt_sums, dim, length, n_state, groups, per_group,
             SOFTPLUS=softplus, **tiles,
         )  # fmt: skip
-        starts = _carry(A, ends, dt_sums, reverse=False)
+        _carry(A, ends, dt_sums, starts, reverse=False)
     _scan_fwd_kernel[grid](
-        u, delta, A, B, C, D, u if z is None else z, delta_bias, starts, out, out if z is None else y,
+        u, delta, A, B, C, D, u if z is None else z, delta_bias, starts if chunks > 1 else A, out,
+        out if z is None else y,
         dim, length, n_state, groups, per_group, SOFTPLUS=softplus, HAS_Z=z is not None, HAS_START=chunks > 1,
         **tiles,
     )  # fmt: skip
-    return out, y, starts if chunks > 1 else u.new_empty(0, dtype=torch.float32)
+    return out, y, starts
 
 
 def launch_bwd(
@@ -371,7 +370,7 @@ def launch_bwd(
             delta, A, C, u if z is None else z, delta_bias, dout, heads, dt_sums,
             dim, length, n_state, groups, per_group, SOFTPLUS=softplus, HAS_Z=z is not None, **tiles,
         )  # fmt: skip
-        carries = _carry(A, heads, dt_sums, reverse=True)
+        carries = _carry(A, heads, dt_sums, torch.empty_like(heads), reverse=True)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
     f32 = {"dtype": torch.float32}
@@ -410,7 +409,7 @@ def scan_bwd(
 
 @scan_fwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, softplus):
-    return _fwd_outputs(u, B, z)
+    return _fwd_outputs(u, B, z, _chunks(u.shape[2]))
 
 
 @scan_bwd.register_fake
