@@ -206,17 +206,19 @@ def test_the_encoders_preset_times_every_encoder_from_512_to_16k_tokens():
         assert cfg.trainer.compile == case.compile
 
 
-def test_the_length_table_reports_a_case_the_budget_skipped():
+def test_the_length_and_input_tables_report_a_case_the_budget_skipped():
     ran = _case("lengths/bimamba/512/compiled", "lengths", "bimamba", batch=64, tokens=512, ms=32.768,
                 tokens_per_s=10**6, peak_bytes=4 * 10**9)  # fmt: skip
     skipped = {"name": "lengths/bimamba/16640/compiled", "group": "lengths", "variant": "bimamba",
                "status": "skipped: time budget spent", "batch": None}  # fmt: skip
     meta = {"device": "cpu", "torch": "2.x", "cuda": None, "scan_kernels": "none", "date": "today", "command": "bench",
             "preset": "encoders", "timing": {"warmup": 2, "repeats": 5}}  # fmt: skip
-    text = markdown(meta, [ran, skipped],
-                    PRESETS["encoders"])  # fmt: skip
+    unrun = {"name": "inputs/emoji3d128_p2/compiled", "group": "inputs", "variant": DEFAULT,
+             "status": "skipped: time budget spent", "batch": None, "queries": None}  # fmt: skip
+    text = markdown(meta, [ran, skipped, unrun], PRESETS["encoders"])
     assert "| bimamba | compiled | 512 | 64 | 32.8 | 1.00 |" in text
     assert "| bimamba | compiled | 16640 | – | skipped: time budget spent |" in text
+    assert "| emoji3d128_p2 | compiled | – | – | – | – | skipped: time budget spent |" in text
 
 
 @pytest.mark.slow

@@ -225,7 +225,8 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
     inputs = _group(results, "inputs")
     if inputs:
         rows = [
-            [*r["name"].split("/")[1:], str(r["resolution"]), _tokens(r), str(r["batch"]), str(r.get("queries", "–")),
+            [*r["name"].split("/")[1:], str(r.get("resolution") or "–"), _tokens(r), str(r.get("batch") or "–"),
+             str(r.get("queries") or "–"),
              *_cells(r, ["ms", "img/s", "peak", "mfu"])]
             for r in inputs
         ]  # fmt: skip
