@@ -449,6 +449,54 @@ def test_train_minutes_fix_the_length_from_the_timed_steps_and_the_cosine_ends_t
     assert [v for _, v in scalars(run_dir, "perf/timed_ms_per_step")] == [pytest.approx(50.0)]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stopped_at", [None, 100])
+def test_train_minutes_fix_the_length_again_from_later_steps_where_the_warm_up_allows(
+    smoke_cfg, monkeypatch, tmp_path, stopped_at
+):
+    """Steps 1-59 take 80 ms and the rest 50 ms (the first steps after compilation run slower), and an
+    evaluation inside the second window takes 10 s: steps 10-60 fix 302 steps (24 s of their 79.4 ms),
+    steps 60-260 fix 480 (24 s of 50 ms steps), the evaluation left out. A run stopped at step 100 and
+    resumed does the same: it times steps 100-260 and fixes 480."""
+    from ginr.engine import budget
+
+    clock = {"now": 0.0}
+    step, evaluate = Trainer.train_step, Trainer._evaluate
+
+    def timed(self, batch):
+        clock["now"] += 0.08 if self.step < 59 else 0.05
+        out = step(self, batch)
+        if self.step + 1 == stopped_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # the step finishes, checkpoints and stops
+        return out
+
+    def slow_evaluation(self):
+        clock["now"] += 10.0
+        return evaluate(self)
+
+    monkeypatch.setattr(Trainer, "train_step", timed)
+    monkeypatch.setattr(Trainer, "_evaluate", slow_evaluation)
+    monkeypatch.setattr(
+        budget, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock["now"])})
+    )
+    overrides = (
+        "trainer.train_minutes=0.4", "trainer.max_steps=1000", "optim.warmup_steps=300",
+        "trainer.eval_every=200", "trainer.eval_max_images=2", "data.eval_resolutions=[]",
+    )  # fmt: skip
+    train(smoke_cfg(*overrides))
+    run_dir = tmp_path / "run"
+    if stopped_at is not None:
+        assert json.loads((run_dir / "status.json").read_text())["step"] == stopped_at
+        stopped_at = None
+        train(smoke_cfg(*overrides, f"trainer.resume={run_dir}", run_dir=tmp_path / "ignored"))
+    assert json.loads((run_dir / "status.json").read_text())["max_steps"] == 480
+    assert [v for _, v in scalars(run_dir, "perf/timed_ms_per_step")] == [
+        pytest.approx((49 * 80.0 + 50.0) / 50),  # steps 11-60: 49 of 80 ms, then one of 50
+        pytest.approx(50.0),  # steps 61-260, or 101-260 after the resume
+    ]
+    assert [v for _, v in scalars(run_dir, "perf/fitted_max_steps")] == [302, 480]
+
+
 def test_train_minutes_need_a_warm_up_that_covers_the_timed_steps(smoke_cfg, tmp_path):
     with pytest.raises(ConfigError, match="optim.warmup_steps=2 is not allowed: at least 60"):
         train(smoke_cfg("trainer.train_minutes=1"))

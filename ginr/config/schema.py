@@ -55,8 +55,10 @@ class OptimSection:
 
 
 # Under trainer.train_minutes, the mean time of these steps fixes the run's length: after compilation,
-# inside the warm-up (whose schedule does not depend on the length).
+# inside the warm-up (whose schedule does not depend on the length). Where the warm-up lasts longer, the
+# steps from there to RETIMED_UNTIL (or the warm-up's end) fix it again (ginr.engine.budget).
 TIMED_STEPS = (10, 60)
+RETIMED_UNTIL = 260
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -108,16 +108,19 @@ class Trainer:
         self.model, self.amp = self.step_fn.model, self.step_fn.amp
         self.step, self.best_psnr, self.bad_steps, self.consecutive_bad = 0, -math.inf, 0, 0
         self.max_steps, self.length_fixed = tcfg.max_steps, tcfg.train_minutes is None
-        self.minutes = (
-            None if tcfg.train_minutes is None
-            else MinutesBudget(tcfg.train_minutes, tcfg.max_steps, self.device, self.dist)
-        )  # fmt: skip
         self.eval_amp = self.amp if tcfg.eval_precision == "train" else None
         self.val_baselines: dict[
             str, float
         ] = {}  # the classical upscalers' val scores, from the first evaluation
         if tcfg.resume:
             self._resume(tcfg.resume)
+        self.minutes = (
+            None if tcfg.train_minutes is None
+            else MinutesBudget(
+                tcfg.train_minutes, tcfg.max_steps, self.device, self.dist, cfg.optim.warmup_steps,
+                start_step=self.step, length_fixed=self.length_fixed,
+            )
+        )  # fmt: skip
         self._load_data()
         self.logger = RunLogger(
             run_dir, enabled=self.dist.is_main, name=display_name, max_steps=self.max_steps,
@@ -255,10 +258,11 @@ class Trainer:
             if evaluate_now or save_now:
                 self._settle(window)  # a diverged run stops before it writes a checkpoint
                 paused = time.perf_counter()
-                if evaluate_now:
-                    metrics = self._evaluate()
-                if save_now:
-                    self.save("last")
+                with self.minutes.paused() if self.minutes is not None else nullcontext():
+                    if evaluate_now:
+                        metrics = self._evaluate()
+                    if save_now:
+                        self.save("last")
                 window.pause(time.perf_counter() - paused)
             if self.stop.reason is not None:
                 break
@@ -276,8 +280,8 @@ class Trainer:
         self.step_fn.scheduler.lr_lambdas[0].total = steps  # the cosine now ends at the new length
 
     def _fit_to_minutes(self) -> None:
-        """``trainer.train_minutes``: once the first steps are timed, the run's length (and its cosine)."""
-        if self.length_fixed or (steps := self.minutes.after_step(self.step)) is None:
+        """``trainer.train_minutes``: whenever a window of timed steps ends, the run's length (and its cosine)."""
+        if self.minutes is None or (steps := self.minutes.after_step(self.step)) is None:
             return
         self._set_max_steps(steps)
         self.logger.set_max_steps(steps)
