@@ -17,6 +17,7 @@ from ginr.engine import checkpoint as ckpt
 from ginr.engine import distributed as dist
 from ginr.engine.budget import MinutesBudget
 from ginr.engine.build import (
+    WarmupCosine,
     build_dataset,
     build_model,
     build_queries,
@@ -117,7 +118,7 @@ class Trainer:
         self.minutes = (
             None if tcfg.train_minutes is None
             else MinutesBudget(
-                tcfg.train_minutes, tcfg.max_steps, self.device, self.dist, cfg.optim.warmup_steps,
+                tcfg.train_minutes, tcfg.max_steps, self.device, self.dist, self._schedule.warmup,
                 start_step=self.step, length_fixed=self.length_fixed,
             )
         )  # fmt: skip
@@ -275,9 +276,13 @@ class Trainer:
         """Finish the step, checkpoint and stop, on every rank at the same step (a signal handler calls this)."""
         self.stop.request(reason, dist.StopVote.SIGNAL)
 
+    @property
+    def _schedule(self) -> WarmupCosine:
+        return self.step_fn.scheduler.lr_lambdas[0]
+
     def _set_max_steps(self, steps: int) -> None:
         self.max_steps, self.length_fixed = steps, True
-        self.step_fn.scheduler.lr_lambdas[0].total = steps  # the cosine now ends at the new length
+        self._schedule.total = steps  # the cosine now ends at the new length
 
     def _fit_to_minutes(self) -> None:
         """``trainer.train_minutes``: whenever a window of timed steps ends, the run's length (and its cosine)."""
