@@ -217,7 +217,7 @@ def test_the_length_and_input_tables_report_a_case_the_budget_skipped():
              "status": "skipped: time budget spent", "batch": None, "queries": None}  # fmt: skip
     text = markdown(meta, [ran, skipped, unrun], PRESETS["encoders"])
     assert "| bimamba | compiled | 512 | 64 | 32.8 | 1.00 |" in text
-    assert "| bimamba | compiled | 16640 | – | skipped: time budget spent |" in text
+    assert "| bimamba | compiled | 16,640 | – | skipped: time budget spent |" in text
     assert "| emoji3d128_p2 | compiled | – | – | – | – | skipped: time budget spent |" in text
 
 

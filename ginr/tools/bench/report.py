@@ -237,7 +237,7 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
     lengths = _group(results, "lengths")
     if lengths:
         rows = [
-            [r["variant"], r["name"].rsplit("/", 1)[-1], r["name"].split("/")[2], str(r.get("batch") or "–"),
+            [r["variant"], r["name"].rsplit("/", 1)[-1], f"{int(r['name'].split('/')[2]):,}", str(r.get("batch") or "–"),
              *_cells(r, ["ms"]), _num(_ms_per_k(r), "{:.2f}"), _num(r.get("tokens_per_s"), "{:,.0f}"),
              *_cells(r, ["peak", "mfu"])]
             for r in lengths
