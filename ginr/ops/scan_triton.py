@@ -172,15 +172,14 @@ def _chunk_heads_kernel(
     _, dt = _load_dt(delta_ptr, bias, at, mask, SOFTPLUS)
     _, dt_next = _load_dt(delta_ptr, bias, at + 1, d_ok[:, None] & (t + 1 < length)[None, :], SOFTPLUS)
     tl.store(dt_sum_ptr + chunk_channel, tl.sum(dt, axis=1), mask=d_ok)
+    dt_first = tl.sum(tl.where(first[None, :], dt, 0.0), axis=1)
     for n in range(n_state):
         A2_n = tl.load(A_ptr + d * n_state + n, mask=d_ok, other=0.0) * _LOG2E
         C_n = tl.load(C_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
         a_next = tl.exp2(dt_next * A2_n[:, None])
         _, g = tl.associative_scan((a_next, dy * C_n[None, :]), axis=1, combine_fn=_combine, reverse=True)
-        a_g = tl.exp2(dt * A2_n[:, None]) * g
-        tl.store(
-            head_ptr + chunk_channel * n_state + n, tl.sum(tl.where(first[None, :], a_g, 0.0), 1), mask=d_ok
-        )
+        g_first = tl.sum(tl.where(first[None, :], g, 0.0), axis=1)
+        tl.store(head_ptr + chunk_channel * n_state + n, tl.exp2(dt_first * A2_n) * g_first, mask=d_ok)
 
 
 @triton.jit
