@@ -301,7 +301,7 @@ SCAN_KERNELS = [
 @pytest.mark.cuda
 @pytest.mark.parametrize("kernel", SCAN_KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("length", [300, 1300])  # one tile; several (the Triton scan's chunks of 512)
+@pytest.mark.parametrize("length", [300, 4500])  # one tile; several (the Triton scan's chunks of 2,048)
 def test_selective_scan_kernel_matches_torch(dtype, kernel, length):
     inputs = scan_inputs(batch=4, dim=64, state=16, length=length, dtype=torch.float32, device="cuda")
     inputs = {

@@ -33,7 +33,7 @@ timeout 120 "$python" -m ginr.tools.bench --preset inputs --compile --profile --
 
 echo "== Triton scan tiles ($((SECONDS - started)) s)"
 {
-  timeout 60 "$python" tools/scan_tiles.py --batch 2 --length 16640 --block-d 1 2 --warps 1 2 4 --chunk 512 2048
+  timeout 60 "$python" tools/scan_tiles.py --batch 2 --length 16640 --block-d 1 2 --warps 1 2 4 --chunk 512 2048 4096
   timeout 40 "$python" tools/scan_tiles.py --batch 64 --length 512 --block-d 1 2 --warps 1 2 4
 } 2>&1 | grep -v -i warn | tee "$out/scan_tiles.txt"
 echo "total: $((SECONDS - started)) s"

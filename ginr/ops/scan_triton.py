@@ -35,7 +35,10 @@ from torch import Tensor
 
 # Channels per program, forward and backward, at 16 steps per thread (tools/scan_tiles.py, an H100).
 FWD_ROWS, BWD_ROWS, ITEMS_PER_THREAD = 2, 1, 16
-CHUNK = 512  # steps a program scans (a power of 2); longer sequences are scanned in chunks of this length
+# Steps a program scans (a power of 2); longer sequences are scanned in chunks of this length. Up to it, a
+# sequence is one tile, as before chunks existed (the 32, 178 and 256 px patch-8 sequences); the chunk
+# length that is fastest beyond is not measured yet (tools/scan_tiles.py --chunk).
+CHUNK = 2048
 CARRY_ROWS = 16  # channels per program of the loop that carries states between chunks
 _LOG2E = tl.constexpr(1.4426950408889634)
 
