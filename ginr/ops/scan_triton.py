@@ -76,6 +76,16 @@ def _states(dt, dtu, A2_n, B_n, start, first, HAS_START: tl.constexpr):
 
 
 @triton.jit
+def _chunk_start(start_ptr, chunk_channel, n_state, n, d_ok, unread, HAS_START: tl.constexpr):
+    """The state this program's chunk starts from at state index n (with HAS_START; else ``unread``, which
+    :func:`_states` does not read)."""
+    start = unread
+    if HAS_START:
+        start = tl.load(start_ptr + chunk_channel * n_state + n, mask=d_ok, other=0.0)
+    return start
+
+
+@triton.jit
 def _program_tile(
     dim, length, n_state, groups, channels_per_group, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr
 ):
@@ -123,9 +133,7 @@ def _scan_fwd_kernel(
         A2_n = tl.load(A_ptr + d * n_state + n, mask=d_ok, other=0.0) * _LOG2E
         B_n = tl.load(B_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
         C_n = tl.load(C_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
-        start = A2_n  # unread in one chunk
-        if HAS_START:
-            start = tl.load(start_ptr + chunk_channel * n_state + n, mask=d_ok, other=0.0)
+        start = _chunk_start(start_ptr, chunk_channel, n_state, n, d_ok, A2_n, HAS_START)
         h, _ = _states(dt, dtu, A2_n, B_n, start, first, HAS_START)
         y += h * C_n[None, :]
     if HAS_Z:  # y before the gate is kept for the backward
@@ -244,9 +252,7 @@ def _scan_bwd_kernel(
         A2_n = A_n * _LOG2E
         B_n = tl.load(B_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
         C_n = tl.load(C_ptr + bc + n * length + t, mask=t_ok, other=0.0).to(tl.float32)
-        start = A2_n  # unread in one chunk
-        if HAS_START:
-            start = tl.load(start_ptr + chunk_channel * n_state + n, mask=d_ok, other=0.0)
+        start = _chunk_start(start_ptr, chunk_channel, n_state, n, d_ok, A2_n, HAS_START)
         h, x = _states(dt, dtu, A2_n, B_n, start, first, HAS_START)
         # The adjoint g_t = a_(t+1) g_(t+1) + C_t dy_t, a scan in reverse time, from the chunk after's carry.
         a_next = tl.exp2(dt_next * A2_n[:, None])
