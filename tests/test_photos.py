@@ -214,4 +214,4 @@ def test_mixed_puts_its_parts_one_after_the_other_for_every_split(sources: Path)
     cfg = prepare(compose(["data=mixed"]))  # Emoji3D and the photos, half of every epoch each
     parts = cfg.data.dataset.parts
     assert [p._target_.rsplit(".", 1)[-1] for p in parts.values()] == ["Emoji3D", "Photos"]
-    assert parts.photos.crops_per_photo * 10 == 2740 and cfg.data.eval_resolutions == [64, 128, 256]
+    assert parts.photos.crops_per_photo * 36 == 2736 and cfg.data.eval_resolutions == [64, 128, 256]

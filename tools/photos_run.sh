@@ -2,7 +2,7 @@
 # Arbitrary-scale training on natural photos (data=photos targets=arbitrary_scale), one run per seed, all
 # at once on the visible GPUs (round-robin), at equal steps; then ginr.tools.compare over the runs (mean and
 # 95% interval over seeds of the test scores at 2x, 4x and 8x and their margins over the best classical
-# upscaler). Run after `. tools/gpu_setup.sh` with photos.v1.npz in the data folder's photos/.
+# upscaler). Run after `. tools/gpu_setup.sh` with photos.v2.npz in the data folder's photos/.
 #   bash tools/photos_run.sh OUT_DIR STEPS [SEED...] [-- OVERRIDES...]     (default seeds 0 1)
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OUT_DIR STEPS [SEED...] [-- OVERRIDES...]" >&2; exit 2; }

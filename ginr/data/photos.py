@@ -1,4 +1,4 @@
-"""Natural photographs from packages of the registries this project reaches: 19 photos, split by photo.
+"""Natural photographs from packages of the registries this project reaches: 45 photos, split by photo.
 
 =========================================================  ==========================================  =============
 source (pinned by sha256)                                  photos                                      licence
@@ -8,13 +8,19 @@ Debian ``libjxl-testdata`` 0.0~git20230110.d6168ff-1       ``flower`` (2268x1512
                                                            3 photos of 500x500 (``external/wesaturate``) CC0
 PyPI ``scikit-image`` 0.25.2 (sdist)                       ``astronaut``, ``rocket``                   public domain
                                                            ``coffee``, ``chelsea``                     CC0
+Debian ``lomiri-wallpapers-16.04`` 20.04.0-2               14 of its 15 photos (all but ``umang``, a   CC-BY-4.0,
+                                                           colour gradient), 1365x1074 to 5312x2988    CC-BY-SA-4.0,
+                                                                                                       CC0-1.0
+Debian ``mate-backgrounds`` 1.26.0-1                       the 12 photos of ``nature/``, 1280x1024 to  GPL-2+
+                                                           2560x1920
 =========================================================  ==========================================  =============
 
-(The wallpapers' licence is their ``metadata.json``'s; the others' are the packages' copyright files and
-scikit-image's data documentation.) Each package is downloaded once into ``root/photos/``, checked against
+(The Plasma wallpapers' licence is their ``metadata.json``'s; the others' are the packages' copyright files,
+per photo, and scikit-image's data documentation.) Version 2 added the Lomiri and MATE photos, all to
+``train`` (36 train photos, from 10): val and test are version 1's. Each package is downloaded once into ``root/photos/``, checked against
 its sha256 and read in memory; the chosen photos are resized (Lanczos) so that their short side is at most
-:data:`MAX_SIDE` px and kept, PNG-compressed, in ``root/photos/photos.v1.npz``: the compact form (about
-10 MB) that a GPU machine without a registry gets carried. Later runs load only that file.
+:data:`MAX_SIDE` px and kept, PNG-compressed, in ``root/photos/photos.v2.npz``: the compact form (about
+25 MB) that a GPU machine without a registry gets carried. Later runs load only that file.
 
 Items are square crops, resized (Lanczos) to ``resolution``:
 
@@ -50,7 +56,7 @@ log = logging.getLogger(__name__)
 MAX_SIDE = 512  # the cached photos' short side at most
 MIN_CROP = 256  # the smallest crop: real pixels up to 256 px
 EVAL_CROPS = 8  # fixed crops of each val or test photo, besides its centre square
-CACHE = "photos.v1.npz"
+CACHE = "photos.v2.npz"  # v1: the 19 photos before the Lomiri and MATE ones
 
 _DEBIAN = "http://deb.debian.org/debian/pool/main"
 WALLPAPERS = Pinned(
@@ -65,6 +71,18 @@ JXL_TESTDATA = Pinned(
     sha256="a58523413f486760a0f3cbc931142a27e3aa25f77315b862046f089ed34aa2c7",
     by_hand="`apt-get download libjxl-testdata=0.0~git20230110.d6168ff-1` (56 MB)",
 )
+LOMIRI = Pinned(
+    url=f"{_DEBIAN}/l/lomiri-wallpapers/lomiri-wallpapers-16.04_20.04.0-2_all.deb",
+    name="lomiri-wallpapers-16.04_20.04.0-2_all.deb",
+    sha256="a99ff6a3bfe451e4cc0682ecb3cc82e71740626d59e4845ae34a0a0e45421eab",
+    by_hand="`apt-get download lomiri-wallpapers-16.04=20.04.0-2` (16 MB)",
+)
+MATE = Pinned(
+    url=f"{_DEBIAN}/m/mate-backgrounds/mate-backgrounds_1.26.0-1_all.deb",
+    name="mate-backgrounds_1.26.0-1_all.deb",
+    sha256="7bf4c2209f34b4f61ba6d24c8b58c28b361e82e4b943aae6d42c030169af9e04",
+    by_hand="`apt-get download mate-backgrounds=1.26.0-1` (47 MB)",
+)
 SKIMAGE = Pinned(
     url="https://files.pythonhosted.org/packages/c7/a8/3c0f256012b93dd2cb6fda9245e9f4bff7dc0486880b248005f15ea2255e/"
     "scikit_image-0.25.2.tar.gz",
@@ -76,6 +94,8 @@ SKIMAGE = Pinned(
 _WALL = "./usr/share/wallpapers/{}/contents/images/2560x1600.jpg"
 _JXL = "./usr/share/libjxl-testdata/"
 _SK = "scikit_image-0.25.2/skimage/data/"
+_LOMIRI = "./usr/share/backgrounds/{}.jpg"
+_MATE = "./usr/share/backgrounds/mate/nature/{}.jpg"
 # photo -> (its source, its path in the source's archive, its split). Split by hand, by photo: the test
 # photos include the four scikit-image ones that ginr.tools.evaluate --inputs had been measured on.
 PHOTOS: dict[str, tuple[Pinned, str, str]] = {
@@ -98,6 +118,33 @@ PHOTOS: dict[str, tuple[Pinned, str, str]] = {
     "rocket": (SKIMAGE, _SK + "rocket.jpg", "test"),
     "coffee": (SKIMAGE, _SK + "coffee.png", "test"),
     "chelsea": (SKIMAGE, _SK + "chelsea.png", "test"),
+    # version 2: train only
+    "Bridge": (LOMIRI, _LOMIRI.format("Bridge_by_Sander_Klootwijk"), "train"),
+    "Dragonfly": (LOMIRI, _LOMIRI.format("Dragonfly_by_Bolly"), "train"),
+    "Picture_0B": (LOMIRI, _LOMIRI.format("Picture_0B_by_freespace"), "train"),
+    "Picture_1A": (LOMIRI, _LOMIRI.format("Picture_1A_by_freespace"), "train"),
+    "Wine": (LOMIRI, _LOMIRI.format("Wine_by_Jakkub_Mede"), "train"),
+    "aitzgorri": (LOMIRI, _LOMIRI.format("aitzgorri_by_Aitzol_Berasategi"), "train"),
+    "analogpattern": (LOMIRI, _LOMIRI.format("analogpattern_by_Peter_Nerlich"), "train"),
+    "free": (LOMIRI, _LOMIRI.format("free_by_Peter_Nerlich"), "train"),
+    "friends": (LOMIRI, _LOMIRI.format("friends_by_Aitzol_Berasategi"), "train"),
+    "greentock": (LOMIRI, _LOMIRI.format("greentock_by_Peter_Nerlich"), "train"),
+    "life": (LOMIRI, _LOMIRI.format("life_by_Aitzol_Berasategi"), "train"),
+    "picosdeeuropa": (LOMIRI, _LOMIRI.format("picosdeeuropa_by_Aitzol_Berasategi"), "train"),
+    "seeding": (LOMIRI, _LOMIRI.format("seeding_by_Clements_Engelhardt"), "train"),
+    "sunset": (LOMIRI, _LOMIRI.format("sunset_by_Aitzol_Berasategi"), "train"),
+    "Aqua": (MATE, _MATE.format("Aqua"), "train"),
+    "Blinds": (MATE, _MATE.format("Blinds"), "train"),
+    "Dune": (MATE, _MATE.format("Dune"), "train"),
+    "FreshFlower": (MATE, _MATE.format("FreshFlower"), "train"),
+    "Garden": (MATE, _MATE.format("Garden"), "train"),
+    "GreenMeadow": (MATE, _MATE.format("GreenMeadow"), "train"),
+    "LadyBird": (MATE, _MATE.format("LadyBird"), "train"),
+    "RainDrops": (MATE, _MATE.format("RainDrops"), "train"),
+    "Storm": (MATE, _MATE.format("Storm"), "train"),
+    "TwoWings": (MATE, _MATE.format("TwoWings"), "train"),
+    "Wood": (MATE, _MATE.format("Wood"), "train"),
+    "YellowFlower": (MATE, _MATE.format("YellowFlower"), "train"),
 }  # fmt: skip
 
 
