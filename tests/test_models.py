@@ -16,7 +16,7 @@ from ginr.coords import pixel_grid, values_to_image, with_cells
 from ginr.engine.build import build_model
 from ginr.engine.step import StepQueries
 from ginr.models import mamba as mamba_module
-from ginr.models.conditioning import LocalityBias
+from ginr.models.conditioning import InputWindow, LocalityBias
 from ginr.models.encoder import BiMambaEncoder
 from ginr.models.ginr import GINR
 from ginr.models.layers import ATTN_IMPLS, Attention
@@ -808,6 +808,50 @@ def test_an_image_skip_starts_at_its_upscaler_and_learns_the_residual(experiment
         torch.nn.init.normal_(head.weight, std=0.1)
     coords = pixel_grid(40, 40)
     torch.testing.assert_close(lean(images, coords), model(images, coords))  # chunked: each chunk its skip
+
+
+def test_the_input_window_gathers_the_pixels_around_each_query_and_its_offset():
+    window = InputWindow(dim=4, channels=2, size=3)
+    images = torch.arange(2 * 2 * 5 * 6, dtype=torch.float32).reshape(2, 2, 5, 6)
+    seen = []
+    window.proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    centres = pixel_grid(5, 6).reshape(5, 6, 2)
+    # the centre of pixel (2, 3), a quarter pixel right of it, and the corner pixel (0, 0)
+    coords = torch.stack([centres[2, 3], centres[2, 3] + torch.tensor([0.0, 0.25 * 2 / 6]), centres[0, 0]])
+    window(images, coords.unsqueeze(0))
+    features = seen[0]  # (B, N, C * 3 * 3 + 2)
+    assert features.shape == (2, 3, 2 * 9 + 2)
+    inner = images[:, :, 1:4, 2:5].flatten(1)  # rows 1-3, columns 2-4, channel by channel
+    torch.testing.assert_close(features[:, 0, :18], inner)
+    torch.testing.assert_close(features[:, 1, :18], inner)  # the same nearest pixel
+    torch.testing.assert_close(features[:, 1, 18:], torch.tensor([0.0, 0.25]).expand(2, 2))
+    corner = images[:, :, [0, 0, 1]][:, :, :, [0, 0, 1]].flatten(1)  # the border pixels extend outwards
+    torch.testing.assert_close(features[:, 2, :18], corner)
+    torch.testing.assert_close(features[:, 0, 18:], torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("experiment", PER_DECODER)
+def test_an_input_window_starts_at_zero_and_learns(experiment):
+    plain, model = make_model(experiment), make_model(experiment, input_window=3)
+    assert model.reads_images and not plain.reads_images
+    assert model.load_state_dict(plain.state_dict(), strict=False).missing_keys == [
+        "decoder.window.proj.weight", "decoder.window.proj.bias",
+    ]  # fmt: skip
+    images, coords = torch.rand(2, 3, 16, 16), pixel_grid(24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images, coords), plain(images, coords))  # zero-initialised
+        latents = model.encode(images)
+    with pytest.raises(ValueError, match="decoder.input_window.*pass images="):
+        model.decode(latents, coords)
+    model(images, coords).square().mean().backward()
+    assert model.decoder.window.proj.weight.grad.abs().sum() > 0
+    torch.nn.init.normal_(model.decoder.window.proj.weight, std=0.1)
+    with torch.no_grad():
+        assert not torch.allclose(model(images, coords), plain(images, coords))
+        torch.testing.assert_close(  # a render's chunks each read their own pixels' windows
+            model.render(latents, 24, 24, images=images, chunk=100),
+            values_to_image(model.decode(latents, coords, images=images), 24, 24),
+        )
 
 
 def test_step_queries_carry_the_pixel_size_of_each_resolution():

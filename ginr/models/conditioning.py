@@ -1,11 +1,12 @@
 """What a decoder adds to a query beyond its coordinates: the size of its pixel (LIIF's cell), an
-attention bias towards the latents near it (locality), and the input image upscaled at it (LTE's
-image skip). Each is off by default; the multi-band decoder takes all three as options, the plain SCENT
-decoder the cell and the image skip."""
+attention bias towards the latents near it (locality), the input pixels around it (LIIF's unfolding, on
+the input), and the input image upscaled at it (LTE's image skip). Each is off by default; the
+multi-band decoder takes all four as options, the plain SCENT decoder all but the locality."""
 
 from typing import Literal
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from ginr.constraints import NonNegative, Positive
@@ -51,6 +52,43 @@ class CellSize(nn.Module):
         if cells.shape[-1] == 0:
             return self.proj.bias
         return self.proj(torch.log2(cells.float() * (self.resolution / 2)).to(self.proj.weight.dtype))
+
+
+class InputWindow(nn.Module):
+    """LIIF's feature unfolding and relative coordinate, on the input's pixels: the ``size`` x ``size``
+    input pixels nearest each query (its own pixel in the middle; the border pixels extend outwards) and
+    the query's offset from its pixel's centre, in pixels, projected and added to the query. It gives the
+    decoder the input's exact neighbourhood, which the latents carry only through their bottleneck.
+    Zero-initialised: a new model decodes as one without it."""
+
+    def __init__(self, *, dim: Positive, channels: Positive, size: Positive):
+        super().__init__()
+        self.size = size
+        self.proj = nn.Linear(channels * size * size + 2, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, images: torch.Tensor | None, coords: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W), coords (B | 1, N, 2) as (y, x) -> (B, N, dim)."""
+        if images is None:
+            raise ValueError(
+                f"this decoder reads the {self.size} x {self.size} input pixels around each query "
+                "(decoder.input_window): pass images= (the encoder's input) to decode / render"
+            )
+        batch, channels, height, width = images.shape
+        sides = torch.tensor([height, width], device=coords.device, dtype=torch.float32)
+        position = (coords.float() + 1) * sides / 2 - 0.5  # in pixels: pixel i's centre is at i
+        nearest = position.round()
+        steps = torch.arange(self.size, device=coords.device) - (self.size - 1) // 2
+        rows = (nearest[..., :1].long() + steps).clamp(0, height - 1)  # (B | 1, N, size)
+        cols = (nearest[..., 1:].long() + steps).clamp(0, width - 1)
+        index = rearrange(rows[..., :, None] * width + cols[..., None, :], "b n i j -> b (n i j)")
+        pixels = images.flatten(2).gather(2, index.expand(batch, -1).unsqueeze(1).expand(-1, channels, -1))
+        pixels = rearrange(pixels, "b c (n i j) -> b n (c i j)", i=self.size, j=self.size)
+        offset = (position - nearest).expand(batch, -1, -1)
+        return self.proj(
+            torch.cat([pixels.to(self.proj.weight.dtype), offset.to(self.proj.weight.dtype)], -1)
+        )
 
 
 ImageSkipMode = Literal["none", "bilinear", "bicubic"]

@@ -40,7 +40,14 @@ from torch import nn
 from ginr.constraints import Count, NonNegative, Positive, PositiveFloat
 from ginr.coords import nyquist
 from ginr.models.blocks import mixes_queries
-from ginr.models.conditioning import CellSize, ImageSkip, ImageSkipMode, LocalityBias, split_cells
+from ginr.models.conditioning import (
+    CellSize,
+    ImageSkip,
+    ImageSkipMode,
+    InputWindow,
+    LocalityBias,
+    split_cells,
+)
 from ginr.models.layers import (
     AttnImpl,
     FourierFeatures,
@@ -117,6 +124,7 @@ class QueryOptions(TypedDict, total=False):
     dim_head: Positive
     attn_impl: AttnImpl
     cell_conditioning: bool
+    input_window: Count
 
 
 class QueryDecoder(nn.Module):
@@ -133,6 +141,7 @@ class QueryDecoder(nn.Module):
         resolution: Positive = 32, query_bandwidth: PositiveFloat = 0.125, spectrum: Spectrum = "log",
         num_fourier: Positive = 64, learnable_bandwidth: bool = False, heads: Positive = 8,
         dim_head: Positive = 64, attn_impl: AttnImpl = "sdpa", cell_conditioning: bool = False,
+        input_window: Count = 0,
     ):  # fmt: skip
         super().__init__()
         self.fourier_options = {
@@ -150,6 +159,9 @@ class QueryDecoder(nn.Module):
         self.query_fourier = self.fourier(query_bandwidth)
         self.query_proj = nn.Linear(self.query_fourier.out_dim, hidden_dim)
         self.cell = CellSize(dim=hidden_dim, resolution=resolution) if cell_conditioning else None
+        self.window = (
+            InputWindow(dim=hidden_dim, channels=out_channels, size=input_window) if input_window else None
+        )
 
     def fourier(self, fraction: float) -> FourierFeatures:
         """Fourier features of bandwidth ``fraction`` of the training resolution's Nyquist frequency."""
@@ -159,12 +171,22 @@ class QueryDecoder(nn.Module):
         """A pre-norm cross-attention from the queries to the latents."""
         return prenorm_attention(self.dim, **self.attention_options)
 
-    def queries(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """coords (B | 1, N, 2 | 4) -> (the pixel centres (B | 1, N, 2), the queries (B | 1, N, D))."""
+    @property
+    def reads_images(self) -> bool:
+        """Whether decoding needs the encoder's input (``images=``): for the image skip or the input window."""
+        return getattr(self, "image_skip", None) is not None or self.window is not None
+
+    def queries(
+        self, coords: torch.Tensor, images: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (the pixel centres (B | 1, N, 2),
+        the queries (B | 1, N, D); (B, N, D) with the input window)."""
         coords, cells = split_cells(coords)
         q = self.query_proj(self.query_fourier(coords))
         if self.cell is not None:
             q = q + self.cell(cells)
+        if self.window is not None:
+            q = q + self.window(images, coords)
         return coords, q
 
 
@@ -209,7 +231,7 @@ class MultiBandDecoder(QueryDecoder):
         self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
     ) -> torch.Tensor:
         """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
-        coords, q = self.queries(coords)
+        coords, q = self.queries(coords, images)
         bias = self.locality(coords) if self.locality is not None else None
         modulation = q + self.modulation(q, context=latents, bias=bias)
         out = self.chain([band.feature(coords, modulation, latents) for band in self.bands])
@@ -244,7 +266,7 @@ class ScentDecoder(QueryDecoder):
         self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
     ) -> torch.Tensor:
         """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
-        coords, q = self.queries(coords)
+        coords, q = self.queries(coords, images)
         x = q + self.cross_attn(q, context=latents)
         for ff in self.ffs:
             x = x + checkpointed_if(self.checkpoint, ff, x)

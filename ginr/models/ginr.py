@@ -57,9 +57,9 @@ class GINR(nn.Module):
 
     @property
     def reads_images(self) -> bool:
-        """Whether the decoder adds its input image upsampled (``decoder.image_skip``): decode and render
-        then need ``images=``."""
-        return getattr(self.decoder, "image_skip", None) is not None
+        """Whether the decoder reads its input image (``decoder.image_skip``, ``decoder.input_window``):
+        decode and render then need ``images=``."""
+        return getattr(self.decoder, "reads_images", False)
 
     @torch.no_grad()
     def render(
