@@ -828,6 +828,13 @@ def test_the_input_window_gathers_the_pixels_around_each_query_and_its_offset():
     corner = images[:, :, [0, 0, 1]][:, :, :, [0, 0, 1]].flatten(1)  # the border pixels extend outwards
     torch.testing.assert_close(features[:, 2, :18], corner)
     torch.testing.assert_close(features[:, 0, 18:], torch.zeros(2, 2))
+    seen.clear()
+    even = InputWindow(dim=4, channels=2, size=2)  # the window spans the query: its pixel and the next
+    even.proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    past = centres[2, 3] + torch.tensor([0.6 * 2 / 5, 0.75 * 2 / 6])  # 0.6 and 0.75 pixels past (2, 3)
+    even(images, past.view(1, 1, 2))
+    torch.testing.assert_close(seen[0][:, 0, :8], images[:, :, 2:4, 3:5].flatten(1))
+    torch.testing.assert_close(seen[0][:, 0, 8:], torch.tensor([0.6, 0.75]).expand(2, 2))
 
 
 @pytest.mark.parametrize("experiment", PER_DECODER)

@@ -56,8 +56,9 @@ class CellSize(nn.Module):
 
 class InputWindow(nn.Module):
     """LIIF's feature unfolding and relative coordinate, on the input's pixels: the ``size`` x ``size``
-    input pixels nearest each query (its own pixel in the middle; the border pixels extend outwards) and
-    the query's offset from its pixel's centre, in pixels, projected and added to the query. It gives the
+    input pixels nearest each query (the border pixels extend outwards) and the query's offset, in pixels,
+    from the centre of the window's base pixel (an odd window's middle pixel, the query's own; an even
+    window's is the one of the middle four at or above-left of the query), projected and added to the query. It gives the
     decoder the input's exact neighbourhood, which the latents carry only through their bottleneck.
     Zero-initialised: a new model decodes as one without it."""
 
@@ -78,14 +79,14 @@ class InputWindow(nn.Module):
         batch, channels, height, width = images.shape
         sides = torch.tensor([height, width], device=coords.device, dtype=torch.float32)
         position = (coords.float() + 1) * sides / 2 - 0.5  # in pixels: pixel i's centre is at i
-        nearest = position.round()
+        base = (position + 0.5 * (self.size % 2)).floor()  # odd: the nearest pixel; even: at or before it
         steps = torch.arange(self.size, device=coords.device) - (self.size - 1) // 2
-        rows = (nearest[..., :1].long() + steps).clamp(0, height - 1)  # (B | 1, N, size)
-        cols = (nearest[..., 1:].long() + steps).clamp(0, width - 1)
+        rows = (base[..., :1].long() + steps).clamp(0, height - 1)  # (B | 1, N, size)
+        cols = (base[..., 1:].long() + steps).clamp(0, width - 1)
         index = rearrange(rows[..., :, None] * width + cols[..., None, :], "b n i j -> b (n i j)")
         pixels = images.flatten(2).gather(2, index.expand(batch, -1).unsqueeze(1).expand(-1, channels, -1))
         pixels = rearrange(pixels, "b c (n i j) -> b n (c i j)", i=self.size, j=self.size)
-        offset = (position - nearest).expand(batch, -1, -1)
+        offset = (position - base).expand(batch, -1, -1)
         return self.proj(
             torch.cat([pixels.to(self.proj.weight.dtype), offset.to(self.proj.weight.dtype)], -1)
         )
