@@ -10,7 +10,9 @@ linear map of the 32 px input predicts about the finer pixels. CPU, about a minu
 """
 
 import argparse
+import itertools
 import random
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,38 +31,46 @@ def windows(low: torch.Tensor) -> torch.Tensor:
     return grid.permute(0, 2, 3, 1).reshape(-1, WINDOW**2).double()
 
 
-def phases(low: torch.Tensor, scale: int):
-    """For each output phase (py, px): the features (N*C*h*w, WINDOW**2 + 2) of the output pixels at that
-    phase (their input pixel's window, their Lanczos value, a constant), and where they go."""
+Phase = tuple[int, int]  # (py, px): an output pixel's place within its input pixel
+
+
+def at(phase: Phase, scale: int) -> tuple:
+    """The index of an image's output pixels at ``phase``."""
+    return (..., slice(phase[0], None, scale), slice(phase[1], None, scale))
+
+
+def phases(low: torch.Tensor, scale: int) -> Iterator[tuple[Phase, torch.Tensor]]:
+    """For each output phase: the features (N*C*h*w, WINDOW**2 + 2) of the output pixels there (their input
+    pixel's window, their Lanczos value, a constant)."""
     n, c, h, w = low.shape
     near = windows(low)
     lanczos = upscale(low, scale * h, scale * w, "lanczos")
     ones = torch.ones(near.shape[0], 1, dtype=torch.float64)
-    for py in range(scale):
-        for px in range(scale):
-            at = (..., slice(py, None, scale), slice(px, None, scale))
-            yield at, torch.cat([near, lanczos[at].reshape(-1, 1).double(), ones], dim=1)
+    for phase in itertools.product(range(scale), repeat=2):
+        yield phase, torch.cat([near, lanczos[at(phase, scale)].reshape(-1, 1).double(), ones], dim=1)
 
 
-def fit(low: torch.Tensor, high: torch.Tensor, scale: int, ridge: float = 1e-3, batch: int = 200) -> dict:
-    """Least-squares filters {phase: (WINDOW**2 + 2,)} from inputs (N, C, h, w) to their targets."""
-    gram: dict = {}
-    moment: dict = {}
+def fit(
+    low: torch.Tensor, high: torch.Tensor, scale: int, ridge: float = 1e-3, batch: int = 200
+) -> dict[Phase, torch.Tensor]:
+    """Least-squares filters (WINDOW**2 + 2,) by phase, from inputs (N, C, h, w) to their targets, the
+    normal equations summed over batches of crops."""
+    gram: dict[Phase, torch.Tensor] = {}
+    moment: dict[Phase, torch.Tensor] = {}
     for start in range(0, len(low), batch):
-        for at, x in phases(low[start : start + batch], scale):
-            y = high[start : start + batch][at].reshape(-1).double()
-            key = (at[1].start, at[2].start)
-            gram[key] = gram.get(key, 0) + x.T @ x
-            moment[key] = moment.get(key, 0) + x.T @ y
+        for phase, x in phases(low[start : start + batch], scale):
+            y = high[start : start + batch][at(phase, scale)].reshape(-1).double()
+            gram[phase] = gram.get(phase, 0) + x.T @ x
+            moment[phase] = moment.get(phase, 0) + x.T @ y
     eye = ridge * torch.eye(WINDOW**2 + 2, dtype=torch.float64)
-    return {key: torch.linalg.solve(gram[key] + eye, moment[key]) for key in gram}
+    return {phase: torch.linalg.solve(gram[phase] + eye, moment[phase]) for phase in gram}
 
 
-def predict(low: torch.Tensor, filters: dict, scale: int) -> torch.Tensor:
+def predict(low: torch.Tensor, filters: dict[Phase, torch.Tensor], scale: int) -> torch.Tensor:
     n, c, h, w = low.shape
     out = torch.empty(n, c, scale * h, scale * w)
-    for at, x in phases(low, scale):
-        out[at] = (x @ filters[(at[1].start, at[2].start)]).reshape(n, c, h, w).float()
+    for phase, x in phases(low, scale):
+        out[at(phase, scale)] = (x @ filters[phase]).reshape(n, c, h, w).float()
     return out
 
 
