@@ -37,31 +37,36 @@ log = logging.getLogger(__name__)
 
 MAX_SIDE = 512  # the kept photos' short side at most
 
-_DEBIAN = "http://deb.debian.org/debian/pool/main"
-WALLPAPERS = Pinned(
-    url=f"{_DEBIAN}/p/plasma-workspace-wallpapers/plasma-workspace-wallpapers_5.27.5-2_all.deb",
-    name="plasma-workspace-wallpapers_5.27.5-2_all.deb",
-    sha256="32cd18b71c8c938a18b3b351f217c02ac590e323caa3cf322fbb875ce8892f8b",
-    by_hand="`apt-get download plasma-workspace-wallpapers=4:5.27.5-2` (94 MB)",
-)
-JXL_TESTDATA = Pinned(
-    url=f"{_DEBIAN}/libj/libjxl-testdata/libjxl-testdata_0.0~git20230110.d6168ff-1_all.deb",
-    name="libjxl-testdata_0.0~git20230110.d6168ff-1_all.deb",
-    sha256="a58523413f486760a0f3cbc931142a27e3aa25f77315b862046f089ed34aa2c7",
-    by_hand="`apt-get download libjxl-testdata=0.0~git20230110.d6168ff-1` (56 MB)",
-)
-LOMIRI = Pinned(
-    url=f"{_DEBIAN}/l/lomiri-wallpapers/lomiri-wallpapers-16.04_20.04.0-2_all.deb",
-    name="lomiri-wallpapers-16.04_20.04.0-2_all.deb",
-    sha256="a99ff6a3bfe451e4cc0682ecb3cc82e71740626d59e4845ae34a0a0e45421eab",
-    by_hand="`apt-get download lomiri-wallpapers-16.04=20.04.0-2` (16 MB)",
-)
-MATE = Pinned(
-    url=f"{_DEBIAN}/m/mate-backgrounds/mate-backgrounds_1.26.0-1_all.deb",
-    name="mate-backgrounds_1.26.0-1_all.deb",
-    sha256="7bf4c2209f34b4f61ba6d24c8b58c28b361e82e4b943aae6d42c030169af9e04",
-    by_hand="`apt-get download mate-backgrounds=1.26.0-1` (47 MB)",
-)
+
+def _debian(source: str, package: str, version: str, sha256: str, size: str) -> Pinned:
+    """A package of Debian's main archive (``version`` as apt names it, epoch included), built from
+    ``source``."""
+    name = f"{package}_{version.split(':')[-1]}_all.deb"
+    pool = source[:4] if source.startswith("lib") else source[0]
+    return Pinned(
+        url=f"http://deb.debian.org/debian/pool/main/{pool}/{source}/{name}",
+        name=name,
+        sha256=sha256,
+        by_hand=f"`apt-get download {package}={version}` ({size})",
+    )
+
+
+WALLPAPERS = _debian(
+    "plasma-workspace-wallpapers", "plasma-workspace-wallpapers", "4:5.27.5-2",
+    "32cd18b71c8c938a18b3b351f217c02ac590e323caa3cf322fbb875ce8892f8b", "94 MB",
+)  # fmt: skip
+JXL_TESTDATA = _debian(
+    "libjxl-testdata", "libjxl-testdata", "0.0~git20230110.d6168ff-1",
+    "a58523413f486760a0f3cbc931142a27e3aa25f77315b862046f089ed34aa2c7", "56 MB",
+)  # fmt: skip
+LOMIRI = _debian(
+    "lomiri-wallpapers", "lomiri-wallpapers-16.04", "20.04.0-2",
+    "a99ff6a3bfe451e4cc0682ecb3cc82e71740626d59e4845ae34a0a0e45421eab", "16 MB",
+)  # fmt: skip
+MATE = _debian(
+    "mate-backgrounds", "mate-backgrounds", "1.26.0-1",
+    "7bf4c2209f34b4f61ba6d24c8b58c28b361e82e4b943aae6d42c030169af9e04", "47 MB",
+)  # fmt: skip
 SKIMAGE = Pinned(
     url="https://files.pythonhosted.org/packages/c7/a8/3c0f256012b93dd2cb6fda9245e9f4bff7dc0486880b248005f15ea2255e/"
     "scikit_image-0.25.2.tar.gz",
