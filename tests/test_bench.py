@@ -186,8 +186,15 @@ def test_peak_rate():
     assert peak_rate("fp32", torch.device("cpu"), 100.0)[0] == 100e12
 
 
+ENCODER_CLASSES = {
+    "bimamba": "BiMambaEncoder",
+    "mamba2": "Mamba2Encoder",
+    "transformer": "TransformerEncoder",
+}
+
+
 def test_the_encoders_preset_times_every_encoder_from_512_to_16k_tokens():
-    cases = build_cases(PRESETS["encoders"], compile=True)
+    cases = [c for c in build_cases(PRESETS["encoders"], compile=True) if c.group == "lengths"]
     found = encoders()
     assert {"bimamba", "mamba2", "transformer"} <= set(found)
     lengths = (512, 1280, 4352, 16640)  # 256 px at patch 16, 8, 4, 2, + 256 latents
@@ -197,13 +204,27 @@ def test_the_encoders_preset_times_every_encoder_from_512_to_16k_tokens():
     for case in cases:
         cfg = case_config(case_overrides(case, PRESETS["encoders"]), case.queries)
         tokens = (cfg.data.resolution // cfg.encoder.patch_size) ** 2 + cfg.encoder.num_latents
-        assert tokens == int(case.name.split("/")[2]) and cfg.encoder._target_.endswith(
-            {"bimamba": "BiMambaEncoder", "mamba2": "Mamba2Encoder", "transformer": "TransformerEncoder"}.get(
-                case.variant, ""
-            )
-        )
+        assert tokens == int(case.name.split("/")[2])
+        assert cfg.encoder._target_.endswith(ENCODER_CLASSES[case.variant])
         assert abs(cfg.data.batch_size * tokens - 32768) <= tokens / 2  # about 32k tokens a batch
         assert cfg.trainer.compile == case.compile
+
+
+def test_the_encoders_preset_times_the_training_step_with_each_encoder_at_32_and_178_px():
+    cases = [c for c in build_cases(PRESETS["encoders"], compile=True) if c.group == "steps"]
+    assert [c.name for c in cases] == [
+        f"steps/{e}/{d}/{s}"
+        for e in encoders()
+        for d in ("emoji3d", "emoji3d178")
+        for s in ("eager", "compiled")
+    ]
+    default = case_config(variants()[DEFAULT])
+    for case in cases:
+        cfg = case_config(case_overrides(case, PRESETS["encoders"]), case.queries)
+        assert cfg.encoder._target_.endswith(ENCODER_CLASSES[case.variant])
+        assert cfg.data.resolution == (178 if "emoji3d178" in case.name else 32)
+        assert cfg.data.batch_size == (16 if "emoji3d178" in case.name else default.data.batch_size)
+        assert cfg.decoder.block == default.decoder.block and cfg.trainer.compile == case.compile
 
 
 def test_the_length_and_input_tables_report_a_case_the_budget_skipped():
@@ -215,7 +236,11 @@ def test_the_length_and_input_tables_report_a_case_the_budget_skipped():
             "preset": "encoders", "timing": {"warmup": 2, "repeats": 5}}  # fmt: skip
     unrun = {"name": "inputs/emoji3d128_p2/compiled", "group": "inputs", "variant": DEFAULT,
              "status": "skipped: time budget spent", "batch": None, "queries": None}  # fmt: skip
-    text = markdown(meta, [ran, skipped, unrun], PRESETS["encoders"])
+    step = _case("steps/mamba2/emoji3d178/compiled", "steps", "mamba2", compile=True, batch=16, queries=3168,
+                 resolution=178, tokens=656, config={"encoder": {"num_latents": 256}}, ms=41.25, images_per_s=387.9,
+                 peak_bytes=9 * 10**9)  # fmt: skip
+    text = markdown(meta, [ran, skipped, unrun, step], PRESETS["encoders"])
+    assert "| mamba2 | emoji3d178 | compiled | 178 | 400 + 256 | 16 | 3168 | 41.2 | 388 | 9.00 |" in text
     assert "| bimamba | compiled | 512 | 64 | 32.8 | 1.00 |" in text
     assert "| bimamba | compiled | 16,640 | – | skipped: time budget spent |" in text
     assert "| emoji3d128_p2 | compiled | – | – | – | – | skipped: time budget spent |" in text

@@ -14,7 +14,8 @@ from ginr.tools.variants import default_variant, encoders, input_sizes, variants
 
 @dataclass(frozen=True)
 class Case:
-    """One measurement. ``group``: main | queries | batch | encoder | render | compile | inputs | lengths."""
+    """One measurement. ``group``: main | queries | batch | encoder | render | compile | inputs | lengths |
+    steps."""
 
     name: str
     group: str
@@ -73,12 +74,15 @@ PRESETS = {
                   16, (64, 16), Timing(1, 2, 2.0), None, (16,)),
     # the default variant at every input size (data=emoji3d178, ...), each with its own batch and queries
     "inputs": Preset(EAGER, None, None, (), 1, (), ("bf16",), ("inputs",), 1024, (), Timing(2, 5, 30.0), 540.0),
-    # every encoder alone (forward + backward) from 512 to 16,640 tokens a sequence, ~32k tokens a batch
-    "encoders": Preset(EAGER, None, None, (), 1, (), ("bf16",), ("lengths",), 1024, (), Timing(2, 5, 20.0), 540.0),
+    # every encoder alone (forward + backward) from 512 to 16,640 tokens a sequence, ~32k tokens a batch,
+    # and the training step with each encoder at the reference and protocol inputs
+    "encoders": Preset(EAGER, None, None, (), 1, (), ("bf16",), ("lengths", "steps"), 1024, (), Timing(2, 5, 20.0),
+                       540.0),
 }  # fmt: skip
 
 LENGTH_PATCHES = (16, 8, 4, 2)  # patch sides at a 256 px input: 256 to 16,384 patch tokens, + the latents
 TOKENS_PER_BATCH = 32768
+STEP_INPUTS = ("emoji3d", "emoji3d178")  # the encoders preset's training steps: the 32 px reference, 178 px
 RENDER_FACTORS = (4, 8)  # the inputs preset renders each input size at these multiples of its side
 
 
@@ -147,6 +151,15 @@ def build_cases(preset: Preset, *, compile: bool) -> list[Case]:
                 cases += [
                     Case(f"lengths/{name}/{tokens}/{'compiled' if c else 'eager'}", "lengths", name,
                          (f"encoder={name}", *overrides, *(("trainer.compile=true",) if c else ())), compile=c)
+                    for c in ((False, True) if compile else (False,))
+                ]  # fmt: skip
+    if "steps" in preset.groups:  # the trainer's step (default decoder, each input's own batch and pixels)
+        for name in encoders():  # with each encoder: what a run with it costs a step
+            for d in STEP_INPUTS:
+                cases += [
+                    Case(f"steps/{name}/{d}/{'compiled' if c else 'eager'}", "steps", name,
+                         (*every[default], f"data={d}", f"encoder={name}", *(("trainer.compile=true",) if c else ())),
+                         compile=c)
                     for c in ((False, True) if compile else (False,))
                 ]  # fmt: skip
     if "render" in preset.groups:  # a decoder that mixes queries decodes a whole image at once: not rendered

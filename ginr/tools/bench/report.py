@@ -234,6 +234,19 @@ def markdown(meta: dict, results: list[dict], preset) -> str:
                 "peak GB", "MFU"]  # fmt: skip
         title = "Input sizes (bf16, the default variant; each data option's own batch and pixels per image)"
         lines += _section(title, head, rows)
+    steps = _group(results, "steps")
+    if steps:
+        rows = [
+            [r["variant"], *r["name"].split("/")[2:], str(r.get("resolution") or "–"), _tokens(r),
+             str(r.get("batch") or "–"), str(r.get("queries") or "–"), *_cells(r, ["ms", "img/s", "peak", "mfu"])]
+            for r in steps
+        ]  # fmt: skip
+        head = ["encoder", "data", "step", "input px", "encoder tokens", "batch", "pixels per image", "ms/step",
+                "images/s", "peak GB", "MFU"]  # fmt: skip
+        title = (
+            "The training step with each encoder (bf16, the default decoder, each input's own batch, pixels)"
+        )
+        lines += _section(title, head, rows)
     lengths = _group(results, "lengths")
     if lengths:
         rows = [

@@ -275,7 +275,7 @@ def run_case(case: Case, preset: Preset, device: torch.device, args, done: list[
     record["flops_counted"] = m.flops
     if case.group == "lengths":
         record["tokens_per_s"] = record["batch"] * record["tokens"] / (ms / 1000)
-    if case.group in ("main", "lean", "queries", "batch", "compile", "inputs", "lengths"):
+    if case.group in ("main", "lean", "queries", "batch", "compile", "inputs", "lengths", "steps"):
         record["model_flops"] = model_flops(record, done)
         rate, record["peak_flops_note"] = peak_rate(case.precision, device, args.peak_tflops)
         record["peak_flops"] = rate
