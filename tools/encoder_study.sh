@@ -15,6 +15,7 @@
 # 3. OUT_DIR/{steps,time}/compare.md (+ .csv, curves, intervals, paired differences), OUT_DIR/bench/,
 #    OUT_DIR/runs.tgz (the runs without checkpoints). Run it again on the same machine and the runs left
 #    unfinished continue from their checkpoints (trainer.resume=auto); finished ones are left alone.
+#    PYTHON (default python3) runs ginr.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 SIZE OUT_DIR [STEPS [overrides...]]" >&2; exit 2; }
 size=$1
@@ -30,6 +31,7 @@ esac
 mkdir -p "$out_arg"
 out=$(cd "$out_arg" && pwd)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+python=${PYTHON:-python3}
 runs=$out/runs
 mkdir -p "$runs"
 
@@ -37,11 +39,11 @@ bench_set=()
 [ ${#extra[@]} -eq 0 ] || bench_set=(--set "${extra[@]}")
 if [ ! -s "$out/bench/results.json" ]; then
   echo "== each encoder's compiled step alone ($data)"
-  python3 -m ginr.tools.bench --preset encoders --compile --out "$out/bench" --only "steps/*/$data/compiled" \
+  "$python" -m ginr.tools.bench --preset encoders --compile --out "$out/bench" --only "steps/*/$data/compiled" \
     "${bench_set[@]}" 2>&1 | grep -E "^\[|rror" || true
 fi
 # "ENCODER STEPS_EQUAL_TIME" a line, from the timed steps
-python3 - "$out/bench/results.json" "$steps" > "$out/budget.txt" <<'EOF'
+"$python" - "$out/bench/results.json" "$steps" > "$out/budget.txt" <<'EOF'
 import json, sys
 cases = [c for c in json.load(open(sys.argv[1]))["cases"] if c["group"] == "steps" and c["compile"]]
 failed = [c["name"] for c in cases if c["status"] != "ok"]
@@ -57,23 +59,24 @@ slowest=$(sort -k3 -g "$out/budget.txt" | tail -1 | cut -d' ' -f1)
 
 commands=$out/commands.txt
 : > "$commands"
+overrides=$([ ${#extra[@]} -eq 0 ] || printf '%q ' "${extra[@]}")
 while read -r encoder time_steps _; do
   for seed in 0 1; do
     for arm in steps time; do
       n=$([ $arm = steps ] && echo "$steps" || echo "$time_steps")
       [ $arm = time ] && [ "$encoder" = "$slowest" ] && continue
-      dir=$runs/$arm/${encoder}_s$seed
-      echo "python3 -m ginr.train experiment=scent_ff data=$data encoder=$encoder seed=$seed ${extra[*]}" \
-        "trainer.max_steps=$n trainer.eval_every=$(((n + 1) / 2)) trainer.resume=auto logger.images=0" \
-        "logger.progress=false hydra.run.dir=$dir > $dir.log 2>&1 || echo failed: $dir" >> "$commands"
+      dir=$(printf %q "$runs/$arm/${encoder}_s$seed")
+      echo "$(printf %q "$python") -m ginr.train experiment=scent_ff data=$data encoder=$encoder seed=$seed" \
+        "$overrides trainer.max_steps=$n trainer.eval_every=$(((n + 1) / 2)) trainer.resume=auto" \
+        "logger.images=0 logger.progress=false hydra.run.dir=$dir > $dir.log 2>&1 || echo failed: $dir" >> "$commands"
       mkdir -p "$runs/$arm"
     done
   done
 done < "$out/budget.txt"
 echo "== $(wc -l < "$commands") runs, ${JOBS:-4} at a time"
-xargs -P "${JOBS:-4}" -I{} bash -c {} < "$commands"
+xargs -d '\n' -P "${JOBS:-4}" -I{} bash -c {} < "$commands"
 
-python3 -m ginr.tools.compare "$runs/steps" --out "$out/steps" > "$out/steps.log" 2>&1 || tail -3 "$out/steps.log"
-python3 -m ginr.tools.compare "$runs/time" "$runs/steps/${slowest}_s0" "$runs/steps/${slowest}_s1" \
+"$python" -m ginr.tools.compare "$runs/steps" --out "$out/steps" > "$out/steps.log" 2>&1 || tail -3 "$out/steps.log"
+"$python" -m ginr.tools.compare "$runs/time" "$runs/steps/${slowest}_s0" "$runs/steps/${slowest}_s1" \
   --out "$out/time" > "$out/time.log" 2>&1 || tail -3 "$out/time.log"
 tar czf "$out/runs.tgz" --exclude='*.ckpt' -C "$runs" .
