@@ -6,7 +6,8 @@
 #   SIZE 32: data=emoji3d, every pixel of the 32 px image a step (the reference).
 #   SIZE 178: data=emoji3d178 (the protocol's input: 400 + 256 tokens, batch 16), decoding 3,168 of the
 #     31,684 pixels an image a step (IPC's 10%: every pixel costs 240 ms a step, too dear for a 30-minute
-#     GPU session); evaluation renders every pixel.
+#     GPU session); evaluation renders every pixel, validation of a seeded 128 of the 295 val images (as
+#     the protocol's run), test of all.
 # 1. Each encoder's compiled training step is timed alone (bench --preset encoders, steps/ENCODER/DATA/compiled).
 # 2. Equal steps: STEPS (default 600) for every encoder. Equal time: each encoder gets the steps its own step
 #    time buys in the time the slowest encoder needs for STEPS steps; the slowest encoder's equal-time runs
@@ -24,7 +25,7 @@ steps=${3:-600}
 shift $(($# < 3 ? $# : 3))
 case $size in
   32) data=emoji3d; extra=("$@") ;;
-  178) data=emoji3d178; extra=(trainer.queries_per_image=3168 "$@") ;;
+  178) data=emoji3d178; extra=(trainer.queries_per_image=3168 trainer.eval_max_images=128 "$@") ;;
   *) echo "SIZE=$size is not allowed: 32 or 178" >&2; exit 2 ;;
 esac
 [[ $steps =~ ^[1-9][0-9]*$ ]] || { echo "STEPS=$steps is not allowed: a positive whole number" >&2; exit 2; }
