@@ -818,7 +818,7 @@ def test_the_input_window_gathers_the_pixels_around_each_query_and_its_offset():
     centres = pixel_grid(5, 6).reshape(5, 6, 2)
     # the centre of pixel (2, 3), a quarter pixel right of it, and the corner pixel (0, 0)
     coords = torch.stack([centres[2, 3], centres[2, 3] + torch.tensor([0.0, 0.25 * 2 / 6]), centres[0, 0]])
-    window(images, coords.unsqueeze(0))
+    window(*window.gather(images, coords.unsqueeze(0)))
     features = seen[0]  # (B, N, C * 3 * 3 + 2)
     assert features.shape == (2, 3, 2 * 9 + 2)
     inner = images[:, :, 1:4, 2:5].flatten(1)  # rows 1-3, columns 2-4, channel by channel
@@ -832,7 +832,7 @@ def test_the_input_window_gathers_the_pixels_around_each_query_and_its_offset():
     even = InputWindow(dim=4, channels=2, size=2)  # the window spans the query: its pixel and the next
     even.proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
     past = centres[2, 3] + torch.tensor([0.6 * 2 / 5, 0.75 * 2 / 6])  # 0.6 and 0.75 pixels past (2, 3)
-    even(images, past.view(1, 1, 2))
+    even(*even.gather(images, past.view(1, 1, 2)))
     torch.testing.assert_close(seen[0][:, 0, :8], images[:, :, 2:4, 3:5].flatten(1))
     torch.testing.assert_close(seen[0][:, 0, 8:], torch.tensor([0.6, 0.75]).expand(2, 2))
 
@@ -859,6 +859,33 @@ def test_an_input_window_starts_at_zero_and_learns(experiment):
             model.render(latents, 24, 24, images=images, chunk=100),
             values_to_image(model.decode(latents, coords, images=images), 24, 24),
         )
+
+
+@pytest.mark.parametrize("experiment", PER_DECODER)
+def test_a_window_filter_starts_at_zero_and_weighs_the_window(experiment):
+    with pytest.raises(ValueError, match="window_filter=true .*input_window > 0, got 0"):
+        make_model(experiment, window_filter=True)
+    windowed, model = (
+        make_model(experiment, input_window=3),
+        make_model(experiment, input_window=3, window_filter=True),
+    )
+    assert [k for k in model.load_state_dict(windowed.state_dict(), strict=False).missing_keys] == [
+        "decoder.filter.norm.weight", "decoder.filter.norm.bias", "decoder.filter.mlp.0.weight",
+        "decoder.filter.mlp.0.bias", "decoder.filter.mlp.2.weight", "decoder.filter.mlp.2.bias",
+    ]  # fmt: skip
+    images, coords = torch.rand(2, 3, 16, 16), pixel_grid(16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images, coords), windowed(images, coords))  # zero-initialised
+    model(images, coords).square().mean().backward()
+    assert model.decoder.filter.mlp[-1].weight.grad.abs().sum() > 0
+    # weights that pick the window's middle row, right column: at each input pixel centre, its right
+    # neighbour (the last column's own pixel, the border extending outwards)
+    last = model.decoder.filter.mlp[-1]
+    with torch.no_grad():
+        last.bias.copy_(torch.nn.functional.one_hot(torch.tensor(5), 9).float())
+        added = model(images, coords) - windowed(images, coords)
+    right = images[:, :, :, [*range(1, 16), 15]]
+    torch.testing.assert_close(added, right.flatten(2).transpose(1, 2))
 
 
 def test_step_queries_carry_the_pixel_size_of_each_resolution():

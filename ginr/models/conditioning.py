@@ -1,7 +1,8 @@
 """What a decoder adds to a query beyond its coordinates: the size of its pixel (LIIF's cell), an
 attention bias towards the latents near it (locality), the input pixels around it (LIIF's unfolding, on
-the input), and the input image upscaled at it (LTE's image skip). Each is off by default; the
-multi-band decoder takes all four as options, the plain SCENT decoder all but the locality."""
+the input) and a filter over them predicted for it, and the input image upscaled at it (LTE's image
+skip). Each is off by default; the multi-band decoder takes all five as options, the plain SCENT decoder
+all but the locality."""
 
 from typing import Literal
 
@@ -58,9 +59,9 @@ class InputWindow(nn.Module):
     """LIIF's feature unfolding and relative coordinate, on the input's pixels: the ``size`` x ``size``
     input pixels nearest each query (the border pixels extend outwards) and the query's offset, in pixels,
     from the centre of the window's base pixel (an odd window's middle pixel, the query's own; an even
-    window's is the one of the middle four at or above-left of the query), projected and added to the query. It gives the
-    decoder the input's exact neighbourhood, which the latents carry only through their bottleneck.
-    Zero-initialised: a new model decodes as one without it."""
+    window's is the one of the middle four at or above-left of the query), projected and added to the
+    query. It gives the decoder the input's exact neighbourhood, which the latents carry only through
+    their bottleneck. Zero-initialised: a new model decodes as one without it."""
 
     def __init__(self, *, dim: Positive, channels: Positive, size: Positive):
         super().__init__()
@@ -69,8 +70,9 @@ class InputWindow(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, images: torch.Tensor | None, coords: torch.Tensor) -> torch.Tensor:
-        """images (B, C, H, W), coords (B | 1, N, 2) as (y, x) -> (B, N, dim)."""
+    def gather(self, images: torch.Tensor | None, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, C, H, W), coords (B | 1, N, 2) as (y, x) -> (the window's pixels (B, N, C, size^2),
+        the offsets (B, N, 2))."""
         if images is None:
             raise ValueError(
                 f"this decoder reads the {self.size} x {self.size} input pixels around each query "
@@ -85,11 +87,35 @@ class InputWindow(nn.Module):
         cols = (base[..., 1:].long() + steps).clamp(0, width - 1)
         index = rearrange(rows[..., :, None] * width + cols[..., None, :], "b n i j -> b (n i j)")
         pixels = images.flatten(2).gather(2, index.expand(batch, -1).unsqueeze(1).expand(-1, channels, -1))
-        pixels = rearrange(pixels, "b c (n i j) -> b n (c i j)", i=self.size, j=self.size)
-        offset = (position - base).expand(batch, -1, -1)
-        return self.proj(
-            torch.cat([pixels.to(self.proj.weight.dtype), offset.to(self.proj.weight.dtype)], -1)
-        )
+        pixels = rearrange(pixels, "b c (n i j) -> b n c (i j)", i=self.size, j=self.size)
+        return pixels, (position - base).expand(batch, -1, -1)
+
+    def forward(self, pixels: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """:meth:`gather`'s pixels (B, N, C, size^2) and offsets (B, N, 2) -> (B, N, dim)."""
+        dtype = self.proj.weight.dtype
+        return self.proj(torch.cat([pixels.flatten(2).to(dtype), offsets.to(dtype)], -1))
+
+
+class WindowFilter(nn.Module):
+    """A filter over the input window predicted for each query (kernel prediction, as in Meta-SR's
+    weights from a pixel's offset and scale): ``size^2`` weights from the query's decoder features and its
+    offset, through a small MLP, and the value ``sum_k w_k * pixel_k`` per channel, added to the
+    decoder's output. A linear upscaler is the special case of weights that depend on the offset alone;
+    the features let them depend on the content. The last layer starts at zero: a new model decodes as one
+    without it."""
+
+    def __init__(self, *, dim: Positive, size: Positive):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim + 2, dim), nn.GELU(), nn.Linear(dim, size * size))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, features: torch.Tensor, pixels: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """features (B | 1, N, D), the window's pixels (B, N, C, K) and offsets (B, N, 2) -> (B, N, C)."""
+        features = self.norm(features).expand(offsets.shape[0], -1, -1)
+        weights = self.mlp(torch.cat([features, offsets.to(features.dtype)], -1))
+        return torch.einsum("bnk,bnck->bnc", weights, pixels.to(weights.dtype))
 
 
 ImageSkipMode = Literal["none", "bilinear", "bicubic"]

@@ -13,6 +13,7 @@ and broadcasts where it meets the latents, so it costs one image's compute inste
         f = band_stack_s(g) + mod_stack_s(m) + skip_s(g)                    additive modulation
         h = GELU(carry_s(f + h))                                            chain: learned layer + nonlinearity
         out = out + head_s(h)
+    out = out [+ sum_k filter_k(m, offset) * window_k]                        window filter (kernel prediction)
     out = out [+ the input image interpolated at the coordinates]             image skip (LTE)
 
 ``locality > 0`` biases the modulation attention towards the latents near each query: each latent at its
@@ -46,6 +47,7 @@ from ginr.models.conditioning import (
     ImageSkipMode,
     InputWindow,
     LocalityBias,
+    WindowFilter,
     split_cells,
 )
 from ginr.models.layers import (
@@ -125,6 +127,7 @@ class QueryOptions(TypedDict, total=False):
     attn_impl: AttnImpl
     cell_conditioning: bool
     input_window: Count
+    window_filter: bool
 
 
 class QueryDecoder(nn.Module):
@@ -141,9 +144,14 @@ class QueryDecoder(nn.Module):
         resolution: Positive = 32, query_bandwidth: PositiveFloat = 0.125, spectrum: Spectrum = "log",
         num_fourier: Positive = 64, learnable_bandwidth: bool = False, heads: Positive = 8,
         dim_head: Positive = 64, attn_impl: AttnImpl = "sdpa", cell_conditioning: bool = False,
-        input_window: Count = 0,
+        input_window: Count = 0, window_filter: bool = False,
     ):  # fmt: skip
         super().__init__()
+        if window_filter and not input_window:
+            raise ValueError(
+                "decoder.window_filter=true weighs the input pixels around each query: it needs "
+                f"decoder.input_window > 0, got {input_window}"
+            )
         self.fourier_options = {
             "num_features": num_fourier,
             "spectrum": spectrum,
@@ -162,6 +170,7 @@ class QueryDecoder(nn.Module):
         self.window = (
             InputWindow(dim=hidden_dim, channels=out_channels, size=input_window) if input_window else None
         )
+        self.filter = WindowFilter(dim=hidden_dim, size=input_window) if window_filter else None
 
     def fourier(self, fraction: float) -> FourierFeatures:
         """Fourier features of bandwidth ``fraction`` of the training resolution's Nyquist frequency."""
@@ -178,16 +187,28 @@ class QueryDecoder(nn.Module):
 
     def queries(
         self, coords: torch.Tensor, images: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (the pixel centres (B | 1, N, 2),
-        the queries (B | 1, N, D); (B, N, D) with the input window)."""
+        the queries (B | 1, N, D); (B, N, D) with the input window, and the window: its pixels
+        (B, N, C, K) and offsets (B, N, 2), or None without one)."""
         coords, cells = split_cells(coords)
         q = self.query_proj(self.query_fourier(coords))
         if self.cell is not None:
             q = q + self.cell(cells)
+        window = None
         if self.window is not None:
-            q = q + self.window(images, coords)
-        return coords, q
+            window = self.window.gather(images, coords)
+            q = q + self.window(*window)
+        return coords, q, window
+
+    def finish(
+        self, out: torch.Tensor, features: torch.Tensor, window: tuple | None, images: torch.Tensor | None,
+        coords: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """The decoder's values (B, N, C) [+ the window filter of ``features``] [+ the image skip]."""
+        if self.filter is not None:
+            out = out + self.filter(features, *window)
+        return out if self.image_skip is None else self.image_skip(out, images, coords)
 
 
 class MultiBandDecoder(QueryDecoder):
@@ -231,11 +252,11 @@ class MultiBandDecoder(QueryDecoder):
         self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
     ) -> torch.Tensor:
         """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
-        coords, q = self.queries(coords, images)
+        coords, q, window = self.queries(coords, images)
         bias = self.locality(coords) if self.locality is not None else None
         modulation = q + self.modulation(q, context=latents, bias=bias)
         out = self.chain([band.feature(coords, modulation, latents) for band in self.bands])
-        return out if self.image_skip is None else self.image_skip(out, images, coords)
+        return self.finish(out, modulation, window, images, coords)
 
     def chain(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The per-scale features (coarse to fine) -> values (B, N, C) through the carried value."""
@@ -266,9 +287,8 @@ class ScentDecoder(QueryDecoder):
         self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
     ) -> torch.Tensor:
         """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
-        coords, q = self.queries(coords, images)
+        coords, q, window = self.queries(coords, images)
         x = q + self.cross_attn(q, context=latents)
         for ff in self.ffs:
             x = x + checkpointed_if(self.checkpoint, ff, x)
-        out = self.out(x)
-        return out if self.image_skip is None else self.image_skip(out, images, coords)
+        return self.finish(self.out(x), x, window, images, coords)
