@@ -35,6 +35,12 @@ def test_the_study_refuses_a_bad_argument_before_any_work(tmp_path, args, messag
     assert not (tmp_path / "OUT").exists()
 
 
+def test_the_study_refuses_an_unknown_arm_before_any_work(tmp_path):
+    done = _study("32", str(tmp_path / "OUT"), env={"ARMS": "steps cost"})
+    assert done.returncode == 2 and "ARMS=steps cost is not allowed: steps, time or both" in done.stderr
+    assert not (tmp_path / "OUT").exists()
+
+
 @pytest.mark.slow
 def test_the_study_gives_each_encoder_equal_steps_and_equal_time(tmp_path, data_dir):
     out = tmp_path / "study"

@@ -16,7 +16,8 @@
 # 3. OUT_DIR/{steps,time}/compare.md (+ .csv, curves, intervals, paired differences), OUT_DIR/bench/,
 #    OUT_DIR/runs.tgz (the runs without checkpoints). Run it again on the same machine and the runs left
 #    unfinished continue from their checkpoints (trainer.resume=auto); finished ones are left alone.
-#    PYTHON (default python3) runs ginr.
+#    PYTHON (default python3) runs ginr. ARMS (default "steps time") picks the arms to run: "steps" alone
+#    when the GPU time left does not buy the equal-time runs (a later call with both adds them).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 SIZE OUT_DIR [STEPS [overrides...]]" >&2; exit 2; }
 size=$1
@@ -29,6 +30,13 @@ case $size in
   *) echo "SIZE=$size is not allowed: 32 or 178" >&2; exit 2 ;;
 esac
 [[ $steps =~ ^[1-9][0-9]*$ ]] || { echo "STEPS=$steps is not allowed: a positive whole number" >&2; exit 2; }
+arms=${ARMS:-steps time}
+for arm in $arms; do
+  case $arm in
+    steps | time) ;;
+    *) echo "ARMS=$arms is not allowed: steps, time or both" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$out_arg"
 out=$(cd "$out_arg" && pwd)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -63,7 +71,7 @@ commands=$out/commands.txt
 overrides=$([ ${#extra[@]} -eq 0 ] || printf '%q ' "${extra[@]}")
 while read -r encoder time_steps _; do
   for seed in 0 1; do
-    for arm in steps time; do
+    for arm in $arms; do
       n=$([ $arm = steps ] && echo "$steps" || echo "$time_steps")
       [ $arm = time ] && [ "$encoder" = "$slowest" ] && continue
       dir=$(printf %q "$runs/$arm/${encoder}_s$seed")
@@ -77,7 +85,9 @@ done < "$out/budget.txt"
 echo "== $(wc -l < "$commands") runs, ${JOBS:-4} at a time"
 xargs -d '\n' -P "${JOBS:-4}" -I{} bash -c {} < "$commands"
 
-"$python" -m ginr.tools.compare "$runs/steps" --out "$out/steps" > "$out/steps.log" 2>&1 || tail -3 "$out/steps.log"
-"$python" -m ginr.tools.compare "$runs/time" "$runs/steps/${slowest}_s0" "$runs/steps/${slowest}_s1" \
-  --out "$out/time" > "$out/time.log" 2>&1 || tail -3 "$out/time.log"
+[[ " $arms " != *" steps "* ]] ||
+  "$python" -m ginr.tools.compare "$runs/steps" --out "$out/steps" > "$out/steps.log" 2>&1 || tail -3 "$out/steps.log"
+[[ " $arms " != *" time "* ]] ||
+  "$python" -m ginr.tools.compare "$runs/time" "$runs/steps/${slowest}_s0" "$runs/steps/${slowest}_s1" \
+    --out "$out/time" > "$out/time.log" 2>&1 || tail -3 "$out/time.log"
 tar czf "$out/runs.tgz" --exclude='*.ckpt' -C "$runs" .
