@@ -41,6 +41,31 @@ def test_the_study_refuses_an_unknown_arm_before_any_work(tmp_path):
     assert not (tmp_path / "OUT").exists()
 
 
+def test_the_study_refuses_a_bench_record_that_is_not_one_before_any_work(tmp_path):
+    done = _study("178", str(tmp_path / "OUT"), env={"BENCH": str(tmp_path / "missing.json")})
+    assert done.returncode == 2 and "missing.json is not allowed: a bench results.json" in done.stderr
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_recorded_step_times_set_the_equal_time_budget(tmp_path):
+    """BENCH=FILE: the budgets come from a recorded bench of this input size, and only of it (the record
+    also holds a 32 px case); nothing is timed. The runs are refused at once here (an unknown override),
+    so nothing trains."""
+    record = tmp_path / "record.json"
+    cases = [("bimamba", "emoji3d178", 50.0), ("mamba2", "emoji3d178", 100.0), ("mamba2", "emoji3d", 400.0)]
+    record.write_text(json.dumps({"cases": [
+        {"name": f"steps/{e}/{d}/compiled", "group": "steps", "compile": True, "variant": e, "ms": ms,
+         "status": "ok"} for e, d, ms in cases
+    ]}))  # fmt: skip
+    out = tmp_path / "OUT"
+    done = _study("178", str(out), "10", "no_such_key=1", env={"BENCH": str(record), "ARMS": "steps"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "bench" / "source.txt").read_text() == f"step times from {record}\n"
+    assert (out / "budget.txt").read_text().split() == ["bimamba", "20", "50.00", "mamba2", "10", "100.00"]
+    commands = (out / "commands.txt").read_text().splitlines()
+    assert len(commands) == 4 and all("trainer.max_steps=10 " in c for c in commands)  # ARMS=steps
+
+
 @pytest.mark.slow
 def test_the_study_gives_each_encoder_equal_steps_and_equal_time(tmp_path, data_dir):
     out = tmp_path / "study"

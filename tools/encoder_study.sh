@@ -17,7 +17,10 @@
 #    OUT_DIR/runs.tgz (the runs without checkpoints). Run it again on the same machine and the runs left
 #    unfinished continue from their checkpoints (trainer.resume=auto); finished ones are left alone.
 #    PYTHON (default python3) runs ginr. ARMS (default "steps time") picks the arms to run: "steps" alone
-#    when the GPU time left does not buy the equal-time runs (a later call with both adds them).
+#    when the GPU time left does not buy the equal-time runs (a later call with both adds them). BENCH=FILE
+#    takes the step times from a recorded bench results.json of the same cases (e.g.
+#    experiments/encoders/steps_178px_h100.json) instead of timing them: the budgets then come from that
+#    record's GPU; OUT_DIR/bench/source.txt names the record.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 SIZE OUT_DIR [STEPS [overrides...]]" >&2; exit 2; }
 size=$1
@@ -37,6 +40,10 @@ for arm in $arms; do
     *) echo "ARMS=$arms is not allowed: steps, time or both" >&2; exit 2 ;;
   esac
 done
+if [ -n "${BENCH:-}" ] && ! grep -q '"cases"' "$BENCH" 2>/dev/null; then
+  echo "BENCH=$BENCH is not allowed: a bench results.json (python -m ginr.tools.bench --out DIR)" >&2
+  exit 2
+fi
 mkdir -p "$out_arg"
 out=$(cd "$out_arg" && pwd)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,15 +53,19 @@ mkdir -p "$runs"
 
 bench_set=()
 [ ${#extra[@]} -eq 0 ] || bench_set=(--set "${extra[@]}")
+if [ -n "${BENCH:-}" ] && [ ! -s "$out/bench/results.json" ]; then
+  mkdir -p "$out/bench" && cp "$BENCH" "$out/bench/results.json" && echo "step times from $BENCH" > "$out/bench/source.txt"
+fi
 if [ ! -s "$out/bench/results.json" ]; then
   echo "== each encoder's compiled step alone ($data)"
   "$python" -m ginr.tools.bench --preset encoders --compile --out "$out/bench" --only "steps/*/$data/compiled" \
     "${bench_set[@]}" 2>&1 | grep -E "^\[|rror" || true
 fi
 # "ENCODER STEPS_EQUAL_TIME" a line, from the timed steps
-"$python" - "$out/bench/results.json" "$steps" > "$out/budget.txt" <<'EOF'
+"$python" - "$out/bench/results.json" "$steps" "$data" > "$out/budget.txt" <<'EOF'
 import json, sys
-cases = [c for c in json.load(open(sys.argv[1]))["cases"] if c["group"] == "steps" and c["compile"]]
+cases = json.load(open(sys.argv[1]))["cases"]
+cases = [c for c in cases if c["group"] == "steps" and c["compile"] and c["name"].split("/")[2] == sys.argv[3]]
 failed = [c["name"] for c in cases if c["status"] != "ok"]
 if failed or not cases:
     sys.exit(f"encoder_study: no step time for {', '.join(failed) or 'any encoder'}: no equal-time budget")

@@ -8,6 +8,10 @@
 #   study178 the same study at the protocol's 178 px input (tools/encoder_study.sh 178);
 #   mamba2   kernel tables of the 178 px step with Mamba-2 and BiMamba, and Mamba-2 alone at chunk 256
 #            (its own default; ginr's is 64), ~5 min.
+# The environment passes through to tools/encoder_study.sh: a short GPU session can reuse the recorded
+# step times and run the equal-steps arm alone (about 10 minutes on an H100, 6 runs at once):
+#   BENCH=experiments/encoders/steps_178px_h100.json ARMS=steps JOBS=6 bash tools/encoders_gpu.sh OUT 600 study178
+# and a later call with ARMS="steps time" on the same OUT adds the equal-time runs (the finished ones stay).
 # Run on 2026-12-07 (one H100): study32 and curve, recorded in experiments/encoders/.
 set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 OUT_DIR [STEPS [PARTS...]]" >&2; exit 2; }
