@@ -2,11 +2,12 @@
 
 For each output phase (the output pixel's place within its input pixel), a least-squares filter over the
 input's 6 x 6 neighbourhood plus the Lanczos value at that pixel, shared by the three channels, is fitted
-on random train crops (their real pixels at 2x and 4x) and scored on the test crops like every model:
+on random train crops (their real pixels at 2x and 4x) and scored on the test crops (or, with --split val,
+the val crops: the reference beside the val scores that select a model's checkpoints) like every model:
 per-image unclamped PSNR against the crop's real pixels, beside Lanczos of the same 8-bit input. Lanczos
 is one of its inputs, so on the train crops it can only gain; what it gains on test crops is what a
 linear map of the 32 px input predicts about the finer pixels. CPU, about a minute:
-    python tools/photos_linear.py [--crops 2000] [--data-dir .data]
+    python tools/photos_linear.py [--crops 2000] [--data-dir .data] [--split test|val]
 """
 
 import argparse
@@ -79,16 +80,18 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=2000, help="random train crops to fit on")
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="the crops to score")
     args = parser.parse_args()
     side = args.resolution
     train = {r: Photos(root=args.data_dir, split="train", resolution=r) for r in (side, 2 * side, 4 * side)}
-    test = {r: Photos(root=args.data_dir, split="test", resolution=r) for r in (side, 2 * side, 4 * side)}
+    test = {r: Photos(root=args.data_dir, split=args.split, resolution=r) for r in (side, 2 * side, 4 * side)}
     chosen = random.Random(0).sample(range(len(train[side])), args.crops)
     stack = lambda d, items: torch.stack([d[i] for i in items])
     low = stack(train[side], chosen)
     test_low = stack(test[side], range(len(test[side])))
-    print(f"{len(train[side].photos)} train photos, {args.crops} random crops; {len(test_low)} test crops")
-    print("| scale | linear | Lanczos | linear minus Lanczos (mean, 95% interval over test crops) |")
+    split = args.split
+    print(f"{len(train[side].photos)} train photos, {args.crops} random crops; {len(test_low)} {split} crops")
+    print(f"| scale | linear | Lanczos | linear minus Lanczos (mean, 95% interval over {split} crops) |")
     print("|---|---|---|---|")
     for scale in (2, 4):
         filters = fit(low, stack(train[scale * side], chosen), scale)
