@@ -16,7 +16,7 @@ from ginr.coords import pixel_grid, values_to_image, with_cells
 from ginr.engine.build import build_model
 from ginr.engine.step import StepQueries
 from ginr.models import mamba as mamba_module
-from ginr.models.conditioning import InputWindow, LocalityBias
+from ginr.models.conditioning import InputWindow, LocalityBias, dct_basis
 from ginr.models.encoder import BiMambaEncoder
 from ginr.models.ginr import GINR
 from ginr.models.layers import ATTN_IMPLS, Attention
@@ -878,14 +878,24 @@ def test_a_window_filter_starts_at_zero_and_weighs_the_window(experiment):
         torch.testing.assert_close(model(images, coords), windowed(images, coords))  # zero-initialised
     model(images, coords).square().mean().backward()
     assert model.decoder.filter.mlp[-1].weight.grad.abs().sum() > 0
-    # weights that pick the window's middle row, right column: at each input pixel centre, its right
-    # neighbour (the last column's own pixel, the border extending outwards)
+    # weights on the window's frequencies that pick its middle row, right column (the DCT is orthonormal:
+    # pixel 5 is basis column 5): at each input pixel centre, its right neighbour (the last column's own
+    # pixel, the border extending outwards)
     last = model.decoder.filter.mlp[-1]
     with torch.no_grad():
-        last.bias.copy_(torch.nn.functional.one_hot(torch.tensor(5), 9).float())
+        last.bias.copy_(dct_basis(3)[:, 5])
         added = model(images, coords) - windowed(images, coords)
     right = images[:, :, :, [*range(1, 16), 15]]
     torch.testing.assert_close(added, right.flatten(2).transpose(1, 2))
+
+
+def test_the_window_dct_is_orthonormal_and_ordered_by_frequency():
+    basis = dct_basis(4).double()
+    torch.testing.assert_close(basis @ basis.T, torch.eye(16, dtype=torch.float64), atol=1e-6, rtol=0)
+    flat, ramp = torch.ones(4, 4), torch.arange(4.0).expand(4, 4)  # ramp: along each row (x)
+    torch.testing.assert_close((basis.float() @ flat.flatten())[1:], torch.zeros(15), atol=1e-5, rtol=0)
+    coefficients = (basis.float() @ ramp.flatten()).reshape(4, 4)  # (u: y frequency, v: x frequency)
+    assert coefficients[0, 1].abs() > 1 and coefficients[1:].abs().max() < 1e-5
 
 
 def test_step_queries_carry_the_pixel_size_of_each_resolution():

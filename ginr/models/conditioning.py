@@ -4,6 +4,7 @@ the input) and a filter over them predicted for it, and the input image upscaled
 skip). Each is off by default; the multi-band decoder takes all five as options, the plain SCENT decoder
 all but the locality."""
 
+import math
 from typing import Literal
 
 import torch
@@ -96,16 +97,31 @@ class InputWindow(nn.Module):
         return self.proj(torch.cat([pixels.flatten(2).to(dtype), offsets.to(dtype)], -1))
 
 
+def dct_basis(size: Positive) -> torch.Tensor:
+    """The orthonormal 2D DCT-II of a ``size`` x ``size`` window, (size^2, size^2): row ``u * size + v``
+    is frequency (u, v) over the window's pixels in row-major order."""
+    k = torch.arange(size, dtype=torch.float64)
+    scale = torch.full((size, 1), (2 / size) ** 0.5, dtype=torch.float64)
+    scale[0] = (1 / size) ** 0.5
+    basis = scale * torch.cos(math.pi * (k[None, :] + 0.5) * k[:, None] / size)  # (frequency, pixel)
+    return torch.kron(basis, basis).float()
+
+
 class WindowFilter(nn.Module):
     """A filter over the input window predicted for each query (kernel prediction, as in Meta-SR's
     weights from a pixel's offset and scale): ``size^2`` weights from the query's decoder features and its
-    offset, through a small MLP, and the value ``sum_k w_k * pixel_k`` per channel, added to the
+    offset, through a small MLP, applied per channel to the window's 2D DCT coefficients and added to the
     decoder's output. A linear upscaler is the special case of weights that depend on the offset alone;
-    the features let them depend on the content. The last layer starts at zero: a new model decodes as one
-    without it."""
+    the features let them depend on the content. The DCT is orthonormal, so it changes what the filter
+    can express not at all, only how fast it learns: neighbouring pixels are nearly equal, and weights on
+    the raw pixels learn the fine detail (their small differences) slowly; weights on frequencies learn
+    each at its own pace (on photos at 2x, a filter of the offset alone reached in 100 steps what weights
+    on the pixels reached in 800; experiments/photos). The last layer starts at zero: a new model decodes
+    as one without it."""
 
     def __init__(self, *, dim: Positive, size: Positive):
         super().__init__()
+        self.register_buffer("basis", dct_basis(size), persistent=False)
         self.norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim + 2, dim), nn.GELU(), nn.Linear(dim, size * size))
         nn.init.zeros_(self.mlp[-1].weight)
@@ -115,7 +131,8 @@ class WindowFilter(nn.Module):
         """features (B | 1, N, D), the window's pixels (B, N, C, K) and offsets (B, N, 2) -> (B, N, C)."""
         features = self.norm(features).expand(offsets.shape[0], -1, -1)
         weights = self.mlp(torch.cat([features, offsets.to(features.dtype)], -1))
-        return torch.einsum("bnk,bnck->bnc", weights, pixels.to(weights.dtype))
+        frequencies = pixels.to(weights.dtype) @ self.basis.to(weights.dtype).T
+        return torch.einsum("bnk,bnck->bnc", weights, frequencies)
 
 
 ImageSkipMode = Literal["none", "bilinear", "bicubic"]
