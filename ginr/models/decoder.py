@@ -13,7 +13,7 @@ and broadcasts where it meets the latents, so it costs one image's compute inste
         f = band_stack_s(g) + mod_stack_s(m) + skip_s(g)                    additive modulation
         h = GELU(carry_s(f + h))                                            chain: learned layer + nonlinearity
         out = out + head_s(h)
-    out = out [+ sum_k filter_k(m, offset) * window_k]                        window filter (kernel prediction)
+    out = out [+ sum_k filter_k(m, offset) * dct(window)_k]                   window filter (kernel prediction)
     out = out [+ the input image interpolated at the coordinates]             image skip (LTE)
 
 ``locality > 0`` biases the modulation attention towards the latents near each query: each latent at its
