@@ -9,10 +9,11 @@
 #   mamba2   kernel tables of the 178 px step with Mamba-2 and BiMamba, and Mamba-2 alone at chunk 256
 #            (its own default; ginr's is 64), ~5 min.
 # The environment passes through to tools/encoder_study.sh: a short GPU session can reuse the recorded
-# step times and run the equal-steps arm alone (about 10 minutes on an H100, 6 runs at once):
-#   BENCH=experiments/encoders/steps_178px_h100.json ARMS=steps JOBS=6 bash tools/encoders_gpu.sh OUT 600 study178
-# and a later call with ARMS="steps time" on the same OUT adds the equal-time runs (the finished ones stay).
-# Run on 2026-12-07 (one H100): study32 and curve, recorded in experiments/encoders/.
+# step times and run one arm at a time (a 178 px run peaks at 15 GB: 4 at a time on an 80 GB H100):
+#   BENCH=experiments/encoders/steps_178px_h100.json ARMS=steps JOBS=4 bash tools/encoders_gpu.sh OUT 600 study178
+# (17 minutes on an H100), and a later call with ARMS=time on the same OUT adds the equal-time runs; on a
+# fresh machine, first unpack the equal-steps runs' record: tar xzf .../quality178_h100/runs.tgz -C OUT/runs.
+# Run on 2026-12-07 (one H100): study32, curve and study178's equal-steps arm, in experiments/encoders/.
 set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 OUT_DIR [STEPS [PARTS...]]" >&2; exit 2; }
 steps=${2:-600}
