@@ -1,6 +1,7 @@
 """The training pipeline end to end on CPU: composition, a few real steps, exact resume, evaluation."""
 
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import ginr
 from ginr.config import ConfigError, mixes_queries, prepare
 from ginr.coords import image_to_values, pixel_grid
-from ginr.engine.build import build_model
+from ginr.engine.build import WarmupCosine, build_model, warmup_note
 from ginr.engine.checkpoint import CheckpointError, load_checkpoint
 from ginr.engine.data import prefetched
 from ginr.engine.logging import describe_state, read_status
@@ -514,3 +515,16 @@ def test_a_flop_count_out_of_memory_is_skipped_and_training_goes_on(smoke_cfg, m
     metrics = train(smoke_cfg("trainer.max_steps=2", "data.eval_resolutions=[]"))
     assert "test/psnr" in metrics and not scalars(tmp_path / "run", "perf/gflop_per_step")
     assert "no FLOP count" in caplog.text
+
+
+@pytest.mark.parametrize("max_steps", [1, 450, 500, 501, 2000])
+def test_a_run_that_ends_inside_its_warm_up_is_told_so(max_steps):
+    """The trainer warns where the schedule rises until the last step (a 450-step run under a 500-step
+    warm-up never reaches its learning rate), and says how far it got."""
+    schedule = WarmupCosine(500, max_steps, 0.05)
+    factors = [schedule(step) for step in range(max_steps)]
+    rising = all(b > a for a, b in itertools.pairwise(factors))
+    note = warmup_note(max_steps, 500)
+    assert (note is not None) == rising
+    if note:
+        assert f"reaches {factors[-1]:.1%} of optim.optimizer.lr" in note

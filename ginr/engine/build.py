@@ -71,6 +71,17 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_note(max_steps: int, warmup_steps: int) -> str | None:
+    """A warning for a run of ``max_steps`` that ends inside the ``warmup_steps`` warm-up (its learning rate
+    never reaches the configured one, its cosine never starts), else None."""
+    if max_steps > warmup_steps:
+        return None
+    return (
+        f"trainer.max_steps={max_steps} ends inside the warm-up (optim.warmup_steps={warmup_steps}): the "
+        f"learning rate reaches {max_steps / warmup_steps:.1%} of optim.optimizer.lr and never decays"
+    )
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases, norms, and parameters marked ``_no_weight_decay`` (A_log, D)."""
     decay, no_decay = [], []

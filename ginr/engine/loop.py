@@ -24,6 +24,7 @@ from ginr.engine.build import (
     build_train_step,
     count_parameters,
     pick_device,
+    warmup_note,
 )
 from ginr.engine.data import Batch, Resolutions, StepBatchSampler, prefetched, train_loader
 from ginr.engine.evaluation import PICTURE_PANELS, evaluate, save_picture, scalar_tags
@@ -109,6 +110,12 @@ class Trainer:
         self.model, self.amp = self.step_fn.model, self.step_fn.amp
         self.step, self.best_psnr, self.bad_steps, self.consecutive_bad = 0, -math.inf, 0, 0
         self.max_steps, self.length_fixed = tcfg.max_steps, tcfg.train_minutes is None
+        if (
+            self.length_fixed
+            and self.dist.is_main
+            and (note := warmup_note(tcfg.max_steps, cfg.optim.warmup_steps))
+        ):
+            log.warning(note)
         self.eval_amp = self.amp if tcfg.eval_precision == "train" else None
         self.val_baselines: dict[
             str, float
