@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from ginr.api import Loaded, load
 from ginr.config import compose
 from ginr.data.imagefiles import EXTENSIONS
-from ginr.engine.build import build_dataset
+from ginr.engine.build import build_dataset, keep_freed_cpu_memory
 from ginr.engine.checkpoint import CheckpointError
 from ginr.engine.evaluation import evaluate, reconstructions, save_picture
 from ginr.engine.metrics import UPSCALERS, margin
@@ -90,7 +90,10 @@ def _load(ckpt: str | Path, which: str, device: str) -> Loaded:
     path = Path(ckpt).expanduser()
     if path.is_dir() and which == "best" and not (path / "checkpoints" / "best.ckpt").is_file():
         which = "last"
-    return load(path, device=device, which=which)
+    trained = load(path, device=device, which=which)
+    if next(trained.model.parameters()).device.type == "cpu":
+        keep_freed_cpu_memory()  # rendering frees and allocates the same large buffers every chunk
+    return trained
 
 
 def run(
