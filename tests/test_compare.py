@@ -274,3 +274,38 @@ def test_runs_of_different_encoder_classes_are_named_by_the_class(tmp_path: Path
     }
     classes = ("BiMambaEncoder", "TransformerEncoder", "Mamba2Encoder")
     assert names == {f"{DEFAULT_EXPERIMENT} encoder={c}" for c in classes}
+
+
+def test_scales_that_are_not_multiples_get_their_intervals_and_differences(tmp_path: Path, capsys) -> None:
+    """A 178 px input scored against 256 px images logs ``test/psnr_256px``: the seeds table and the
+    paired differences cover it like 2x and 4x."""
+    from omegaconf import OmegaConf
+
+    from ginr.config import compose
+
+    first, second = EXPERIMENTS[:2]
+    at_256 = {first: [20.0, 22.0], second: [19.0, 20.5]}  # per-seed differences 1.0, 1.5
+    for experiment, values in at_256.items():
+        for seed, value in enumerate(values):
+            tags = {"test/psnr_256px": [(20, value)], "test/margin_256px": [(20, value - 38.0)]}
+            run = write_run(
+                tmp_path / "study" / f"{experiment}_{seed}",
+                {"val/psnr": [(20, value)], "test/psnr": [(20, value + 0.1)], **tags},
+                status(experiment, "finished", 20),
+            )
+            cfg = compose([f"experiment={experiment}", "hardware=cpu", f"run_dir={run}", f"seed={seed}"])
+            (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    assert compare_main([str(tmp_path / "study"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "seeds.md").read_text()
+    half = 12.706  # two seeds 2 dB apart: sd 1.414, / sqrt(2) = 1
+    assert "| x4 vs best upscaler | test 256px | 256px vs best upscaler |" in md
+    assert f"| - | 21.00 ± {half:.2f} | -17.00 ± {half:.2f} |" in md
+    assert "### Differences in test 256px" in md
+    half_diff = 12.706 * 0.25  # differences 1.0 and 1.5: sd 0.354, / sqrt(2) = 0.25
+    assert (
+        f"| {first} | {second} | +1.25 | [{1.25 - half_diff:+.2f}, {1.25 + half_diff:+.2f}] | paired |" in md
+    )
+    with open(tmp_path / "out" / "seeds.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["test 256px mean"]) == pytest.approx(21.0)
+    assert "### Differences in test x2" not in md  # no section for a scale no run scored

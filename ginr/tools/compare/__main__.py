@@ -77,7 +77,10 @@ def write_seeds(groups: dict[str, list], out: Path, levels: Sequence[float] = se
         sections.append(
             f"## {data}\n\nMean ± half-width of the 95% t interval over seeds.\n\n{seeds.table(group)}"
         )
-        for metric in ("test PSNR", "test x2", "test x4"):
+        for metric in (
+            "test PSNR",
+            *(f"test {s}" for s in seeds.scales([r for v in group for _, r in v.runs])),
+        ):
             sections.append(f"### Differences in {metric}\n\n{seeds.pairwise(group, metric)}")
         sections.append(f"### Minutes to reach val PSNR\n\n{seeds.time_to_psnr(group, levels)}")
         rows += group

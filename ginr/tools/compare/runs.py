@@ -31,10 +31,10 @@ class RunSummary:
     best_psnr: float | None = None  # val: what selects
     final_psnr: float | None = None  # val, last evaluation
     test_psnr: float | None = None  # test, once at the end, of the checkpoint selected on val
-    psnr_x2: float | None = None  # test
-    margin_x2: float | None = None  # test PSNR x2 minus the best classical upscaler's
-    psnr_x4: float | None = None
-    margin_x4: float | None = None
+    # test PSNR at each other evaluated resolution, by its scale tag ("x2", or "256px" where it is not a
+    # multiple of the input's), and its margin: the PSNR minus the best classical upscaler's
+    test_at: dict[str, float] = field(default_factory=dict)
+    margin_at: dict[str, float] = field(default_factory=dict)
     params_m: float | None = None
     ms_per_step: float | None = None
     images_per_s: float | None = None
@@ -45,6 +45,22 @@ class RunSummary:
     curve: list[tuple[int, float, float]] = field(default_factory=list)
     config: dict[str, object] = field(default_factory=dict)  # the run's config.yaml, flattened
     dataset: str = "unknown data"  # what the runs of one table share
+
+    @property
+    def psnr_x2(self) -> float | None:
+        return self.test_at.get("x2")
+
+    @property
+    def margin_x2(self) -> float | None:
+        return self.margin_at.get("x2")
+
+    @property
+    def psnr_x4(self) -> float | None:
+        return self.test_at.get("x4")
+
+    @property
+    def margin_x4(self) -> float | None:
+        return self.margin_at.get("x4")
 
     @property
     def train_pflop(self) -> float | None:
@@ -67,6 +83,9 @@ class RunSummary:
 # Config keys that differ between runs without making them different experiments.
 NOT_A_DIFFERENCE = ("run_dir", "paths.", "trainer.resume", "logger.", "trainer.eval_", "trainer.test_max",
                     "trainer.log_every", "trainer.ckpt_", "trainer.time_limit_min", "data.num_workers")  # fmt: skip
+
+
+_SCALE_TAG = re.compile(r"test/(psnr|margin)_(x\d+|\d+px)")  # ginr.coords.scale_tag's names
 
 
 def is_run(path: Path) -> bool:
@@ -223,8 +242,11 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
         # what selected the run's checkpoint (trainer.select_on, 1x unless a run says otherwise)
         run.best_psnr = last("val/best_psnr") if "val/best_psnr" in vals else max(vals["val/psnr"])
         run.curve = [(s, t - t0, v) for s, t, v in scalars["val/psnr"]]
-    run.test_psnr, run.psnr_x2, run.psnr_x4 = last("test/psnr"), last("test/psnr_x2"), last("test/psnr_x4")
-    run.margin_x2, run.margin_x4 = last("test/margin_x2"), last("test/margin_x4")
+    run.test_psnr = last("test/psnr")
+    for tag in vals:
+        if match := _SCALE_TAG.fullmatch(tag):
+            kind, scale = match.groups()
+            (run.test_at if kind == "psnr" else run.margin_at)[scale] = last(tag)
     run.ms_per_step, run.images_per_s = median("perf/ms_per_step"), median("perf/images_per_s")
     run.peak_mem_gb = max(vals.get("perf/peak_mem_gb", []), default=None)
     run.gflop_per_step = last("perf/gflop_per_step")

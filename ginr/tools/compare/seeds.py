@@ -9,6 +9,7 @@ parts) when both ran the same seeds, else Welch's interval. With one seed there 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,35 @@ METRICS: dict[str, Callable[[RunSummary], float | None]] = {
     "peak mem (GB)": lambda r: r.peak_mem_gb,
     "params (M)": lambda r: r.params_m,
 }
+
+
+def scales(runs: Sequence[RunSummary]) -> list[str]:
+    """The test scales beyond 1x that any of ``runs`` scored: ``x2``, ``x4``, then the others (``256px``
+    from a 178 px input) by size."""
+    found = {scale for r in runs for scale in r.test_at}
+    size = lambda scale: int(scale.removesuffix("px")) if scale.endswith("px") else 0
+    return sorted(found, key=lambda scale: (size(scale), int(scale[1:]) if scale[0] == "x" else 0))
+
+
+def metrics_for(runs: Sequence[RunSummary]) -> list[str]:
+    """:data:`METRICS`, plus the PSNR and the margin over the best classical upscaler at every test scale
+    of ``runs`` beyond 2x and 4x, after 4x's."""
+    extra = [m for s in scales(runs) if s not in ("x2", "x4") for m in (f"test {s}", f"{s} vs best upscaler")]
+    at = list(METRICS).index("x4 vs best upscaler") + 1
+    return [*list(METRICS)[:at], *extra, *list(METRICS)[at:]]
+
+
+def read_metric(metric: str) -> Callable[[RunSummary], float | None]:
+    """How to read ``metric`` (a name of :func:`metrics_for`) from a run."""
+    if metric in METRICS:
+        return METRICS[metric]
+    if match := re.fullmatch(r"test (\S+)", metric):
+        return lambda r: r.test_at.get(match[1])
+    if match := re.fullmatch(r"(\S+) vs best upscaler", metric):
+        return lambda r: r.margin_at.get(match[1])
+    raise KeyError(
+        f"metric={metric!r} is not known: one of {', '.join(METRICS)}, 'test SCALE' or 'SCALE vs best upscaler'"
+    )
 
 
 def t_quantile(df: float) -> float:
@@ -102,7 +132,7 @@ class Variant:
     runs: list[tuple[int, RunSummary]]  # (seed, run); a seed run twice counts twice
 
     def values(self, metric: str) -> list[tuple[int, float]]:
-        read = METRICS[metric]
+        read = read_metric(metric)
         return [(seed, v) for seed, r in self.runs if (v := read(r)) is not None]
 
 
@@ -124,8 +154,10 @@ def _mean(variant: Variant, metric: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def table(group: Sequence[Variant], metrics: Sequence[str] = tuple(METRICS)) -> str:
-    """Markdown: one row per variant, mean ± 95% half-width per metric, and the seeds behind it."""
+def table(group: Sequence[Variant], metrics: Sequence[str] | None = None) -> str:
+    """Markdown: one row per variant, mean ± 95% half-width per metric (default: :func:`metrics_for` the
+    variants' runs), and the seeds behind it."""
+    metrics = metrics_for([r for v in group for _, r in v.runs]) if metrics is None else metrics
     rows = [[v.name, len(v.runs), *(_cell(v, m) for m in metrics)] for v in group]
     return markdown_table(["variant", "seeds", *metrics], rows) + "\n"
 
@@ -185,10 +217,11 @@ def time_to_psnr(group: Sequence[Variant], levels: Sequence[float] = LEVELS) -> 
 
 
 def to_csv(group: Sequence[Variant], path: Path) -> None:
-    rows = ["variant,seeds," + ",".join(f"{m} mean,{m} ci95" for m in METRICS)]
+    metrics = metrics_for([r for v in group for _, r in v.runs])
+    rows = ["variant,seeds," + ",".join(f"{m} mean,{m} ci95" for m in metrics)]
     for v in group:
         cells = []
-        for m in METRICS:
+        for m in metrics:
             vals = [x for _, x in v.values(m)]
             est = estimate(vals) if vals else None
             cells += ["" if est is None else f"{est.mean:.4f}",
