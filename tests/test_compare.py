@@ -309,3 +309,24 @@ def test_scales_that_are_not_multiples_get_their_intervals_and_differences(tmp_p
         row = next(csv.DictReader(f))
     assert float(row["test 256px mean"]) == pytest.approx(21.0)
     assert "### Differences in test x2" not in md  # no section for a scale no run scored
+
+
+def test_test_scales_are_ordered_and_each_gets_a_panel() -> None:
+    from ginr.tools.compare.seeds import _panels, scales
+
+    def run(**test_at: float) -> compare.RunSummary:
+        return compare.RunSummary(path=Path("r"), name="r", test_at=test_at, margin_at={"x2": -1.0})
+
+    runs = [run(x8=1.0, x2=2.0), run(**{"256px": 3.0, "x16": 4.0, "x4": 5.0})]
+    assert scales(runs) == ["x2", "x4", "x8", "x16", "256px"]
+    panels = _panels(runs)
+    assert [title for title, _, _ in panels] == [
+        "test 1x",
+        "test 2x",
+        "test 4x",
+        "test 8x",
+        "test 16x",
+        "test 256px",
+    ]
+    assert panels[1][2](runs[0]) == 3.0 and panels[2][2](runs[1]) is None  # the upscaler: PSNR minus margin
+    assert [title for title, _, _ in _panels([compare.RunSummary(path=Path("r"), name="r")])] == ["test 1x"]

@@ -258,22 +258,33 @@ def plot_bands(group: Sequence[Variant], path: Path, x: str = "step") -> None:
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
-# (title, the model's metric, how to read the best classical upscaler's PSNR on the same images)
-_PANELS: tuple[tuple[str, str, Callable[[RunSummary], float | None] | None], ...] = (
-    ("test 1x", "test PSNR", None),
-    ("test 2x", "test x2", lambda r: None if r.psnr_x2 is None or r.margin_x2 is None else r.psnr_x2 - r.margin_x2),
-    ("test 4x", "test x4", lambda r: None if r.psnr_x4 is None or r.margin_x4 is None else r.psnr_x4 - r.margin_x4),
-)  # fmt: skip
+def _panels(runs: Sequence[RunSummary]) -> list[tuple[str, str, Callable[[RunSummary], float | None] | None]]:
+    """(title, the model's metric, how to read the best classical upscaler's PSNR on the same images):
+    1x, then every test scale the runs scored."""
+
+    def best_upscaler(scale: str) -> Callable[[RunSummary], float | None]:
+        return lambda r: (
+            None
+            if scale not in r.test_at or scale not in r.margin_at
+            else r.test_at[scale] - r.margin_at[scale]
+        )
+
+    title = lambda scale: f"test {scale[1:]}x" if scale.startswith("x") else f"test {scale}"
+    return [
+        ("test 1x", "test PSNR", None),
+        *((title(s), f"test {s}", best_upscaler(s)) for s in scales(runs)),
+    ]
 
 
 def plot_means(group: Sequence[Variant], path: Path) -> None:
-    """Test PSNR per variant at 1x, 2x and 4x: the mean over seeds with its 95% interval, and at 2x and
-    4x the best classical upscaler of the same inputs (dashed)."""
-    fig = Figure(figsize=(11, 0.5 * len(group) + 2))
+    """Test PSNR per variant at 1x and every test scale: the mean over seeds with its 95% interval, and
+    beside each scale the best classical upscaler of the same inputs (dashed)."""
+    panels = _panels([r for v in group for _, r in v.runs])
+    fig = Figure(figsize=(3.7 * len(panels), 0.5 * len(group) + 2))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(_PANELS), sharey=True)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     names = [v.name for v in group]
-    for ax, (title, metric, baseline) in zip(axes, _PANELS, strict=True):
+    for ax, (title, metric, baseline) in zip(axes, panels, strict=True):
         for y, v in enumerate(group):
             values = [x for _, x in v.values(metric)]
             if not values:
