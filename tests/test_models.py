@@ -907,3 +907,37 @@ def test_step_queries_carry_the_pixel_size_of_each_resolution():
     assert torch.equal(coords[0, 64:, 2:], torch.full((5, 2), 2 / 16))
     plain, _ = StepQueries(8, seed=0, target_resolutions=[16], target_queries=5)(3, images, high)
     assert torch.equal(coords[..., :2], plain)  # the same pixels, with their sizes
+
+
+@pytest.mark.parametrize("experiment", PER_DECODER)
+def test_local_features_start_at_zero_learn_and_read_the_cnn_around_each_query(experiment):
+    plain, model = make_model(experiment), make_model(experiment, local_features=8, local_blocks=2)
+    assert model.reads_images and not plain.reads_images
+    missing = model.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert {k.split(".")[2] for k in missing} == {"head", "blocks", "tail", "unfold"}
+    assert all(k.startswith("decoder.local.") for k in missing)
+    images, coords = torch.rand(2, 3, 16, 16), pixel_grid(16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images, coords), plain(images, coords))  # zero-initialised
+        latents = model.encode(images)
+    with pytest.raises(ValueError, match="decoder.local_features.*pass images="):
+        model.decode(latents, coords)
+    model(images, coords).square().mean().backward()
+    local = model.decoder.local
+    assert local.unfold.proj.weight.grad.abs().sum() > 0
+    torch.nn.init.normal_(local.unfold.proj.weight, std=0.1)
+    with torch.no_grad():
+        # at the centre of input pixel (5, 7): the CNN's features at rows 4-6, columns 6-8, offset zero
+        x = local.head(images)
+        h = x
+        for block in local.blocks:
+            h = h + block(h)
+        features = x + local.tail(h)
+        expected = local.unfold.proj(torch.cat([features[:, :, 4:7, 6:9].flatten(1), torch.zeros(2, 2)], 1))
+        centre = pixel_grid(16, 16).reshape(16, 16, 2)[5, 7].view(1, 1, 2)
+        torch.testing.assert_close(local(images, centre)[:, 0], expected)
+        assert not torch.allclose(model(images, coords), plain(images, coords))
+        torch.testing.assert_close(  # a render's chunks each read the features around their own pixels
+            model.render(latents, 24, 24, images=images, chunk=100),
+            values_to_image(model.decode(latents, pixel_grid(24, 24), images=images), 24, 24),
+        )

@@ -46,6 +46,7 @@ from ginr.models.conditioning import (
     ImageSkip,
     ImageSkipMode,
     InputWindow,
+    LocalFeatures,
     LocalityBias,
     WindowFilter,
     split_cells,
@@ -128,6 +129,8 @@ class QueryOptions(TypedDict, total=False):
     cell_conditioning: bool
     input_window: Count
     window_filter: bool
+    local_features: Count
+    local_blocks: Count
 
 
 class QueryDecoder(nn.Module):
@@ -144,7 +147,7 @@ class QueryDecoder(nn.Module):
         resolution: Positive = 32, query_bandwidth: PositiveFloat = 0.125, spectrum: Spectrum = "log",
         num_fourier: Positive = 64, learnable_bandwidth: bool = False, heads: Positive = 8,
         dim_head: Positive = 64, attn_impl: AttnImpl = "sdpa", cell_conditioning: bool = False,
-        input_window: Count = 0, window_filter: bool = False,
+        input_window: Count = 0, window_filter: bool = False, local_features: Count = 0, local_blocks: Count = 4,
     ):  # fmt: skip
         super().__init__()
         if window_filter and not input_window:
@@ -171,6 +174,11 @@ class QueryDecoder(nn.Module):
             InputWindow(dim=hidden_dim, channels=out_channels, size=input_window) if input_window else None
         )
         self.filter = WindowFilter(dim=hidden_dim, size=input_window) if window_filter else None
+        self.local = (
+            LocalFeatures(dim=hidden_dim, channels=out_channels, width=local_features, blocks=local_blocks)
+            if local_features
+            else None
+        )
 
     def fourier(self, fraction: float) -> FourierFeatures:
         """Fourier features of bandwidth ``fraction`` of the training resolution's Nyquist frequency."""
@@ -182,8 +190,11 @@ class QueryDecoder(nn.Module):
 
     @property
     def reads_images(self) -> bool:
-        """Whether decoding needs the encoder's input (``images=``): for the image skip or the input window."""
-        return getattr(self, "image_skip", None) is not None or self.window is not None
+        """Whether decoding needs the encoder's input (``images=``): for the image skip, the input window or
+        the local features."""
+        return (
+            getattr(self, "image_skip", None) is not None or self.window is not None or self.local is not None
+        )
 
     def queries(
         self, coords: torch.Tensor, images: torch.Tensor | None = None
@@ -199,6 +210,8 @@ class QueryDecoder(nn.Module):
         if self.window is not None:
             window = self.window.gather(images, coords)
             q = q + self.window(*window)
+        if self.local is not None:
+            q = q + self.local(images, coords)
         return coords, q, window
 
     def finish(
