@@ -102,8 +102,8 @@ class LocalFeatures(nn.Module):
     conv, plus the input), its ``width`` features at the 3 x 3 input pixels around each query unfolded
     with the query's offset, projected and added to the query. The input window hands the decoder raw
     pixels; these are learned local features of them, which a per-query MLP turns into detail far more
-    readily (``tools/photos_cnn_probe.py``: such a CNN alone gains 1.4 dB over Lanczos at 2x on the photos'
-    val crops). Zero-initialised projection: a new model decodes as one without it."""
+    readily (``tools/photos_cnn_probe.py``: such a CNN alone, 173k parameters, gains 0.9 dB over Lanczos at
+    2x on the photos' test crops). Zero-initialised projection: a new model decodes as one without it."""
 
     def __init__(self, *, dim: Positive, channels: Positive, width: Positive, blocks: Positive):
         super().__init__()
