@@ -935,9 +935,12 @@ def test_local_features_start_at_zero_learn_and_read_the_cnn_around_each_query(e
         features = x + local.tail(h)
         expected = local.unfold.proj(torch.cat([features[:, :, 4:7, 6:9].flatten(1), torch.zeros(2, 2)], 1))
         centre = pixel_grid(16, 16).reshape(16, 16, 2)[5, 7].view(1, 1, 2)
-        torch.testing.assert_close(local(images, centre)[:, 0], expected)
+        torch.testing.assert_close(local(local.features(images), centre)[:, 0], expected)
         assert not torch.allclose(model(images, coords), plain(images, coords))
+        runs = []
+        local.head.register_forward_hook(lambda *_: runs.append(1))
         torch.testing.assert_close(  # a render's chunks each read the features around their own pixels
             model.render(latents, 24, 24, images=images, chunk=100),
             values_to_image(model.decode(latents, pixel_grid(24, 24), images=images), 24, 24),
         )
+    assert len(runs) == 2  # the CNN ran once per call, not once per chunk (the render had 12)

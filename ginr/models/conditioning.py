@@ -71,14 +71,9 @@ class InputWindow(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def gather(self, images: torch.Tensor | None, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gather(self, images: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, C, H, W), coords (B | 1, N, 2) as (y, x) -> (the window's pixels (B, N, C, size^2),
         the offsets (B, N, 2))."""
-        if images is None:
-            raise ValueError(
-                f"this decoder reads the {self.size} x {self.size} input pixels around each query "
-                "(decoder.input_window): pass images= (the encoder's input) to decode / render"
-            )
         batch, channels, height, width = images.shape
         sides = torch.tensor([height, width], device=coords.device, dtype=torch.float32)
         position = (coords.float() + 1) * sides / 2 - 0.5  # in pixels: pixel i's centre is at i
@@ -103,7 +98,10 @@ class LocalFeatures(nn.Module):
     with the query's offset, projected and added to the query. The input window hands the decoder raw
     pixels; these are learned local features of them, which a per-query MLP turns into detail far more
     readily (``tools/photos_cnn_probe.py``: such a CNN alone, 173k parameters, gains 0.9 dB over Lanczos at
-    2x on the photos' test crops). Zero-initialised projection: a new model decodes as one without it."""
+    2x on the photos' test crops). Zero-initialised projection: a new model decodes as one without it.
+
+    The CNN runs once per image (:meth:`features`, through the decoder's ``read``); each chunk of queries
+    then reads its own pixels of that map (:meth:`forward`)."""
 
     def __init__(self, *, dim: Positive, channels: Positive, width: Positive, blocks: Positive):
         super().__init__()
@@ -115,18 +113,17 @@ class LocalFeatures(nn.Module):
         self.tail = conv(width, width)
         self.unfold = InputWindow(dim=dim, channels=width, size=3)
 
-    def forward(self, images: torch.Tensor | None, coords: torch.Tensor) -> torch.Tensor:
-        """images (B, C, H, W), coords (B | 1, N, 2) as (y, x) -> (B, N, dim)."""
-        if images is None:
-            raise ValueError(
-                "this decoder reads learned features of the input around each query (decoder.local_features): "
-                "pass images= (the encoder's input) to decode / render"
-            )
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) -> the CNN's features (B, width, H, W)."""
         x = self.head(images.to(self.head.weight.dtype))
         h = x
         for block in self.blocks:
             h = h + block(h)
-        return self.unfold(*self.unfold.gather(x + self.tail(h), coords))
+        return x + self.tail(h)
+
+    def forward(self, features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """:meth:`features`' map (B, width, H, W), coords (B | 1, N, 2) as (y, x) -> (B, N, dim)."""
+        return self.unfold(*self.unfold.gather(features, coords))
 
 
 def dct_basis(size: Positive) -> torch.Tensor:
@@ -179,15 +176,8 @@ class ImageSkip(nn.Module):
         super().__init__()
         self.mode = mode
 
-    def forward(
-        self, values: torch.Tensor, images: torch.Tensor | None, coords: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, values: torch.Tensor, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """values (B, N, C) + images (B, C, H, W) at coords (B | 1, N, 2)."""
-        if images is None:
-            raise ValueError(
-                f"this decoder adds its input image ({self.mode} at each query, decoder.image_skip) to its "
-                "values: pass images= (the encoder's input) to decode / render"
-            )
         return values + sample_image(images, coords, self.mode).to(values.dtype)
 
     @staticmethod

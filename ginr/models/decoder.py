@@ -33,7 +33,7 @@ training images hold. Each stack is Linear + GELU, then ``num_layers - 1`` block
 """
 
 from collections.abc import Callable, Sequence
-from typing import Literal, TypedDict, Unpack
+from typing import Literal, NamedTuple, TypedDict, Unpack
 
 import torch
 from torch import nn
@@ -110,6 +110,14 @@ class Band(nn.Module):
         """(carried value, this scale's output) from the feature and the value carried from coarser scales."""
         hidden = self.carry(feature + hidden)
         return hidden, self.head(hidden)
+
+
+class DecoderInputs(NamedTuple):
+    """What a decoder reads of the encoder's input, made once per image (:meth:`QueryDecoder.read`) and
+    shared by every chunk of queries decoded from it."""
+
+    images: torch.Tensor  # (B, C, H, W): the image skip's and the input window's pixels
+    local: torch.Tensor | None  # (B, width, H, W): the local features' CNN map, or None without them
 
 
 class QueryOptions(TypedDict, total=False):
@@ -192,36 +200,59 @@ class QueryDecoder(nn.Module):
     def reads_images(self) -> bool:
         """Whether decoding needs the encoder's input (``images=``): for the image skip, the input window or
         the local features."""
-        return (
-            getattr(self, "image_skip", None) is not None or self.window is not None or self.local is not None
+        return bool(self.image_readers)
+
+    @property
+    def image_readers(self) -> list[str]:
+        """The options through which this decoder reads its input image."""
+        skip = getattr(self, "image_skip", None)  # set by the subclasses, after this class's __init__
+        readers = [f"decoder.image_skip: {skip.mode} at each query"] if skip is not None else []
+        readers += ["decoder.input_window"] if self.window is not None else []
+        return readers + (["decoder.local_features"] if self.local is not None else [])
+
+    def missing_images(self) -> ValueError:
+        return ValueError(
+            f"this decoder reads its input image ({'; '.join(self.image_readers)}): pass images= (the "
+            "encoder's input) to decode / render"
         )
 
+    def read(self, images: torch.Tensor | None) -> DecoderInputs | None:
+        """The encoder's input (B, C, H, W) -> what this decoder reads of it (None where it reads nothing),
+        made once per image: the local features' CNN runs here, not once per chunk of queries."""
+        if not self.reads_images:
+            return None
+        if images is None:
+            raise self.missing_images()
+        return DecoderInputs(images, None if self.local is None else self.local.features(images))
+
     def queries(
-        self, coords: torch.Tensor, images: torch.Tensor | None = None
+        self, coords: torch.Tensor, inputs: DecoderInputs | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (the pixel centres (B | 1, N, 2),
-        the queries (B | 1, N, D); (B, N, D) with the input window, and the window: its pixels
-        (B, N, C, K) and offsets (B, N, 2), or None without one)."""
+        """coords (B | 1, N, 2 | 4) [, :meth:`read`'s inputs] -> (the pixel centres (B | 1, N, 2), the
+        queries (B | 1, N, D); (B, N, D) with the input window or the local features, and the window: its
+        pixels (B, N, C, K) and offsets (B, N, 2), or None without one)."""
+        if inputs is None and self.reads_images:
+            raise self.missing_images()
         coords, cells = split_cells(coords)
         q = self.query_proj(self.query_fourier(coords))
         if self.cell is not None:
             q = q + self.cell(cells)
         window = None
         if self.window is not None:
-            window = self.window.gather(images, coords)
+            window = self.window.gather(inputs.images, coords)
             q = q + self.window(*window)
         if self.local is not None:
-            q = q + self.local(images, coords)
+            q = q + self.local(inputs.local, coords)
         return coords, q, window
 
     def finish(
-        self, out: torch.Tensor, features: torch.Tensor, window: tuple | None, images: torch.Tensor | None,
+        self, out: torch.Tensor, features: torch.Tensor, window: tuple | None, inputs: DecoderInputs | None,
         coords: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
         """The decoder's values (B, N, C) [+ the window filter of ``features``] [+ the image skip]."""
         if self.filter is not None:
             out = out + self.filter(features, *window)
-        return out if self.image_skip is None else self.image_skip(out, images, coords)
+        return out if self.image_skip is None else self.image_skip(out, inputs.images, coords)
 
 
 class MultiBandDecoder(QueryDecoder):
@@ -262,14 +293,14 @@ class MultiBandDecoder(QueryDecoder):
         self.image_skip = ImageSkip.build(image_skip, *(band.head for band in self.bands))
 
     def forward(
-        self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
+        self, latents: torch.Tensor, coords: torch.Tensor, inputs: DecoderInputs | None = None
     ) -> torch.Tensor:
-        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
-        coords, q, window = self.queries(coords, images)
+        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, :meth:`read`'s inputs] -> (B, N, C)."""
+        coords, q, window = self.queries(coords, inputs)
         bias = self.locality(coords) if self.locality is not None else None
         modulation = q + self.modulation(q, context=latents, bias=bias)
         out = self.chain([band.feature(coords, modulation, latents) for band in self.bands])
-        return self.finish(out, modulation, window, images, coords)
+        return self.finish(out, modulation, window, inputs, coords)
 
     def chain(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The per-scale features (coarse to fine) -> values (B, N, C) through the carried value."""
@@ -297,11 +328,11 @@ class ScentDecoder(QueryDecoder):
         self.checkpoint = checkpoint
 
     def forward(
-        self, latents: torch.Tensor, coords: torch.Tensor, images: torch.Tensor | None = None
+        self, latents: torch.Tensor, coords: torch.Tensor, inputs: DecoderInputs | None = None
     ) -> torch.Tensor:
-        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, the input images (B, C, H, W)] -> (B, N, C)."""
-        coords, q, window = self.queries(coords, images)
+        """latents (B, M, Dz), coords (B | 1, N, 2 | 4) [, :meth:`read`'s inputs] -> (B, N, C)."""
+        coords, q, window = self.queries(coords, inputs)
         x = q + self.cross_attn(q, context=latents)
         for ff in self.ffs:
             x = x + checkpointed_if(self.checkpoint, ff, x)
-        return self.finish(self.out(x), x, window, images, coords)
+        return self.finish(self.out(x), x, window, inputs, coords)

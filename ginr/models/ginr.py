@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from ginr.coords import pixel_grid, values_to_image, with_cells
+from ginr.models.decoder import DecoderInputs, QueryDecoder
 from ginr.models.layers import checkpointed
 
 
@@ -12,9 +13,9 @@ class GINR(nn.Module):
     image under activation checkpointing, so the decoder holds one chunk's activations at a time (the
     memory-lean mode: peak memory no longer grows with the number of queries, for ~1/3 more compute)."""
 
-    def __init__(self, *, encoder: nn.Module, decoder: nn.Module, checkpoint_queries: int | None = None):
+    def __init__(self, *, encoder: nn.Module, decoder: QueryDecoder, checkpoint_queries: int | None = None):
         super().__init__()
-        if checkpoint_queries is not None and getattr(decoder, "mixes_queries", False):
+        if checkpoint_queries is not None and decoder.mixes_queries:
             raise ValueError(
                 "checkpoint_queries needs a decoder whose blocks do not mix queries (not attn_ff)"
             )
@@ -31,14 +32,19 @@ class GINR(nn.Module):
         values (B, N, C); coordinates may carry their pixel's size as two more columns (``ginr.coords``).
         Shared coordinates stay at batch 1 through the decoder's coordinate-only work (Fourier features,
         query projection, each band stack), which is then computed once per batch. ``images``, the
-        encoder's input, is needed by a decoder with an image skip (:attr:`reads_images`)."""
+        encoder's input, is needed by a decoder that reads it (:attr:`reads_images`)."""
+        return self._decode(latents, coords, self.decoder.read(images))
+
+    def _decode(
+        self, latents: torch.Tensor, coords: torch.Tensor, inputs: DecoderInputs | None
+    ) -> torch.Tensor:
+        """:meth:`decode` from what the decoder read of the images, once for all the chunks of queries."""
         if coords.dim() == 2:
             coords = coords.unsqueeze(0)
-        extra = (images,) if self.reads_images else ()
         chunk = self.checkpoint_queries
         if chunk is None or not torch.is_grad_enabled() or coords.shape[1] <= chunk:
-            return self.decoder(latents, coords, *extra)
-        parts = [checkpointed(self.decoder, latents, part, *extra) for part in coords.split(chunk, dim=1)]
+            return self.decoder(latents, coords, inputs)
+        parts = [checkpointed(self.decoder, latents, part, inputs) for part in coords.split(chunk, dim=1)]
         return torch.cat(parts, dim=1)
 
     def forward(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -47,19 +53,19 @@ class GINR(nn.Module):
     @property
     def cell_conditioned(self) -> bool:
         """Whether the decoder reads each query's pixel size (``decoder.cell_conditioning``)."""
-        return getattr(self.decoder, "cell", None) is not None
+        return self.decoder.cell is not None
 
     @property
     def mixes_queries(self) -> bool:
         """Whether the decoder's blocks mix the queries decoded together (``attn_ff``): a render then
         decodes all of its pixels at once, and query chunks are refused."""
-        return getattr(self.decoder, "mixes_queries", False)
+        return self.decoder.mixes_queries
 
     @property
     def reads_images(self) -> bool:
-        """Whether the decoder reads its input image (``decoder.image_skip``, ``decoder.input_window``):
-        decode and render then need ``images=``."""
-        return getattr(self.decoder, "reads_images", False)
+        """Whether the decoder reads its input image (``decoder.image_skip``, ``decoder.input_window``,
+        ``decoder.local_features``): decode and render then need ``images=``."""
+        return self.decoder.reads_images
 
     @torch.no_grad()
     def render(
@@ -86,5 +92,6 @@ class GINR(nn.Module):
         chunk = max(1, chunk // latents.shape[0])
         if self.mixes_queries:
             chunk = coords.shape[0]
-        values = [self.decode(latents, part, images=images) for part in coords.split(chunk)]
+        inputs = self.decoder.read(images)
+        values = [self._decode(latents, part, inputs) for part in coords.split(chunk)]
         return values_to_image(torch.cat(values, dim=1), height, width)
