@@ -330,3 +330,26 @@ def test_test_scales_are_ordered_and_each_gets_a_panel() -> None:
     ]
     assert panels[1][2](runs[0]) == 3.0 and panels[2][2](runs[1]) is None  # the upscaler: PSNR minus margin
     assert [title for title, _, _ in _panels([compare.RunSummary(path=Path("r"), name="r")])] == ["test 1x"]
+
+
+def test_scales_scored_after_training_by_evaluate_join_the_run(tmp_path: Path) -> None:
+    """``python -m ginr.tools.evaluate RUN --resolutions ...`` writes ``RUN/eval/results.json``: the scales
+    the run's own test did not render join its summary, with their margins; the run's own scores win, and
+    a record of part of the split, of val or of another checkpoint is not read."""
+    run = write_run(
+        tmp_path / "run",
+        {"val/psnr": [(10, 30.0)], "test/psnr_x2": [(10, 28.0)], "test/margin_x2": [(10, 0.5)]},
+        status("scent_ff", "finished", 10),
+    )
+    record = {"checkpoint": str(run / "checkpoints" / "best.ckpt"), "split": "test", "images": 54}
+    record |= {"split_images": 54, "resolution": 32, "psnr": 40.0, "psnr_64": 27.0}  # x2: the run's own
+    record |= {"psnr_128": 25.7, "nearest_128": 23.1, "bicubic_128": 25.0, "lanczos_128": 25.3}
+    record |= {"psnr_80": 27.5, "nearest_80": 24.0, "bicubic_80": 27.0}  # no Lanczos: no margin
+    (run / "eval").mkdir()
+    (run / "eval" / "results.json").write_text(json.dumps(record))
+    summary = compare.load_run(run)
+    assert summary.test_at == {"x2": 28.0, "x4": 25.7, "80px": 27.5}
+    assert summary.margin_at == pytest.approx({"x2": 0.5, "x4": 0.4})
+    for change in ({"images": 20}, {"split": "val"}, {"checkpoint": str(run / "checkpoints" / "last.ckpt")}):
+        (run / "eval" / "results.json").write_text(json.dumps(record | change))
+        assert compare.load_run(run).test_at == {"x2": 28.0}, change

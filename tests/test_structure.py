@@ -27,7 +27,7 @@ TOOLS = sorted(p.name for p in (PACKAGE / "tools").iterdir() if p.is_dir() and n
 SEAMS = (
     "ginr.api", "ginr.config", "ginr.engine.build", "ginr.engine.step", "ginr.engine.evaluation",
     "ginr.engine.metrics", "ginr.engine.checkpoint", "ginr.engine.logging", "ginr.data.imagefiles", "ginr.data.splits",
-    "ginr.ops.backend",
+    "ginr.ops.backend", "ginr.files", "ginr.coords",
 )  # fmt: skip
 
 

@@ -38,6 +38,7 @@ from ginr.engine.build import build_dataset, keep_freed_cpu_memory
 from ginr.engine.checkpoint import CheckpointError
 from ginr.engine.evaluation import evaluate, reconstructions, save_picture
 from ginr.engine.metrics import UPSCALERS, margin
+from ginr.files import write_atomic
 from ginr.tools.images import (
     PRECISIONS,
     SCORE_COLUMNS,
@@ -154,8 +155,9 @@ def run(
         "images": result.count,
         "split_images": len(dataset),
     }
-    (out / "results.json").write_text(
-        json.dumps({**report, "resolution": cfg.data.resolution, **result.means}, indent=2)
+    write_atomic(  # ginr.tools.compare reads it beside the run's own scores
+        out / "results.json",
+        json.dumps({**report, "resolution": cfg.data.resolution, **result.means}, indent=2),
     )
     print(
         f"checkpoint {trained.checkpoint} (step {trained.step}): {result.count} of {len(dataset)} {split} "

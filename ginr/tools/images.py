@@ -22,6 +22,7 @@ from ginr.data.imagefiles import EXTENSIONS, UnreadableImage, load_image
 from ginr.engine.evaluation import save_picture
 from ginr.engine.metrics import UPSCALERS, margin, score, upscale
 from ginr.engine.step import autocast
+from ginr.files import write_atomic
 from ginr.tools.tables import markdown_table
 
 PRECISIONS = ("fp32", "train")
@@ -241,7 +242,8 @@ def render_images(
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / "results.json").write_text(
+    write_atomic(
+        out / "results.json",
         json.dumps(
             {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "inputs": [str(p) for p in paths],
              "images": len(files), "found": len(found), "resolution": resolution, "precision": precision,

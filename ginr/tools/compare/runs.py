@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import statistics
@@ -17,7 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from ginr.coords import scale_tag
 from ginr.engine.logging import describe_state, read_status
+from ginr.engine.metrics import margin
 from ginr.tools.tables import markdown_table
 
 
@@ -208,6 +211,24 @@ def _read_scalars(tb: Path) -> dict[str, list[tuple[int, float, float]]]:
     }
 
 
+def evaluated_scales(path: Path) -> dict[str, tuple[float, float | None]]:
+    """Test PSNR and margin by scale tag from ``python -m ginr.tools.evaluate RUN``'s record
+    (``RUN/eval/results.json``), where it scored the whole test split with the checkpoint selected on val
+    (``best``): the resolutions the run's own test did not render. Empty where there is no such record."""
+    try:
+        record = json.loads((path / "eval" / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    whole_test = record.get("split") == "test" and record.get("images") == record.get("split_images")
+    if not whole_test or Path(str(record.get("checkpoint"))).name != "best.ckpt":
+        return {}
+    sides = [int(key.removeprefix("psnr_")) for key in record if re.fullmatch(r"psnr_\d+", key)]
+    return {
+        scale_tag(side, record["resolution"]): (record[f"psnr_{side}"], margin(record, f"_{side}"))
+        for side in sorted(sides)
+    }
+
+
 def load_run(path: Path, root: Path | None = None) -> RunSummary:
     """Summarise one run dir; `root` is what the fallback name (no status.json) is relative to."""
     path = Path(path)
@@ -247,6 +268,11 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
         if match := _SCALE_TAG.fullmatch(tag):
             kind, scale = match.groups()
             (run.test_at if kind == "psnr" else run.margin_at)[scale] = last(tag)
+    for scale, (psnr, over_best) in evaluated_scales(path).items():  # what the run's own test left out
+        if scale not in run.test_at:
+            run.test_at[scale] = psnr
+            if over_best is not None:
+                run.margin_at[scale] = over_best
     run.ms_per_step, run.images_per_s = median("perf/ms_per_step"), median("perf/images_per_s")
     run.peak_mem_gb = max(vals.get("perf/peak_mem_gb", []), default=None)
     run.gflop_per_step = last("perf/gflop_per_step")
