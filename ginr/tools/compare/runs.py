@@ -31,7 +31,7 @@ class RunSummary:
     state: str = "unknown"
     step: int | None = None
     max_steps: int | None = None
-    best_psnr: float | None = None  # val: what selects
+    best_psnr: float | None = None  # val: the best of what selects (trainer.select_on)
     final_psnr: float | None = None  # val, last evaluation
     test_psnr: float | None = None  # test, once at the end, of the checkpoint selected on val
     # test PSNR at each other evaluated resolution, by its scale tag ("x2", or "256px" where it is not a
@@ -260,9 +260,10 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
     median = lambda tag: statistics.median(vals[tag]) if tag in vals else None
     if "val/psnr" in vals:
         run.final_psnr = last("val/psnr")
-        # what selected the run's checkpoint (trainer.select_on, 1x unless a run says otherwise)
-        run.best_psnr = last("val/best_psnr") if "val/best_psnr" in vals else max(vals["val/psnr"])
         run.curve = [(s, t - t0, v) for s, t, v in scalars["val/psnr"]]
+    selected = f"val/{run.config.get('trainer.select_on') or 'psnr'}"  # what picked best.ckpt; 1x by default
+    if selected in vals:
+        run.best_psnr = max(vals[selected])
     run.test_psnr = last("test/psnr")
     for tag in vals:
         if match := _SCALE_TAG.fullmatch(tag):
