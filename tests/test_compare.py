@@ -357,10 +357,12 @@ def test_scales_scored_after_training_by_evaluate_join_the_run(tmp_path: Path) -
 
 def test_best_val_psnr_is_the_metric_that_selected_the_checkpoint(tmp_path: Path) -> None:
     """``trainer.select_on=psnr_x2`` (the arbitrary-scale recipe) picks best.ckpt on val at 2x: the
-    summary's best val PSNR is that one's best, not the 1x PSNR's."""
+    summary's best and final val PSNR and its val curve are that metric's, not the 1x PSNR's."""
     scalars = {"val/psnr": [(10, 40.0), (20, 46.0)], "val/psnr_x2": [(10, 28.4), (20, 28.2)]}
     run = write_run(tmp_path / "run", scalars, status("scent_ff", "finished", 20))
     assert compare.load_run(run).best_psnr == pytest.approx(46.0)  # no config: 1x, the default
     (run / "config.yaml").write_text("trainer:\n  select_on: psnr_x2\n")
     summary = compare.load_run(run)
-    assert summary.best_psnr == pytest.approx(28.4) and summary.final_psnr == pytest.approx(46.0)
+    assert summary.best_psnr == pytest.approx(28.4) and summary.final_psnr == pytest.approx(28.2)
+    assert [p[2] for p in summary.curve] == pytest.approx([28.4, 28.2])  # the curve and its minutes-to-reach
+    assert compare.val_metric([summary]) == "val psnr_x2 (each run's selection metric)"

@@ -31,8 +31,11 @@ class RunSummary:
     state: str = "unknown"
     step: int | None = None
     max_steps: int | None = None
-    best_psnr: float | None = None  # val: the best of what selects (trainer.select_on)
-    final_psnr: float | None = None  # val, last evaluation
+    # val PSNR, of the metric that selects the checkpoint (trainer.select_on: 1x "psnr", or "psnr_x2", ...):
+    # its best, its last evaluation, and its curve below
+    selected_on: str = "psnr"
+    best_psnr: float | None = None
+    final_psnr: float | None = None
     test_psnr: float | None = None  # test, once at the end, of the checkpoint selected on val
     # test PSNR at each other evaluated resolution, by its scale tag ("x2", or "256px" where it is not a
     # multiple of the input's), and its margin: the PSNR minus the best classical upscaler's
@@ -44,7 +47,7 @@ class RunSummary:
     peak_mem_gb: float | None = None
     gflop_per_step: float | None = None  # matrix FLOPs of one training step, counted at the start
     wall_time_s: float | None = None
-    # val PSNR curve: (step, seconds since the run's first scalar event, PSNR)
+    # the val curve of selected_on: (step, seconds since the run's first scalar event, PSNR)
     curve: list[tuple[int, float, float]] = field(default_factory=list)
     config: dict[str, object] = field(default_factory=dict)  # the run's config.yaml, flattened
     dataset: str = "unknown data"  # what the runs of one table share
@@ -258,12 +261,11 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
     vals = {tag: [e[2] for e in events] for tag, events in scalars.items() if events}
     last = lambda tag: vals[tag][-1] if tag in vals else None
     median = lambda tag: statistics.median(vals[tag]) if tag in vals else None
-    if "val/psnr" in vals:
-        run.final_psnr = last("val/psnr")
-        run.curve = [(s, t - t0, v) for s, t, v in scalars["val/psnr"]]
-    selected = f"val/{run.config.get('trainer.select_on') or 'psnr'}"  # what picked best.ckpt; 1x by default
+    run.selected_on = str(run.config.get("trainer.select_on") or "psnr")  # what picked best.ckpt
+    selected = f"val/{run.selected_on}"
     if selected in vals:
-        run.best_psnr = max(vals[selected])
+        run.best_psnr, run.final_psnr = max(vals[selected]), last(selected)
+        run.curve = [(s, t - t0, v) for s, t, v in scalars[selected]]
     run.test_psnr = last("test/psnr")
     for tag in vals:
         if match := _SCALE_TAG.fullmatch(tag):
@@ -278,6 +280,15 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
     run.peak_mem_gb = max(vals.get("perf/peak_mem_gb", []), default=None)
     run.gflop_per_step = last("perf/gflop_per_step")
     return run
+
+
+def val_metric(runs: Sequence[RunSummary]) -> str:
+    """What the runs' val curves show: "val PSNR" (1x), or the selection metrics where a run selects on
+    another (``val psnr_x2``)."""
+    metrics = sorted({r.selected_on for r in runs})
+    return (
+        "val PSNR" if metrics in ([], ["psnr"]) else f"val {', '.join(metrics)} (each run's selection metric)"
+    )
 
 
 def sort_runs(runs: Sequence[RunSummary]) -> list[RunSummary]:
@@ -344,7 +355,7 @@ def plot(runs: Sequence[RunSummary], path: Path, x: Literal["step", "time"] = "s
     for r in plotted:
         ax.plot([p[col] for p in r.curve], [p[2] for p in r.curve], marker=".", label=r.name)
     ax.set_xlabel("step" if x == "step" else "wall-clock time (s)")
-    ax.set_ylabel("val PSNR (dB)")
+    ax.set_ylabel(f"{val_metric(plotted)} (dB)")
     ax.grid(alpha=0.3)
     if plotted:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ginr.tools.compare.runs import RunSummary, differing_keys, setting
+from ginr.tools.compare.runs import RunSummary, differing_keys, setting, val_metric
 from ginr.tools.tables import markdown_table
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal's 1.96 is
@@ -251,7 +251,9 @@ def plot_bands(group: Sequence[Variant], path: Path, x: str = "step") -> None:
             ax.fill_between(xs, [m - h for m, h in zip(means, half, strict=True)],
                             [m + h for m, h in zip(means, half, strict=True)], color=line.get_color(), alpha=0.2)  # fmt: skip
     ax.set_xlabel("step" if x == "step" else "wall-clock time (s), mean over seeds")
-    ax.set_ylabel("val PSNR (dB), mean and 95% interval over seeds")
+    ax.set_ylabel(
+        f"{val_metric([r for v in group for _, r in v.runs])} (dB), mean and 95% interval over seeds"
+    )
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
