@@ -283,12 +283,9 @@ def load_run(path: Path, root: Path | None = None) -> RunSummary:
 
 
 def val_metric(runs: Sequence[RunSummary]) -> str:
-    """What the runs' val curves show: "val PSNR" (1x), or the selection metrics where a run selects on
-    another (``val psnr_x2``)."""
+    """What the runs' val curves show, each run's selection metric: "val PSNR" (1x), or ``val psnr_x2``."""
     metrics = sorted({r.selected_on for r in runs})
-    return (
-        "val PSNR" if metrics in ([], ["psnr"]) else f"val {', '.join(metrics)} (each run's selection metric)"
-    )
+    return "val PSNR" if metrics in ([], ["psnr"]) else f"val {', '.join(metrics)}"
 
 
 def sort_runs(runs: Sequence[RunSummary]) -> list[RunSummary]:
