@@ -5,10 +5,9 @@ the intervals hold image-to-image variation only, not training noise. Run from t
 """
 
 import csv
-import math
 from pathlib import Path
 
-from ginr.tools.compare.seeds import t_quantile
+from ginr.tools.compare.seeds import estimate
 
 PAIRS = [  # (A, B): A - B
     ("mixed_on_photos", "photos_on_photos"),
@@ -31,9 +30,8 @@ for a_name, b_name in PAIRS:
     a, b = read(a_name), read(b_name)
     keys = sorted(set(a) & set(b), key=int)
     for scale, column in SCALES.items():
-        d = [float(a[k][column]) - float(b[k][column]) for k in keys]
-        m, n = mean(d), len(d)
-        half = t_quantile(n - 1) * math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1)) / math.sqrt(n)
+        d = estimate([float(a[k][column]) - float(b[k][column]) for k in keys])
+        m, n, half = d.mean, d.n, d.half_width
         lanczos = (
             ""
             if scale == "1x"
